@@ -1,0 +1,157 @@
+"""nodes: an Erlang-style runtime for Python.
+
+One Python process is one node; inside it, processes (pykka actor threads)
+exchange messages with ``send``/``receive``; links, monitors, ``gen_statem``,
+``rpc`` and a shell mirror Erlang so that an Erlang example ports line by line.
+A plain ``import nodes`` gives the local, non-distributed node
+``"nonode@nohost"``; ``nodes.start(name)`` makes it a distributed node.
+See CONTRACT.md for the whole public face.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import gen_statem, rpc, sys
+from . import node as _node
+from . import process as _process
+from . import registry as _registry
+from .terms import Exit, Pid, Ref, make_ref
+from .timers import Scheduler as _Scheduler
+
+__all__ = [
+    "Exit", "Pid", "Ref", "make_ref",
+    "start", "node", "connect", "disconnect", "list_nodes", "monitor_node",
+    "self", "spawn", "spawn_link", "send", "receive", "flush",
+    "register", "unregister", "whereis", "link", "unlink", "process_flag",
+    "monitor", "demonitor", "exit", "is_alive", "send_after", "cancel_timer", "read_timer",
+    "gen_statem", "sys", "rpc",
+]
+
+_scheduler = _Scheduler(_node.route)
+
+
+def node() -> str:
+    """This node's name (``node()``): ``"nonode@nohost"`` until ``start``."""
+    return _node.name
+
+
+def self() -> Pid:
+    """The calling process's pid; a plain thread gets a process of its own on first use."""
+    return _process.self_pid()
+
+
+def spawn(fn: Any, *args: Any) -> Pid:
+    """Run ``fn(*args)`` as a new process."""
+    return _process.spawn(fn, *args)
+
+
+def spawn_link(fn: Any, *args: Any) -> Pid:
+    """Run ``fn(*args)`` as a new process linked to the caller."""
+    return _process.spawn(fn, *args, link=True)
+
+
+def send(dest: Any, msg: Any) -> Any:
+    """Send ``msg`` to a Pid, a registered name or a ``(name, node)``; never raises for a dead dest."""
+    _process.check_alive()
+    _node.route(dest, msg)
+    return msg
+
+
+def receive(timeout: int | None = None, match: Any = None) -> Any:
+    """Selective receive: the first message with ``match(msg)`` true (any if None).
+
+    ``timeout`` in ms (None: forever; 0: only look at what is queued); raises
+    ``TimeoutError`` when it passes.
+    """
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or timeout < 0):
+        raise TypeError(f"receive: timeout must be a non-negative number of ms or None, got {timeout!r}")
+    if match is not None and not callable(match):
+        raise TypeError(f"receive: match must be a callable taking a message, got {match!r}")
+    return _process.receive(timeout, match)
+
+
+def flush() -> list[Any]:
+    """All pending messages; the mailbox is left empty."""
+    return _process.flush()
+
+
+def register(name: str, pid: Pid) -> bool:
+    """Register ``pid`` (a live local process) under ``name``; raises if the name is taken."""
+    if type(pid) is not Pid:
+        raise TypeError(f"register: expected a Pid, got {pid!r}")
+    if _node.local_proc(pid) is None:
+        raise ValueError(f"register: {pid!r} is not a live local process")
+    _registry.add(name, pid)
+    if _node.local_proc(pid) is None:  # it died meanwhile: its name must not outlive it
+        _registry.remove_pid(pid)
+        raise ValueError(f"register: {pid!r} is not a live local process")
+    return True
+
+
+def unregister(name: str) -> bool:
+    """Remove a registered name; raises ValueError if it is not registered."""
+    if not _registry.remove(name):
+        raise ValueError(f"unregister: {name!r} is not a registered name")
+    return True
+
+
+def whereis(name: str) -> Pid | None:
+    """The pid registered as ``name``, or None."""
+    pid = _registry.lookup(name)
+    if pid is not None and _node.local_proc(pid) is None:
+        return None
+    return pid
+
+
+link = _process.link
+unlink = _process.unlink
+process_flag = _process.process_flag
+monitor = _process.monitor
+demonitor = _process.demonitor
+exit = _process.exit
+is_alive = _process.is_alive
+monitor_node = _process.monitor_node
+
+
+def send_after(ms: int, dest: Any, msg: Any) -> Ref:
+    """Send ``msg`` to ``dest`` after ``ms`` milliseconds; returns a timer ref."""
+    return _scheduler.send_after(ms, dest, msg)
+
+
+def cancel_timer(ref: Ref) -> int | bool:
+    """Cancel a timer: the ms it had left, or False if it already fired."""
+    return _scheduler.cancel(ref)
+
+
+def read_timer(ref: Ref) -> int | bool:
+    """The ms a timer has left, or False."""
+    return _scheduler.read(ref)
+
+
+# -- distribution (filled in by nodes.dist) --------------------------------------------------
+
+def start(name: str, cookie: str | None = None, **options: Any) -> str:
+    """Make this process a distributed node; returns its full name (see nodes.dist)."""
+    from . import dist
+
+    return dist.start(name, cookie, **options)
+
+
+def connect(node_name: str) -> bool:
+    from . import dist
+
+    return dist.connect(node_name)
+
+
+def disconnect(node_name: str) -> bool:
+    from . import dist
+
+    return dist.disconnect(node_name)
+
+
+def list_nodes() -> list[str]:
+    from . import dist
+
+    return dist.list_nodes()

@@ -1,0 +1,307 @@
+"""``gen_statem`` in state-functions mode: a process that runs a callback module.
+
+The callback module is a module, a class or an instance: callbacks are looked
+up as attributes (a class is never instantiated).  ``init(args)`` runs in the
+new process before ``start``/``start_link`` return.  Each event calls the
+function named after the current state with ``(event_type, event_content,
+data)``; event types are ``"cast"``, ``("call", from_)`` and ``"info"``.
+
+Return values: ``("next_state", name, data[, actions])``, ``("keep_state",
+data[, actions])``, ``("keep_state_and_data"[, actions])``, ``("stop", reason[,
+data])``, ``("stop_and_reply", reason, replies[, data])``.  Actions (a list, or
+one action): ``("reply", from_, reply)`` and ``("next_event", type, content)``;
+events inserted by ``next_event`` are handled, in the order given, before any
+message still in the mailbox.
+
+Wire format (what a member finds in its mailbox): ``("$gen_call", (pid, ref),
+request)``, ``("$gen_cast", msg)``, ``("$system", (pid, ref), request)``;
+replies are :class:`~nodes.terms.CallReply` so that a reply arriving after the
+caller gave up is dropped (Erlang uses process aliases for this).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections import deque
+from typing import Any
+
+from . import node, process, registry
+from .terms import CallReply, Exit, Pid, ProcessExit, Ref, make_ref
+
+log = logging.getLogger("nodes.gen_statem")
+
+__all__ = ["start", "start_link", "call", "cast", "reply", "stop"]
+
+
+# -- starting ----------------------------------------------------------------------------------
+
+def start_link(module: Any, args: Any, name: str | None = None) -> tuple[str, Any]:
+    """Start a gen_statem linked to the caller: ``("ok", pid)`` | ``("error", reason)``."""
+    return _start(module, args, name, True)
+
+
+def start(module: Any, args: Any, name: str | None = None) -> tuple[str, Any]:
+    """Start a gen_statem not linked to the caller: ``("ok", pid)`` | ``("error", reason)``."""
+    return _start(module, args, name, False)
+
+
+def _start(module: Any, args: Any, name: str | None, link: bool) -> tuple[str, Any]:
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(f"gen_statem.start: name must be a non-empty str or None, got {name!r}")
+    if not callable(getattr(module, "init", None)):
+        raise TypeError(f"gen_statem.start: callback module {module!r} has no callable init(args)")
+    me = process.current()
+    ack = make_ref()
+    pid = process.spawn(_enter, module, args, name, me.pid, ack, link, link=link)
+    mref = process.monitor(pid)
+
+    def is_ack_or_down(m: Any) -> bool:
+        return type(m) is tuple and len(m) >= 3 and (
+            (m[0] == "$ack" and m[1] == ack) or (m[0] == "DOWN" and m[1] == mref))
+
+    msg = process.receive(None, is_ack_or_down)
+    if msg[0] == "$ack":
+        result = msg[2]
+        if result[0] == "ok":
+            process.demonitor(mref)
+            return result
+        # init failed: the process unlinked itself and is on its way out; wait until it is gone
+        process.receive(None, lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == mref)
+        return result
+    # died before acknowledging (killed during init): no EXIT message is left behind
+    reason = msg[4]
+    if link:
+        process.unlink(pid)
+    return ("error", reason)
+
+
+def _enter(module: Any, args: Any, name: str | None, starter: Pid, ack: Ref, linked: bool) -> None:
+    me = process.current()
+
+    def fail(reason: Any) -> None:
+        if linked:
+            process.unlink(starter)
+        node.route(starter, ("$ack", ack, ("error", reason)))
+        raise Exit(reason if reason != "normal" else "normal")
+
+    if name is not None:
+        try:
+            registry.add(name, me.pid)
+        except ValueError:
+            fail(("already_started", registry.lookup(name)))
+    try:
+        result = module.init(args)
+    except Exception as exc:  # noqa: BLE001 - a crashing init is an init failure
+        fail(("exception", exc, traceback.format_exc()))
+        return
+    if type(result) is tuple and len(result) in (3, 4) and result[0] == "ok":
+        state_name, data = result[1], result[2]
+        actions = result[3] if len(result) == 4 else None
+    elif type(result) is tuple and len(result) == 2 and result[0] == "stop":
+        fail(result[1])
+        return
+    elif result == "ignore":
+        fail("ignore")
+        return
+    else:
+        fail(("bad_return_from_init", result))
+        return
+    node.route(starter, ("$ack", ack, ("ok", me.pid)))
+    _Machine(module, state_name, data, starter if linked else None).run(actions)
+
+
+# -- the event loop -----------------------------------------------------------------------------
+
+class _Machine:
+    __slots__ = ("module", "state", "data", "parent", "pending")
+
+    def __init__(self, module: Any, state: Any, data: Any, parent: Pid | None) -> None:
+        self.module = module
+        self.state = state
+        self.data = data
+        self.parent = parent
+        self.pending: deque[tuple[Any, Any]] = deque()
+
+    def run(self, init_actions: Any) -> None:
+        proc = process.current()
+        mailbox = proc.mailbox
+        pending = self.pending
+        if init_actions:
+            self._actions(init_actions)
+        while True:
+            if pending:
+                event_type, content = pending.popleft()
+            else:
+                try:
+                    msg = mailbox.receive(None, None)
+                except ProcessExit:
+                    raise
+                if type(msg) is tuple and msg:
+                    tag = msg[0]
+                    if tag == "$gen_call" and len(msg) == 3:
+                        event_type, content = ("call", msg[1]), msg[2]
+                    elif tag == "$gen_cast" and len(msg) == 2:
+                        event_type, content = "cast", msg[1]
+                    elif tag == "$system" and len(msg) == 3:
+                        self._system(msg[1], msg[2])
+                        continue
+                    elif (tag == "EXIT" and len(msg) == 3 and msg[1] == self.parent and proc.trap_exit):
+                        self._terminate(msg[2])
+                    else:
+                        event_type, content = "info", msg
+                else:
+                    event_type, content = "info", msg
+            self._handle(event_type, content)
+
+    def _handle(self, event_type: Any, content: Any) -> None:
+        fn = getattr(self.module, self.state, None) if isinstance(self.state, str) else None
+        if fn is None:
+            self._terminate(("undef_state_function", self.state), crash=True)
+        try:
+            result = fn(event_type, content, self.data)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - a crashing callback stops the machine, as in OTP
+            self._terminate(("exception", exc, traceback.format_exc()), crash=True)
+        kind = result[0] if type(result) is tuple and result else result
+        n = len(result) if type(result) is tuple else 0
+        if kind == "next_state" and n in (3, 4):
+            self.state, self.data = result[1], result[2]
+            if n == 4:
+                self._actions(result[3])
+        elif kind == "keep_state" and n in (2, 3):
+            self.data = result[1]
+            if n == 3:
+                self._actions(result[2])
+        elif kind == "keep_state_and_data":
+            if n == 2:
+                self._actions(result[1])
+        elif kind == "stop" and n in (2, 3):
+            if n == 3:
+                self.data = result[2]
+            self._terminate(result[1])
+        elif kind == "stop_and_reply" and n in (3, 4):
+            if n == 4:
+                self.data = result[3]
+            self._actions(result[2])
+            self._terminate(result[1])
+        else:
+            self._terminate(("bad_return_from_state_function", result), crash=True)
+
+    def _actions(self, actions: Any) -> None:
+        if actions is None:
+            return
+        if type(actions) is tuple and actions and isinstance(actions[0], str):
+            actions = [actions]  # one action given on its own
+        inserted = []
+        for action in actions:
+            if type(action) is tuple and action:
+                if action[0] == "reply" and len(action) == 3:
+                    reply(action[1], action[2])
+                    continue
+                if action[0] == "next_event" and len(action) == 3:
+                    inserted.append((action[1], action[2]))
+                    continue
+            self._terminate(("bad_action", action), crash=True)
+        if inserted:
+            # inserted events go before everything still pending, in the order given
+            self.pending.extendleft(reversed(inserted))
+
+    def _system(self, from_: Any, request: Any) -> None:
+        if request == "get_state":
+            reply(from_, (self.state, self.data))
+        elif type(request) is tuple and len(request) == 2 and request[0] == "terminate":
+            self._terminate(request[1])
+        else:
+            reply(from_, ("error", "unknown_system_message"))
+
+    def _terminate(self, reason: Any, crash: bool = False) -> None:
+        terminate = getattr(self.module, "terminate", None)
+        if terminate is not None:
+            try:
+                terminate(reason, self.state, self.data)
+            except Exception:  # noqa: BLE001
+                log.exception("terminate callback of %r failed", self.module)
+        if crash or reason not in ("normal", "shutdown"):
+            detail = reason[2] if type(reason) is tuple and len(reason) == 3 and reason[0] == "exception" \
+                else repr(reason)
+            log.error("gen_statem %r terminating in state %r with reason:\n%s",
+                      process.current().pid, self.state, detail)
+        raise Exit(reason)
+
+
+# -- client side --------------------------------------------------------------------------------
+
+def call(server: Any, request: Any, timeout: int | None = 5000) -> Any:
+    """Send ``request`` and wait for the reply; raises ``nodes.Exit`` ("timeout", "noproc", ...)."""
+    return _call(server, "$gen_call", request, timeout)
+
+
+def _call(server: Any, tag: str, request: Any, timeout: int | None) -> Any:
+    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
+        raise TypeError(f"call: timeout must be a non-negative int of ms or None, got {timeout!r}")
+    me = process.current()
+    target_node, _obj = process.resolve_server(server)
+    if server == me.pid or (type(server) is str and registry.lookup(server) == me.pid):
+        raise Exit("calling_self")
+    mailbox = me.mailbox
+    ref = process.monitor(server)
+    mailbox.activate_alias(ref)
+    node.route(server, (tag, (me.pid, ref), request))
+
+    def is_answer(m: Any) -> bool:
+        if type(m) is CallReply:
+            return m.ref == ref
+        return type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == ref
+
+    try:
+        msg = process.receive(timeout, is_answer)
+    except TimeoutError:
+        mailbox.deactivate_alias(ref)
+        process.demonitor(ref)
+        raise Exit("timeout") from None
+    mailbox.deactivate_alias(ref)
+    if type(msg) is CallReply:
+        process.demonitor(ref)
+        return msg.value
+    reason = msg[4]
+    if reason == "noconnection":
+        raise Exit(("nodedown", target_node))
+    raise Exit(reason)
+
+
+def cast(server: Any, msg: Any) -> str:
+    """Send an asynchronous request; always ``"ok"``."""
+    process.check_alive()
+    node.route(server, ("$gen_cast", msg))
+    return "ok"
+
+
+def reply(from_: Any, reply: Any) -> str:
+    """Answer a call whose ``from_`` (pid, ref) a callback was handed."""
+    if type(from_) is not tuple or len(from_) != 2 or type(from_[0]) is not Pid:
+        raise TypeError(f"reply: from_ must be the (pid, ref) pair handed to the callback, got {from_!r}")
+    process.check_alive()
+    node.route(from_[0], CallReply(from_[1], reply))
+    return "ok"
+
+
+def stop(server: Any, reason: Any = "normal", timeout: int | None = None) -> str:
+    """Stop the machine (its ``terminate`` runs); ``"ok"``, or raises ``nodes.Exit("noproc")``."""
+    me = process.current()
+    process.resolve_server(server)
+    ref = process.monitor(server)
+    node.route(server, ("$system", (me.pid, ref), ("terminate", reason)))
+    try:
+        msg = process.receive(timeout, lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN"
+                              and m[1] == ref)
+    except TimeoutError:
+        process.demonitor(ref)
+        raise Exit("timeout") from None
+    down_reason = msg[4]
+    if down_reason == reason:
+        return "ok"
+    raise Exit(down_reason)
+
+
+def system_call(server: Any, request: Any, timeout: int | None = 5000) -> Any:
+    return _call(server, "$system", request, timeout)

@@ -1,0 +1,93 @@
+"""This node: its name and creation, its table of local processes, and message routing.
+
+``route(dest, msg)`` delivers to a local mailbox or hands the message to the
+distribution layer (``dist``) for a remote node.  Before ``nodes.start`` the
+node is ``nonode@nohost`` with creation 0 and there is no distribution: a
+message for another node is dropped, as in a non-distributed ``erl``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import registry
+from .terms import NONODE, Pid
+
+__all__ = ["NONODE", "route", "local_proc", "new_pid", "is_local_node"]
+
+if TYPE_CHECKING:
+    from .process import Proc
+
+
+class Distribution(Protocol):
+    """What the node needs from the distribution layer (``nodes.dist``)."""
+
+    def send_signal(self, node: str, signal: tuple[Any, ...]) -> None: ...
+
+    def ensure_connected(self, node: str) -> bool: ...
+
+
+name: str = NONODE
+creation: int = 0
+dist: Distribution | None = None
+
+#: local processes by id; a process leaves the table when it dies
+procs: dict[int, Proc] = {}
+#: pids that local processes had before distribution started (``nonode@nohost``)
+pre_start_pids: dict[Pid, Proc] = {}
+_ids = itertools.count(1)
+table_lock = threading.Lock()
+
+
+def new_pid() -> Pid:
+    return Pid(name, next(_ids), creation)
+
+
+def is_local_node(node_name: str) -> bool:
+    return node_name == name or node_name == NONODE
+
+
+def local_proc(pid: Pid) -> Proc | None:
+    """The live local process ``pid`` names, or None (dead, remote, earlier incarnation)."""
+    if pid.node == name:
+        proc = procs.get(pid.id)
+        if proc is not None and proc.pid.creation == pid.creation:
+            return proc
+        return None
+    if pid.node == NONODE:
+        proc = pre_start_pids.get(pid)
+        if proc is not None and proc.alive:
+            return proc
+    return None
+
+
+def route(dest: Any, msg: Any) -> None:
+    """Send ``msg`` to ``dest`` (Pid | name | (name, node)); never raises for a dead destination."""
+    if type(dest) is Pid:
+        if dest.node == name or dest.node == NONODE:
+            proc = local_proc(dest)
+            if proc is not None:
+                proc.mailbox.put(msg)
+        elif dist is not None:
+            dist.send_signal(dest.node, ("msg", dest, msg))
+        return
+    if type(dest) is str:
+        pid = registry.lookup(dest)
+        if pid is None:
+            # Erlang raises badarg for an unregistered name; the contract says send never raises
+            return
+        proc = local_proc(pid)
+        if proc is not None:
+            proc.mailbox.put(msg)
+        return
+    if type(dest) is tuple and len(dest) == 2 and isinstance(dest[0], str) and isinstance(dest[1], str):
+        reg_name, node_name = dest
+        if is_local_node(node_name):
+            route(reg_name, msg)
+        elif dist is not None:
+            dist.send_signal(node_name, ("reg_msg", reg_name, msg))
+        return
+    raise TypeError(
+        f"send: destination must be a Pid, a registered name str or a (name, node) tuple, got {dest!r}")

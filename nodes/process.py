@@ -1,0 +1,564 @@
+"""Processes: a pykka actor thread with a mailbox, links, monitors and Erlang's exit signals.
+
+Each spawned process is a ``pykka.ThreadingActor``: pykka gives it its thread
+(``_start_actor_loop``) and its inbox (``_create_actor_inbox``).  Two things
+Erlang needs go beyond pykka and are added here:
+
+* the inbox is a :class:`~nodes.mailbox.Mailbox` with selective receive, and the
+  actor loop is replaced by the process body (``fn(*args)``), which reads its
+  mailbox with ``receive``; pykka's registry and stop flag are kept.
+* exit signals.  Python cannot kill a thread, so a process is killed by marking
+  it dead *at once* (its name is freed, its links and monitors fire, its
+  mailbox is closed and later messages are dropped) and unwinding its thread
+  with :class:`~nodes.terms.ProcessExit` the next time that thread touches the
+  runtime (``receive``, ``send``, ``flush``...).  To the rest of the node the
+  process is gone immediately; only code that runs without ever touching the
+  runtime keeps running until it does.
+
+A plain thread (the REPL, a test's main thread) gets a process of its own on
+first use, with a real mailbox but no actor.  When such a process is killed,
+the thread sees ``nodes.Exit(reason)`` once, from its next runtime call, and
+gets a new process after that (like the Erlang shell restarting its evaluator).
+
+Signals between processes (link, unlink, exit, monitor, demonitor, down) are
+applied under one node-wide lock for local targets and travel as tuples
+through ``node.dist`` for remote ones; ``apply_remote_signal`` is the entry
+point for those arriving from other nodes and ``node_down`` turns a lost
+connection into ``noconnection`` exits and DOWN messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+
+from . import node, registry
+from .mailbox import Mailbox
+from .terms import Exit, Pid, ProcessExit, Ref, make_ref
+
+log = logging.getLogger("nodes")
+
+# One lock for the link/monitor/alive state of every local process: signals are
+# rare next to messages, and one lock makes the exit cascade free of lock-order
+# deadlocks.
+_lock = threading.RLock()
+_tls = threading.local()
+
+
+class Proc:
+    """The control block of one local process."""
+
+    __slots__ = (
+        "pid", "mailbox", "links", "monitors", "monitored_by", "node_monitors",
+        "trap_exit", "alive", "reason", "actor", "reported",
+    )
+
+    def __init__(self, mailbox: Mailbox, actor: _ProcessActor | None = None) -> None:
+        self.pid = node.new_pid()
+        self.mailbox = mailbox
+        self.links: set[Pid] = set()
+        # monitors this process holds: ref -> (target node, object reported in DOWN)
+        self.monitors: dict[Ref, tuple[str, Any]] = {}
+        # monitors held on this process: ref -> (watcher pid, object reported in DOWN)
+        self.monitored_by: dict[Ref, tuple[Pid, Any]] = {}
+        self.node_monitors: dict[str, int] = {}
+        self.trap_exit = False
+        self.alive = True
+        self.reason: Any = None
+        self.actor = actor
+        self.reported = False  # a dead thread-process has shown its Exit to its thread
+
+    def __repr__(self) -> str:
+        return f"Proc({self.pid!r}, alive={self.alive})"
+
+
+class _ProcessActor(pykka.ThreadingActor):
+    """The pykka actor behind a spawned process: its loop is the process body."""
+
+    use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox() -> Mailbox:  # type: ignore[override]
+        return Mailbox()
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        super().__init__()
+        self._fn = fn
+        self._args = args
+        self.proc = Proc(self.actor_inbox, self)  # type: ignore[arg-type]
+
+    def _actor_loop(self) -> None:
+        proc = self.proc
+        _tls.proc = proc
+        reason: Any = "normal"
+        try:
+            self._fn(*self._args)
+        except ProcessExit:
+            reason = None  # already dead: killed by a signal
+        except Exit as exc:
+            reason = exc.reason
+        except BaseException as exc:  # noqa: BLE001 - a crash is an exit reason, as in Erlang
+            reason = ("exception", exc, traceback.format_exc())
+            log.error("Error in process %r with exit value:\n%s", proc.pid, reason[2])
+        finally:
+            if reason is not None:
+                terminate(proc, reason)
+            try:
+                self._stop()
+            except Exception:  # pragma: no cover - pykka's own bookkeeping
+                pass
+            _tls.proc = None
+
+
+# -- the current process -------------------------------------------------------------------
+
+def current() -> Proc:
+    """The calling thread's process, made on first use for a plain thread."""
+    proc: Proc | None = getattr(_tls, "proc", None)
+    if proc is not None:
+        if proc.alive:
+            return proc
+        _raise_dead(proc)
+    proc = Proc(Mailbox())
+    with node.table_lock:
+        node.procs[proc.pid.id] = proc
+    _tls.proc = proc
+    return proc
+
+
+def current_or_none() -> Proc | None:
+    return getattr(_tls, "proc", None)
+
+
+def _raise_dead(proc: Proc) -> None:
+    """Unwind a thread whose process has been killed."""
+    if proc.actor is not None:
+        raise ProcessExit(proc.reason)
+    # a plain thread: report the death once, then start afresh with a new process
+    _tls.proc = None
+    raise Exit(proc.reason)
+
+
+def check_alive() -> None:
+    """Stop a killed actor thread before it affects anyone else (cheap, called by send)."""
+    proc: Proc | None = getattr(_tls, "proc", None)
+    if proc is not None and not proc.alive and proc.actor is not None:
+        raise ProcessExit(proc.reason)
+
+
+def self_pid() -> Pid:
+    return current().pid
+
+
+# -- spawning ------------------------------------------------------------------------------
+
+def spawn(fn: Callable[..., Any], *args: Any, link: bool = False) -> Pid:
+    if not callable(fn):
+        raise TypeError(f"spawn: expected a callable and its arguments, got {fn!r}")
+    actor = _ProcessActor(fn, args)
+    proc = actor.proc
+    with node.table_lock:
+        node.procs[proc.pid.id] = proc
+    if link:
+        me = current()
+        with _lock:
+            me.links.add(proc.pid)
+            proc.links.add(me.pid)
+    pykka.ActorRegistry.register(actor.actor_ref)
+    actor._start_actor_loop()
+    return proc.pid
+
+
+# -- receive -------------------------------------------------------------------------------
+
+def receive(timeout: int | float | None = None, match: Callable[[Any], bool] | None = None) -> Any:
+    proc = current()
+    try:
+        return proc.mailbox.receive(match, None if timeout is None else timeout / 1000.0)
+    except ProcessExit:
+        _raise_dead(proc)
+        raise
+
+
+def flush() -> list[Any]:
+    proc = current()
+    try:
+        return proc.mailbox.flush()
+    except ProcessExit:
+        _raise_dead(proc)
+        raise
+
+
+# -- dying ---------------------------------------------------------------------------------
+
+def terminate(proc: Proc, reason: Any) -> None:
+    """``proc`` exits with ``reason``: free its name, fire its links and monitors."""
+    with _lock:
+        if not proc.alive:
+            return
+        proc.alive = False
+        proc.reason = reason
+        links, proc.links = proc.links, set()
+        watchers, proc.monitored_by = proc.monitored_by, {}
+        held, proc.monitors = proc.monitors, {}
+        proc.node_monitors = {}
+        with node.table_lock:
+            if node.procs.get(proc.pid.id) is proc:
+                del node.procs[proc.pid.id]
+        registry.remove_pid(proc.pid)
+        for ref, (target_node, obj) in held.items():
+            if node.is_local_node(target_node):
+                target = _monitor_target(obj)
+                if target is not None:
+                    target.monitored_by.pop(ref, None)
+    proc.mailbox.close(reason)
+    pid = proc.pid
+    for linked in links:
+        send_exit(pid, linked, reason, "link")
+    for ref, (watcher, obj) in watchers.items():
+        _deliver_down(watcher, ref, obj, reason)
+    for ref, (target_node, obj) in held.items():
+        if not node.is_local_node(target_node):
+            _remote(target_node, ("demonitor", pid, obj, ref))
+
+
+def _monitor_target(obj: Any) -> Proc | None:
+    if type(obj) is Pid:
+        return node.local_proc(obj)
+    pid = registry.lookup(obj[0])
+    return node.local_proc(pid) if pid is not None else None
+
+
+def send_exit(from_pid: Pid, to: Pid, reason: Any, kind: str) -> None:
+    """An exit signal. kind: "link" (a linked process died), "exit" (exit/2) or "kill"."""
+    proc = node.local_proc(to)
+    if proc is not None:
+        apply_exit(proc, from_pid, reason, kind)
+    elif not node.is_local_node(to.node):
+        _remote(to.node, ("exit", from_pid, to, reason, kind))
+
+
+def apply_exit(proc: Proc, from_pid: Pid, reason: Any, kind: str) -> None:
+    die: Any = None
+    with _lock:
+        if not proc.alive:
+            return
+        if kind == "link":
+            if from_pid not in proc.links:
+                return  # unlinked meanwhile: the signal is stale
+            proc.links.discard(from_pid)
+        if kind == "kill":
+            die = "killed"
+        elif proc.trap_exit:
+            proc.mailbox.put(("EXIT", from_pid, reason))
+        elif reason == "normal":
+            if kind == "exit" and from_pid == proc.pid:
+                die = "normal"  # exit(self(), normal) ends the caller
+        else:
+            die = reason
+    if die is not None:
+        terminate(proc, die)
+
+
+def _deliver_down(watcher: Pid, ref: Ref, obj: Any, reason: Any) -> None:
+    proc = node.local_proc(watcher)
+    if proc is not None:
+        with _lock:
+            if proc.monitors.pop(ref, None) is None:
+                return  # demonitored meanwhile
+        proc.mailbox.put(("DOWN", ref, "process", obj, reason))
+    elif not node.is_local_node(watcher.node):
+        _remote(watcher.node, ("down", watcher, ref, obj, reason))
+
+
+def exit(pid: Pid, reason: Any) -> bool:
+    """Send an exit signal (``exit/2``); ``"kill"`` cannot be trapped."""
+    if type(pid) is not Pid:
+        raise TypeError(f"exit: expected a Pid, got {pid!r}")
+    me = current()
+    send_exit(me.pid, pid, reason, "kill" if reason == "kill" else "exit")
+    if not me.alive:
+        _raise_dead(me)
+    return True
+
+
+# -- links ---------------------------------------------------------------------------------
+
+def link(pid: Pid) -> bool:
+    if type(pid) is not Pid:
+        raise TypeError(f"link: expected a Pid, got {pid!r}")
+    me = current()
+    if pid == me.pid:
+        return True
+    if node.is_local_node(pid.node):
+        with _lock:
+            target = node.local_proc(pid)
+            if target is not None:
+                target.links.add(me.pid)
+                me.links.add(pid)
+                return True
+            trapping = me.trap_exit
+            if trapping:
+                me.mailbox.put(("EXIT", pid, "noproc"))
+        if not trapping:
+            raise Exit("noproc")
+        return True
+    with _lock:
+        me.links.add(pid)
+    _remote(pid.node, ("link", me.pid, pid))
+    return True
+
+
+def unlink(pid: Pid) -> bool:
+    if type(pid) is not Pid:
+        raise TypeError(f"unlink: expected a Pid, got {pid!r}")
+    me = current()
+    with _lock:
+        me.links.discard(pid)
+        target = node.local_proc(pid)
+        if target is not None:
+            target.links.discard(me.pid)
+    if not node.is_local_node(pid.node):
+        _remote(pid.node, ("unlink", me.pid, pid))
+    # Erlang: after unlink, no exit signal from that link is delivered, even one already queued
+    if me.trap_exit:
+        try:
+            while True:
+                me.mailbox.receive(lambda m: type(m) is tuple and len(m) == 3 and m[0] == "EXIT"
+                                   and m[1] == pid, 0)
+        except TimeoutError:
+            pass
+    return True
+
+
+def process_flag(flag: str, value: Any) -> Any:
+    if flag != "trap_exit":
+        raise ValueError(f"process_flag: only 'trap_exit' is supported, got {flag!r}")
+    me = current()
+    with _lock:
+        old, me.trap_exit = me.trap_exit, bool(value)
+    return old
+
+
+def is_alive(pid: Pid) -> bool:
+    if type(pid) is not Pid:
+        raise TypeError(f"is_alive: expected a Pid, got {pid!r}")
+    if node.is_local_node(pid.node):
+        return node.local_proc(pid) is not None
+    from . import rpc  # a remote pid: ask its node, as erlang:is_process_alive would not
+
+    try:
+        return bool(rpc.call(pid.node, _is_alive_here, pid, timeout=5000))
+    except Exit:
+        return False
+
+
+def _is_alive_here(pid: Pid) -> bool:
+    return node.local_proc(pid) is not None
+
+
+# -- monitors ------------------------------------------------------------------------------
+
+def resolve_server(server: Any) -> tuple[str, Any]:
+    """(node of the server, object a DOWN reports: a Pid or (name, node))."""
+    if type(server) is Pid:
+        return server.node, server
+    if type(server) is str:
+        return node.name, (server, node.name)
+    if (type(server) is tuple and len(server) == 2 and isinstance(server[0], str)
+            and isinstance(server[1], str)):
+        return server[1], server
+    raise TypeError(
+        f"expected a server: a Pid, a registered name str or a (name, node) tuple, got {server!r}")
+
+
+def monitor(server: Any) -> Ref:
+    target_node, obj = resolve_server(server)
+    me = current()
+    ref = make_ref()
+    if node.is_local_node(target_node):
+        if type(obj) is tuple:
+            obj = (obj[0], node.name)
+        with _lock:
+            target = _monitor_target(obj)
+            if target is not None and target.alive:
+                target.monitored_by[ref] = (me.pid, obj)
+                me.monitors[ref] = (node.name, obj)
+            else:
+                me.mailbox.put(("DOWN", ref, "process", obj, "noproc"))
+        return ref
+    with _lock:
+        me.monitors[ref] = (target_node, obj)
+    _remote(target_node, ("monitor", me.pid, obj, ref))
+    return ref
+
+
+def demonitor(ref: Ref, flush: bool = True) -> bool:
+    """Drop a monitor; with ``flush`` (the default) also a DOWN already queued for it."""
+    if type(ref) is not Ref:
+        raise TypeError(f"demonitor: expected a Ref, got {ref!r}")
+    me = current()
+    with _lock:
+        entry = me.monitors.pop(ref, None)
+        if entry is not None and node.is_local_node(entry[0]):
+            target = _monitor_target(entry[1])
+            if target is not None:
+                target.monitored_by.pop(ref, None)
+    if entry is not None and not node.is_local_node(entry[0]):
+        _remote(entry[0], ("demonitor", me.pid, entry[1], ref))
+    if flush:
+        try:
+            me.mailbox.receive(lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN"
+                               and m[1] == ref, 0)
+        except TimeoutError:
+            pass
+    return True
+
+
+def monitor_node(node_name: str, flag: bool = True) -> bool:
+    if not isinstance(node_name, str):
+        raise TypeError(f"monitor_node: expected a node name str, got {node_name!r}")
+    me = current()
+    if not flag:
+        with _lock:
+            me.node_monitors.pop(node_name, None)
+        return True
+    connected = node.dist is not None and (node_name == node.name or node.dist.ensure_connected(node_name))
+    if not connected:
+        me.mailbox.put(("nodedown", node_name))
+        return True
+    with _lock:
+        me.node_monitors[node_name] = me.node_monitors.get(node_name, 0) + 1
+    return True
+
+
+# -- distribution ----------------------------------------------------------------------------
+
+def _remote(target_node: str, signal: tuple[Any, ...]) -> None:
+    if node.dist is not None:
+        node.dist.send_signal(target_node, signal)
+    else:
+        # not distributed: the other node is unreachable, so the signal fails as a lost connection
+        node_down_signal(target_node, signal)
+
+
+def node_down_signal(target_node: str, signal: tuple[Any, ...]) -> None:
+    """A signal that could not reach ``target_node``: answer it as Erlang does for noconnection."""
+    kind = signal[0]
+    if kind == "link":
+        _, from_pid, to = signal
+        proc = node.local_proc(from_pid)
+        if proc is not None:
+            apply_exit(proc, to, "noconnection", "link")
+    elif kind == "monitor":
+        _, watcher, obj, ref = signal
+        _deliver_down(watcher, ref, obj, "noconnection")
+
+
+def apply_remote_signal(signal: tuple[Any, ...]) -> None:
+    """A signal that arrived from another node, for a local process."""
+    kind = signal[0]
+    if kind == "msg":
+        node.route(signal[1], signal[2])
+    elif kind == "reg_msg":
+        node.route(signal[1], signal[2])
+    elif kind == "exit":
+        _, from_pid, to, reason, how = signal
+        proc = node.local_proc(to)
+        if proc is not None:
+            apply_exit(proc, from_pid, reason, how)
+    elif kind == "link":
+        _, from_pid, to = signal
+        with _lock:
+            proc = node.local_proc(to)
+            if proc is not None:
+                proc.links.add(from_pid)
+        if proc is None:
+            _remote(from_pid.node, ("exit", to, from_pid, "noproc", "link"))
+    elif kind == "unlink":
+        _, from_pid, to = signal
+        with _lock:
+            proc = node.local_proc(to)
+            if proc is not None:
+                proc.links.discard(from_pid)
+    elif kind == "monitor":
+        _, watcher, obj, ref = signal
+        with _lock:
+            target = _monitor_target(obj)
+            if target is not None:
+                target.monitored_by[ref] = (watcher, obj)
+        if target is None:
+            _remote(watcher.node, ("down", watcher, ref, obj, "noproc"))
+    elif kind == "demonitor":
+        _, watcher, obj, ref = signal
+        with _lock:
+            target = _monitor_target(obj)
+            if target is not None:
+                target.monitored_by.pop(ref, None)
+    elif kind == "down":
+        _, watcher, ref, obj, reason = signal
+        _deliver_down(watcher, ref, obj, reason)
+    else:
+        log.warning("dropping an unknown signal %r", kind)
+
+
+def node_down(node_name: str) -> None:
+    """The connection to ``node_name`` is lost: links fire and monitors report noconnection."""
+    exits: list[tuple[Proc, Pid]] = []
+    downs: list[tuple[Pid, Ref, Any]] = []
+    nodedowns: list[Proc] = []
+    with _lock:
+        for proc in list(node.procs.values()):
+            for linked in [p for p in proc.links if p.node == node_name]:
+                exits.append((proc, linked))
+            for ref, (target_node, obj) in list(proc.monitors.items()):
+                if target_node == node_name:
+                    downs.append((proc.pid, ref, obj))
+            for ref, (watcher, _obj) in list(proc.monitored_by.items()):
+                if watcher.node == node_name:
+                    del proc.monitored_by[ref]
+            count = proc.node_monitors.pop(node_name, 0)
+            nodedowns.extend([proc] * count)
+    for proc, linked in exits:
+        apply_exit(proc, linked, "noconnection", "link")
+    for watcher, ref, obj in downs:
+        _deliver_down(watcher, ref, obj, "noconnection")
+    for proc in nodedowns:
+        proc.mailbox.put(("nodedown", node_name))
+
+
+def rename_all(new_name: str, new_creation: int) -> None:
+    """Distribution started: local processes take pids of the new node name.
+
+    Old pids (``nonode@nohost``) keep routing to the same processes; the link and
+    monitor tables are rewritten so that exit signals carry the new pids.
+    """
+    with _lock, node.table_lock:
+        renamed: dict[Pid, Pid] = {}
+        for proc in list(node.procs.values()):
+            old = proc.pid
+            new = Pid(new_name, old.id, new_creation)
+            renamed[old] = new
+            node.pre_start_pids[old] = proc
+            proc.pid = new
+            registry.rename_pid(old, new)
+
+        def fix(obj: Any) -> Any:
+            if type(obj) is Pid:
+                return renamed.get(obj, obj)
+            if type(obj) is tuple and len(obj) == 2 and obj[1] == node.NONODE:
+                return (obj[0], new_name)
+            return obj
+
+        for proc in node.procs.values():
+            proc.links = {fix(p) for p in proc.links}
+            proc.monitors = {
+                ref: (new_name if node_name == node.NONODE else node_name, fix(obj))
+                for ref, (node_name, obj) in proc.monitors.items()
+            }
+            proc.monitored_by = {ref: (fix(w), fix(obj)) for ref, (w, obj) in proc.monitored_by.items()}

@@ -1,0 +1,79 @@
+"""``send_after`` / ``cancel_timer``: every timer of the node on one scheduler thread.
+
+A heap ordered by deadline, cancelled timers removed lazily; one daemon thread
+sleeps until the earliest deadline (never a thread per timer, which would cost
+a thread start on every Raft heartbeat).
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .terms import Ref, make_ref
+
+
+class Scheduler:
+    def __init__(self, deliver: Callable[[Any, Any], None]) -> None:
+        self._deliver = deliver
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, Ref]] = []
+        self._timers: dict[Ref, tuple[float, Any, Any]] = {}
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def send_after(self, ms: int | float, dest: Any, msg: Any) -> Ref:
+        if not isinstance(ms, (int, float)) or ms < 0:
+            raise ValueError(f"send_after: time must be a non-negative number of ms, got {ms!r}")
+        ref = make_ref()
+        deadline = time.monotonic() + ms / 1000.0
+        with self._cond:
+            self._seq += 1
+            self._timers[ref] = (deadline, dest, msg)
+            heapq.heappush(self._heap, (deadline, self._seq, ref))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="nodes-timers", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is ref:
+                self._cond.notify()  # the new timer is the earliest: re-arm the sleep
+        return ref
+
+    def cancel(self, ref: Ref) -> int | bool:
+        """Remaining ms (as Erlang's erlang:cancel_timer) or False if it already fired or never was."""
+        with self._cond:
+            entry = self._timers.pop(ref, None)
+        if entry is None:
+            return False
+        return max(0, int((entry[0] - time.monotonic()) * 1000))
+
+    def read(self, ref: Ref) -> int | bool:
+        entry = self._timers.get(ref)
+        if entry is None:
+            return False
+        return max(0, int((entry[0] - time.monotonic()) * 1000))
+
+    def _run(self) -> None:
+        heap = self._heap
+        while True:
+            due: list[tuple[Any, Any]] = []
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    while heap and heap[0][0] <= now:
+                        _, _, ref = heapq.heappop(heap)
+                        entry = self._timers.pop(ref, None)
+                        if entry is not None:
+                            due.append((entry[1], entry[2]))
+                    if due:
+                        break
+                    self._cond.wait(heap[0][0] - now if heap else None)
+            for dest, msg in due:
+                try:
+                    self._deliver(dest, msg)
+                except Exception:  # a bad destination must not stop every other timer
+                    import logging
+
+                    logging.getLogger("nodes").exception("timer delivery to %r failed", dest)
