@@ -1,0 +1,269 @@
+"""rafted: a value replicated with Raft across ``nodes`` processes; a port of Elixir's rafted_value.
+
+``import rafted`` gives the functions of the original's ``RaftedValue``
+module; ``from rafted import RaftedValue`` gives the same module under the
+Elixir name, so examples port line by line::
+
+    import rafted
+    from rafted import RaftedValue
+
+    class JustAnInt(rafted.Data):
+        def new():
+            return 0
+        def command(data, arg):
+            return data, data + 1      # (ret, new_data)
+        def query(data, arg):
+            return data
+
+    config = RaftedValue.make_config(JustAnInt)
+    ("ok", leader) = RaftedValue.start_link(("create_new_consensus_group", config), name="foo")
+    ("ok", follower) = RaftedValue.start_link(("join_existing_consensus_group", ["foo"]), name="bar")
+    RaftedValue.command("foo", "inc")      # ("ok", 0)
+    RaftedValue.query("foo", "get")        # ("ok", 1)
+
+Error reasons are the original's atoms as strings (``"not_member"``,
+``"will_break_quorum"``, ...). ``command``, ``query`` and
+``query_non_leader`` return ``("error", "noproc" | "timeout")`` when the
+member is gone or slow; the other functions raise ``nodes.Exit`` then, as
+the original exits.
+"""
+
+from __future__ import annotations
+
+import sys as _sys
+from typing import Any
+
+import nodes
+from rafted import server as _server
+from rafted.communication import Communication, RemoteMessageGateway
+from rafted.config import Config, make_config
+from rafted.data import Data
+from rafted.leader_hook import LeaderHook, NoOp
+from rafted.persistence import read_last_log_index as _read_last_log_index
+
+__all__ = [
+    "RaftedValue",
+    "Config",
+    "Data",
+    "LeaderHook",
+    "NoOp",
+    "Communication",
+    "RemoteMessageGateway",
+    "make_config",
+    "start_link",
+    "command",
+    "query",
+    "query_non_leader",
+    "change_config",
+    "remove_follower",
+    "replace_leader",
+    "force_remove_member",
+    "status",
+    "read_last_log_index",
+]
+
+_GROUP_INFO_FORMS = (
+    '("create_new_consensus_group", config) or ("join_existing_consensus_group", [server, ...]) '
+    "where a server is a pid, a registered name or a (name, node) tuple"
+)
+
+
+def _check_server(what: str, server: Any) -> None:
+    ok = (
+        isinstance(server, nodes.Pid)
+        or (isinstance(server, str) and server != "")
+        or (
+            type(server) is tuple
+            and len(server) == 2
+            and isinstance(server[0], str)
+            and isinstance(server[1], str)
+        )
+    )
+    if not ok:
+        raise TypeError(
+            f"{what}: expected a server (a pid, a registered name or a (name, node) tuple), got {server!r}"
+        )
+
+
+def _check_timeout(what: str, timeout: Any) -> None:
+    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
+        raise TypeError(f"{what}: timeout must be a non-negative int of ms or None, got {timeout!r}")
+
+
+def start_link(
+    group_info: tuple,
+    name: str | None = None,
+    persistence_dir: str | None = None,
+    log_file_expansion_factor: int = 10,
+    join_timeout: int = _server.JOIN_TIMEOUT,
+) -> tuple[str, Any]:
+    """Start one member, linked to the caller: ``("ok", pid)`` or ``("error", reason)``.
+
+    ``("create_new_consensus_group", config)`` makes a 1-member group whose
+    sole member is the new (leader) process. ``("join_existing_consensus_group",
+    known_members)`` asks the known members in turn to add the new process,
+    following ``not_leader`` hints; while the leader is busy with another
+    membership change it waits and retries for up to ``join_timeout`` ms.
+    When no leader is found, start-up fails with ``("error",
+    "no_leader_found")`` and no process is left behind. ``name`` registers
+    the member locally.
+    """
+    if type(group_info) is not tuple or len(group_info) != 2:
+        raise TypeError(f"start_link: group_info must be {_GROUP_INFO_FORMS}, got {group_info!r}")
+    kind, arg = group_info
+    if kind == "create_new_consensus_group":
+        if not isinstance(arg, Config):
+            raise TypeError(
+                f"start_link: create_new_consensus_group needs a rafted.Config (make_config), got {arg!r}"
+            )
+    elif kind == "join_existing_consensus_group":
+        if not isinstance(arg, (list, tuple)) or not arg:
+            raise TypeError(
+                f"start_link: join_existing_consensus_group needs a non-empty list of servers, got {arg!r}"
+            )
+        for m in arg:
+            _check_server("start_link", m)
+    else:
+        raise TypeError(f"start_link: group_info must be {_GROUP_INFO_FORMS}, got {group_info!r}")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(f"start_link: name must be a non-empty str or None, got {name!r}")
+    if not isinstance(log_file_expansion_factor, (int, float)) or log_file_expansion_factor <= 0:
+        raise ValueError(
+            f"start_link: log_file_expansion_factor must be positive, got {log_file_expansion_factor!r}"
+        )
+    _check_timeout("start_link", join_timeout)
+    if persistence_dir is not None:
+        raise NotImplementedError("rafted: persistence_dir is not supported yet; members are in-memory only")
+    options = {
+        "persistence_dir": persistence_dir,
+        "log_file_expansion_factor": log_file_expansion_factor,
+        "join_timeout": join_timeout,
+    }
+    return nodes.gen_statem.start_link(_server, (group_info, options), name=name)
+
+
+_DEAD = frozenset({"noproc", "normal", "shutdown", "killed", "noconnection", "nodedown"})
+
+
+def _call_catching_exit(server: Any, request: Any, timeout: int | None) -> Any:
+    try:
+        return nodes.gen_statem.call(server, request, timeout=timeout)
+    except nodes.Exit as e:
+        reason = e.reason
+        head = reason[0] if type(reason) is tuple and reason else reason
+        if head == "timeout":
+            return ("error", "timeout")
+        if head in _DEAD:
+            return ("error", "noproc")
+        raise
+
+
+def command(server: Any, arg: Any, timeout: int | None = 5000, id: Any = None) -> tuple:
+    """Run a command on the leader's replicated value: ``("ok", ret)`` or ``("error", reason)``.
+
+    ``id`` (default ``nodes.make_ref()``) identifies the command: retrying
+    with the same id never applies it twice (the cached result comes back,
+    as long as it is among the last ``max_retained_command_results``).
+    Errors: ``"noproc"``, ``"timeout"``, ``("not_leader", leader_or_None)``.
+    """
+    _check_server("command", server)
+    _check_timeout("command", timeout)
+    cmd_id = nodes.make_ref() if id is None else id
+    try:
+        hash(cmd_id)
+    except TypeError:
+        raise TypeError(f"command: id must be hashable, got {cmd_id!r}") from None
+    return _call_catching_exit(server, ("command", arg, cmd_id), timeout)  # type: ignore[no-any-return]
+
+
+def query(server: Any, arg: Any, timeout: int | None = 5000) -> tuple:
+    """A linearizable read on the leader: ``("ok", ret)`` or ``("error", reason)`` as for :func:`command`.
+
+    With a valid leader lease the leader answers alone; otherwise the query
+    goes through the log. A 1-member group answers at once.
+    """
+    _check_server("query", server)
+    _check_timeout("query", timeout)
+    return _call_catching_exit(server, ("query", arg), timeout)  # type: ignore[no-any-return]
+
+
+def query_non_leader(server: Any, arg: Any, timeout: int | None = 5000) -> tuple:
+    """A read on any member's (possibly stale) value.
+
+    ``("ok", ret)`` or ``("error", "noproc" | "timeout")``; works in every state.
+    """
+    _check_server("query_non_leader", server)
+    _check_timeout("query_non_leader", timeout)
+    return _call_catching_exit(server, ("query_non_leader", arg), timeout)  # type: ignore[no-any-return]
+
+
+def change_config(leader: Any, new_config: Config) -> Any:
+    """Replicate ``new_config``; every member switches to it when the entry commits.
+
+    ``"ok"`` or ``("error", ("not_leader", _))``.
+    """
+    _check_server("change_config", leader)
+    if not isinstance(new_config, Config):
+        raise TypeError(f"change_config: expected a rafted.Config, got {new_config!r}")
+    return nodes.gen_statem.call(leader, ("change_config", new_config))
+
+
+def _check_pid(what: str, pid: Any) -> None:
+    if not isinstance(pid, nodes.Pid):
+        raise TypeError(f"{what}: expected a member's pid (nodes.Pid), got {pid!r}")
+
+
+def remove_follower(leader: Any, follower_pid: nodes.Pid) -> Any:
+    """Remove one follower: ``"ok"`` or ``("error", reason)``.
+
+    Reasons: ``("not_leader", _)``, ``"uncommitted_membership_change"``,
+    ``"not_member"``, ``"pending_leader_change"``, ``"cannot_remove_leader"``,
+    ``"will_break_quorum"``.
+    """
+    _check_server("remove_follower", leader)
+    _check_pid("remove_follower", follower_pid)
+    return nodes.gen_statem.call(leader, ("remove_follower", follower_pid))
+
+
+def replace_leader(leader: Any, new_leader: nodes.Pid | None) -> Any:
+    """Hand leadership to ``new_leader``; ``None`` cancels a pending hand-over.
+
+    ``"ok"`` or ``("error", reason)``.
+    The hand-over happens when the target next answers the leader. Reasons:
+    ``("not_leader", _)``, ``"uncommitted_membership_change"``,
+    ``"not_member"``, ``"already_leader"``, ``"new_leader_unresponsive"``.
+    """
+    _check_server("replace_leader", leader)
+    if new_leader is not None:
+        _check_pid("replace_leader", new_leader)
+    return nodes.gen_statem.call(leader, ("replace_leader", new_leader))
+
+
+def force_remove_member(member: Any, pid: nodes.Pid) -> Any:
+    """Make ``member`` forget ``pid`` (unsafe, local, not replicated): ``"ok"``.
+
+    Only to recover a group that lost its majority: call it on every
+    surviving member for every dead one.
+    """
+    _check_server("force_remove_member", member)
+    _check_pid("force_remove_member", pid)
+    if member == pid:
+        raise ValueError("force_remove_member: a member cannot remove itself")
+    return nodes.gen_statem.call(member, ("force_remove_member", pid))
+
+
+def status(server: Any, timeout: int | None = 5000) -> dict:
+    """A dict with keys ``"from"``, ``"members"``, ``"leader"``, ``"unresponsive_followers"``,
+    ``"current_term"``, ``"state_name"``, ``"config"``."""
+    _check_server("status", server)
+    _check_timeout("status", timeout)
+    return nodes.gen_statem.call(server, "status", timeout=timeout)  # type: ignore[no-any-return]
+
+
+def read_last_log_index(dir: str) -> int | None:
+    """Last log index in the log files of persistence directory ``dir``, ``None`` without log files."""
+    return _read_last_log_index(dir)
+
+
+# `from rafted import RaftedValue` gives this very module under the Elixir module's name.
+RaftedValue = _sys.modules[__name__]

@@ -1,0 +1,98 @@
+"""The member configuration (``RaftedValue.Config``) and its validation.
+
+A :class:`Config` is a frozen dataclass with the original's field names, so
+``dataclasses.replace(config, election_timeout=600)`` is the port of
+``Map.put(config, :election_timeout, 600)``. Configs travel inside snapshots
+and ``change_config`` log entries, hence they compare with ``==``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from rafted.communication import RemoteMessageGateway, check_communication_module
+from rafted.data import check_data_module
+from rafted.leader_hook import NoOp, check_leader_hook_module
+
+__all__ = ["Config", "make_config"]
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    # bool is an int subclass; True as a time-out is certainly a mistake
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive int (milliseconds), got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int (milliseconds), got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings shared by every member of a consensus group.
+
+    ``election_timeout`` is the minimum; each member picks its time-out at
+    random in ``election_timeout .. 2 * election_timeout``.
+    ``election_timeout_clock_drift_margin`` sets the leader lease to
+    ``election_timeout - margin`` ms; equal to ``election_timeout`` (the
+    default) disables the lease.
+    """
+
+    data_module: Any
+    leader_hook_module: Any = NoOp
+    communication_module: Any = RemoteMessageGateway
+    heartbeat_timeout: int = 200
+    election_timeout: int = 1000
+    election_timeout_clock_drift_margin: int = 1000
+    max_retained_command_results: int = 100
+
+    def __post_init__(self) -> None:
+        # Checked on every construction, including dataclasses.replace(); the
+        # margin <= election_timeout rule is make_config's, because replacing
+        # election_timeout alone (as the contract shows) must keep working.
+        check_data_module(self.data_module)
+        check_leader_hook_module(self.leader_hook_module)
+        check_communication_module(self.communication_module)
+        for name in (
+            "heartbeat_timeout",
+            "election_timeout",
+            "election_timeout_clock_drift_margin",
+            "max_retained_command_results",
+        ):
+            _check_positive_int(name, getattr(self, name))
+
+
+def make_config(
+    data_module: Any,
+    heartbeat_timeout: int = 200,
+    election_timeout: int = 1000,
+    election_timeout_clock_drift_margin: int | None = None,
+    max_retained_command_results: int = 100,
+    leader_hook_module: Any = None,
+    communication_module: Any = None,
+) -> Config:
+    """Build a validated :class:`Config` (``RaftedValue.make_config``).
+
+    ``None`` for the margin means ``election_timeout`` (no lease); ``None``
+    hook / communication modules mean the defaults (:class:`rafted.leader_hook.NoOp`,
+    :class:`rafted.communication.RemoteMessageGateway`). Raises TypeError or
+    ValueError naming the offending option.
+    """
+    _check_positive_int("election_timeout", election_timeout)
+    margin = election_timeout_clock_drift_margin
+    if margin is None:
+        margin = election_timeout
+    _check_positive_int("election_timeout_clock_drift_margin", margin)
+    if margin > election_timeout:
+        raise ValueError(
+            f"election_timeout_clock_drift_margin ({margin}) must not exceed "
+            f"election_timeout ({election_timeout})"
+        )
+    return Config(
+        data_module=data_module,
+        leader_hook_module=NoOp if leader_hook_module is None else leader_hook_module,
+        communication_module=RemoteMessageGateway if communication_module is None else communication_module,
+        heartbeat_timeout=heartbeat_timeout,
+        election_timeout=election_timeout,
+        election_timeout_clock_drift_margin=margin,
+        max_retained_command_results=max_retained_command_results,
+    )

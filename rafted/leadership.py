@@ -1,0 +1,148 @@
+"""What a leader knows about its followers' liveness (``RaftedValue.Leadership``).
+
+Pure data and functions: the heartbeat and quorum "timers" are deadlines
+(monotonic ms) that the server turns into one real timer. Followers echo
+the leader's send timestamp, so every comparison here uses the leader's own
+clock: the lease (``election_timeout - margin`` after a majority last
+answered) and the quorum check (step down when no majority answered within
+``2 * election_timeout``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Leadership",
+    "new_for_leader",
+    "heartbeat_sent",
+    "follower_responded",
+    "quorum_last_reached_at",
+    "quorum_deadline",
+    "cannot_reach_quorum",
+    "unresponsive_followers",
+    "can_safely_remove",
+    "remove_follower_response_time_entry",
+    "lease_expired",
+    "max_election_timeout",
+]
+
+
+@dataclass(slots=True)
+class Leadership:
+    """Liveness bookkeeping of a leader. Treated as immutable.
+
+    ``follower_responded_times`` maps follower -> latest leader timestamp it
+    answered; ``quorum_timer_started_at`` is when the leader last knew it had
+    a majority (or became leader).
+    """
+
+    heartbeat_due_at: int
+    quorum_timer_started_at: int
+    follower_responded_times: dict = field(default_factory=dict)
+
+
+def max_election_timeout(config: Any) -> int:
+    return 2 * config.election_timeout
+
+
+def new_for_leader(now: int, config: Any) -> Leadership:
+    return Leadership(heartbeat_due_at=now + config.heartbeat_timeout, quorum_timer_started_at=now)
+
+
+def heartbeat_sent(l: Leadership, now: int, config: Any) -> Leadership:  # noqa: E741
+    return dataclasses.replace(l, heartbeat_due_at=now + config.heartbeat_timeout)
+
+
+def _is_lonely(members: Any, me: Any) -> bool:
+    return len(members.all) <= 1
+
+
+def quorum_last_reached_at(l: Leadership, members: Any, me: Any) -> int | None:  # noqa: E741
+    """Latest leader timestamp such that a majority (the leader included) answered at or after it.
+
+    ``None`` for a lonely leader or when too few followers have answered yet.
+    """
+    n = len(members.all)
+    if n <= 1:
+        return None
+    needed = n // 2 + (0 if me in members.all else 1)  # followers needed besides the leader
+    all_ = members.all
+    times = sorted((t for p, t in l.follower_responded_times.items() if p in all_ and p != me), reverse=True)
+    if len(times) < needed:
+        return None
+    return times[needed - 1]
+
+
+def follower_responded(l: Leadership, members: Any, follower: Any, timestamp: int, me: Any) -> Leadership:  # noqa: E741
+    """Record that ``follower`` answered a message the leader sent at ``timestamp``."""
+    if follower == me or follower not in members.all:
+        return l  # an ex-member's answer must not count towards the quorum
+    times = l.follower_responded_times
+    old = times.get(follower)
+    if old is not None and old >= timestamp:
+        return l
+    new_times = {p: t for p, t in times.items() if p in members.all}
+    new_times[follower] = timestamp
+    new_l = dataclasses.replace(l, follower_responded_times=new_times)
+    reached = quorum_last_reached_at(new_l, members, me)
+    if reached is not None and reached > new_l.quorum_timer_started_at:
+        new_l.quorum_timer_started_at = reached  # new_l is a fresh copy: safe to set
+    return new_l
+
+
+def quorum_deadline(l: Leadership, members: Any, me: Any, config: Any) -> int | None:  # noqa: E741
+    """When the leader must step down unless a majority answers; ``None`` for a lonely leader."""
+    if _is_lonely(members, me):
+        return None
+    return l.quorum_timer_started_at + max_election_timeout(config)
+
+
+def cannot_reach_quorum(l: Leadership, members: Any, me: Any, now: int, config: Any) -> bool:  # noqa: E741
+    d = quorum_deadline(l, members, me, config)
+    return d is not None and now >= d
+
+
+def unresponsive_followers(l: Leadership, members: Any, me: Any, now: int, config: Any) -> list:  # noqa: E741
+    """Followers that did not answer any message sent in the last ``2 * election_timeout`` ms."""
+    since = now - max_election_timeout(config)
+    times = l.follower_responded_times
+    out = [p for p in members.all if p != me and (times.get(p) is None or times[p] < since)]
+    try:
+        out.sort()
+    except TypeError:
+        pass
+    return out
+
+
+def can_safely_remove(l: Leadership, members: Any, follower: Any, me: Any, now: int, config: Any) -> bool:  # noqa: E741
+    """False when removing the healthy ``follower`` would leave the healthy members short of a majority."""
+    unhealthy = unresponsive_followers(l, members, me, now, config)
+    if follower in unhealthy:
+        return True  # an unresponsive follower can always be removed
+    n_after = len(members.all) - 1
+    n_healthy_after = n_after - len(unhealthy)
+    return n_healthy_after * 2 > n_after
+
+
+def remove_follower_response_time_entry(l: Leadership, follower: Any) -> Leadership:  # noqa: E741
+    if follower not in l.follower_responded_times:
+        return l
+    times = dict(l.follower_responded_times)
+    del times[follower]
+    return dataclasses.replace(l, follower_responded_times=times)
+
+
+def lease_expired(l: Leadership, members: Any, me: Any, now: int, config: Any) -> bool:  # noqa: E741
+    """Whether the leader may no longer assume that nobody else has been elected.
+
+    A lonely leader is its own majority: its lease never expires.
+    """
+    if _is_lonely(members, me) and me in members.all:
+        return False
+    reached = quorum_last_reached_at(l, members, me)
+    if reached is None:
+        return True
+    return reached + config.election_timeout - config.election_timeout_clock_drift_margin <= now

@@ -1,0 +1,448 @@
+"""The replicated log (``RaftedValue.Logs``): entries, commit index and, in a leader, follower progress.
+
+Pure data and functions; the server passes in its own pid (``me``), the
+current time and settings. ``map`` holds entries ``i_min .. i_max``;
+``i_committed`` is also the applied index (committed entries are applied at
+once). In a leader ``followers`` maps each follower to ``(i_next,
+i_replicated)``: the next index to send and the last index known to match.
+
+Beyond the original, to keep a loaded leader cheap:
+
+- replication is pipelined: ``i_next`` advances when entries are *sent*, at
+  most ``MAX_ENTRIES_IN_FLIGHT`` beyond ``i_replicated``; heartbeats carry no
+  entries;
+- a follower rejecting a request tells where to resume (its last index, or
+  its commit index on a conflict), so the leader jumps back at once;
+- a follower that lags behind ``i_min`` gets one snapshot at a time
+  (``snapshots_in_flight``), re-sent only after ``snapshot_retry_ms``;
+- a follower truncates its log after a conflicting entry (Raft's rule),
+  undoing the membership changes it drops, and acknowledges only the
+  entries it verified (``prev + len(entries)``), never a stale suffix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rafted import members as Members
+from rafted.log_entry import (
+    ADD_FOLLOWER,
+    LEADER_ELECTED,
+    MEMBERSHIP_CHANGES,
+    REMOVE_FOLLOWER,
+    RESTORE_FROM_FILES,
+    LogEntry,
+)
+from rafted.rpc import AppendEntriesRequest
+
+__all__ = [
+    "Logs",
+    "EXTRA_ENTRIES_KEPT_IN_MEMORY",
+    "MAX_ENTRIES_IN_FLIGHT",
+    "new_for_lonely_leader",
+    "new_for_new_follower",
+    "last_entry",
+    "last_committed_entry",
+    "committed_in_term",
+    "add_entry",
+    "add_entry_on_elected_leader",
+    "add_entry_on_add_follower",
+    "add_entry_on_remove_follower",
+    "add_entry_on_restored_from_files",
+    "commit_to_latest",
+    "make_append_entries_req",
+    "make_timeout_now_req",
+    "set_follower_index",
+    "rewind_follower",
+    "has_entries_to_send",
+    "forget_follower",
+    "contain_given_prev_log",
+    "append_entries",
+    "candidate_log_up_to_date",
+    "truncate_old_logs",
+    "slice_entries",
+]
+
+# Committed entries kept beyond the truncation point (the original keeps 100 in memory).
+EXTRA_ENTRIES_KEPT_IN_MEMORY = 100
+# Unacknowledged entries the leader lets a follower have in flight.
+MAX_ENTRIES_IN_FLIGHT = 1000
+
+
+@dataclass(slots=True)
+class Logs:
+    """The log of one member. Treated as immutable: every function returns a new value."""
+
+    map: dict[int, LogEntry]
+    i_min: int
+    i_max: int
+    i_committed: int
+    followers: dict[Any, tuple[int, int]] | None = None
+    snapshots_in_flight: dict[Any, tuple[int, int]] = field(default_factory=dict)
+
+
+def _new_with_last_entry(entry: LogEntry) -> Logs:
+    i = entry[1]
+    return Logs(map={i: entry}, i_min=i, i_max=i, i_committed=i)
+
+
+def slice_entries(m: dict[int, LogEntry], i1: int, i2: int) -> list[LogEntry]:
+    return [m[i] for i in range(i1, i2 + 1)]
+
+
+#
+# for leader
+#
+def new_for_lonely_leader(last_committed_entry: LogEntry, entries_to_append: list[LogEntry] = ()) -> Logs:  # type: ignore[assignment]
+    """A log holding only ``last_committed_entry`` (plus entries recovered from disk, uncommitted)."""
+    logs = _new_with_last_entry(last_committed_entry)
+    logs.followers = {}
+    for e in entries_to_append:
+        logs.map[e[1]] = e
+        logs.i_max = e[1]
+    return logs
+
+
+def last_entry(logs: Logs) -> LogEntry:
+    return logs.map[logs.i_max]
+
+
+def last_committed_entry(logs: Logs) -> LogEntry:
+    return logs.map[logs.i_committed]
+
+
+def committed_in_term(logs: Logs, term: int) -> bool:
+    """Whether an entry of ``term`` has committed (so everything before it is committed too)."""
+    return logs.map[logs.i_committed][0] == term
+
+
+def add_entry(logs: Logs, make: Callable[[int], LogEntry]) -> tuple[Logs, LogEntry]:
+    """Append ``make(index)`` at ``i_max + 1`` (leader only)."""
+    i = logs.i_max + 1
+    entry = make(i)
+    m = dict(logs.map)
+    m[i] = entry
+    return dataclasses.replace(logs, map=m, i_max=i), entry
+
+
+def add_entry_on_elected_leader(
+    logs: Logs, members: Members.Members, term: int, me: Any
+) -> tuple[Logs, LogEntry]:
+    others = Members.other_members_list(members, me)
+    # start optimistic: the new entry goes out with the first request; a follower that lacks
+    # earlier entries says so and the leader jumps back to its hint
+    followers = {f: (logs.i_max + 1, 0) for f in others}
+    new_logs = dataclasses.replace(logs, followers=followers, snapshots_in_flight={})
+    return add_entry(new_logs, lambda i: (term, i, LEADER_ELECTED, [me, *others]))
+
+
+def add_entry_on_add_follower(logs: Logs, term: int, new_follower: Any) -> tuple[Logs, LogEntry]:
+    # the joiner receives a snapshot at i_committed: replicate everything after it
+    followers = dict(logs.followers or {})
+    followers[new_follower] = (logs.i_committed + 1, 0)
+    new_logs = dataclasses.replace(logs, followers=followers)
+    return add_entry(new_logs, lambda i: (term, i, ADD_FOLLOWER, new_follower))
+
+
+def add_entry_on_remove_follower(logs: Logs, term: int, follower_to_remove: Any) -> tuple[Logs, LogEntry]:
+    return add_entry(logs, lambda i: (term, i, REMOVE_FOLLOWER, follower_to_remove))
+
+
+def add_entry_on_restored_from_files(logs: Logs, term: int, me: Any) -> tuple[Logs, LogEntry]:
+    return add_entry(logs, lambda i: (term, i, RESTORE_FROM_FILES, me))
+
+
+def commit_to_latest(logs: Logs) -> tuple[Logs, list[LogEntry]]:
+    """A lonely leader is its own majority: everything appended is committed."""
+    if logs.i_committed == logs.i_max:
+        return logs, []
+    to_apply = slice_entries(logs.map, logs.i_committed + 1, logs.i_max)
+    return dataclasses.replace(logs, i_committed=logs.i_max), to_apply
+
+
+def _prev_term(logs: Logs, i_prev: int) -> int:
+    return 0 if i_prev == 0 else logs.map[i_prev][0]
+
+
+def make_append_entries_req(
+    logs: Logs,
+    term: int,
+    follower: Any,
+    now: int,
+    me: Any,
+    *,
+    heartbeat: bool,
+    snapshot_retry_ms: int,
+    max_in_flight: int = MAX_ENTRIES_IN_FLIGHT,
+) -> tuple:
+    """What to send to ``follower`` now.
+
+    Returns ``("ok", request, logs)``; ``("snapshot", logs)`` when the follower
+    needs entries already truncated (send it a snapshot of the committed
+    state; its next index becomes ``i_committed + 1``); ``("skip", logs)``
+    when there is nothing to send (no new entries and not a heartbeat, too
+    many in flight, or a snapshot is already on its way); ``("unknown",
+    logs)`` for a pid that is not a follower.
+    """
+    followers = logs.followers
+    fi = followers.get(follower) if followers is not None else None
+    if fi is None:
+        return ("unknown", logs)
+    i_next, i_rep = fi
+    i_prev = i_next - 1
+    if i_prev != 0 and i_prev < logs.i_min:
+        sent = logs.snapshots_in_flight.get(follower)
+        if sent is not None and now - sent[1] < snapshot_retry_ms:
+            return ("skip", logs)
+        new_followers = dict(followers)  # type: ignore[arg-type]
+        new_followers[follower] = (logs.i_committed + 1, i_rep)
+        in_flight = dict(logs.snapshots_in_flight)
+        in_flight[follower] = (logs.i_committed, now)
+        return ("snapshot", dataclasses.replace(logs, followers=new_followers, snapshots_in_flight=in_flight))
+    hi = min(logs.i_max, i_rep + max_in_flight)
+    if i_next > hi and not heartbeat:
+        return ("skip", logs)
+    entries = [logs.map[i] for i in range(i_next, hi + 1)]
+    req = AppendEntriesRequest(
+        leader_pid=me,
+        term=term,
+        prev_log=(_prev_term(logs, i_prev), i_prev),
+        entries=entries,
+        i_leader_commit=logs.i_committed,
+        leader_timestamp=now,
+    )
+    if not entries:
+        return ("ok", req, logs)
+    new_followers = dict(followers)  # type: ignore[arg-type]
+    new_followers[follower] = (hi + 1, i_rep)
+    return ("ok", req, dataclasses.replace(logs, followers=new_followers))
+
+
+def make_timeout_now_req(
+    logs: Logs, term: int, follower: Any, now: int, me: Any
+) -> AppendEntriesRequest | None:
+    """An AppendEntriesRequest with every entry ``follower`` has not acknowledged, for TimeoutNow.
+
+    ``None`` if the follower lags behind ``i_min`` (try again later).
+    """
+    fi = (logs.followers or {}).get(follower)
+    if fi is None:
+        return None
+    i_prev = fi[1]
+    if i_prev != 0 and i_prev < logs.i_min:
+        return None
+    return AppendEntriesRequest(
+        leader_pid=me,
+        term=term,
+        prev_log=(_prev_term(logs, i_prev), i_prev),
+        entries=slice_entries(logs.map, i_prev + 1, logs.i_max),
+        i_leader_commit=logs.i_committed,
+        leader_timestamp=now,
+    )
+
+
+def _quorum_index(followers: dict, members_set: set, me: Any, i_max: int) -> int:
+    """Highest index that a majority of ``members_set`` (the leader holding all) has replicated."""
+    if not members_set:
+        return 0
+    values = sorted((i_max if p == me else followers.get(p, (0, 0))[1] for p in members_set), reverse=True)
+    return values[len(values) // 2]
+
+
+def _update_commit_index(logs: Logs, term: int, members_set: set, me: Any) -> Logs:
+    # Membership changes take effect when appended, so the majority that commits an entry is
+    # the membership as of that entry. Walk back from i_max, one segment per membership
+    # change, and commit the highest entry of the current term a majority of its segment holds.
+    m, i_c, i_max = logs.map, logs.i_committed, logs.i_max
+    if i_max <= i_c or m[i_max][0] != term:
+        return logs  # only an entry of the current term can be committed by counting
+    followers = logs.followers or {}
+    set_ = members_set
+    upper = i_max
+    while upper > i_c:
+        k = upper
+        while k > i_c and m[k][2] not in MEMBERSHIP_CHANGES:
+            k -= 1
+        lower = k if k > i_c else i_c + 1
+        cand = min(_quorum_index(followers, set_, me, i_max), upper)
+        if cand >= lower:
+            if m[cand][0] == term:
+                return dataclasses.replace(logs, i_committed=cand)
+            return logs  # terms never decrease along the log: nothing earlier is of this term
+        if k <= i_c:
+            break
+        set_ = Members.revert_entry(set_, m[k])
+        upper = k - 1
+    return logs
+
+
+def set_follower_index(
+    logs: Logs, members: Members.Members, term: int, follower: Any, i_replicated: int, me: Any
+) -> tuple[Logs, list[LogEntry]]:
+    """Record that ``follower`` holds the leader's entries up to ``i_replicated``; advance the commit index.
+
+    Returns the new log and the newly committed entries to apply.
+    """
+    followers = logs.followers or {}
+    fi = followers.get(follower)
+    if fi is None or follower not in members.all:
+        return logs, []  # an ex-member's answer
+    i_next, i_rep = fi
+    i_replicated = min(i_replicated, logs.i_max)
+    if i_replicated <= i_rep:
+        return logs, []
+    # in passing, forget followers that are no longer members
+    new_followers = {p: v for p, v in followers.items() if p in members.all and p != me}
+    new_followers[follower] = (max(i_next, i_replicated + 1), i_replicated)
+    in_flight = logs.snapshots_in_flight
+    sent = in_flight.get(follower)
+    if sent is not None and i_replicated >= sent[0]:
+        in_flight = {p: v for p, v in in_flight.items() if p != follower}
+    new_logs = dataclasses.replace(logs, followers=new_followers, snapshots_in_flight=in_flight)
+    new_logs = _update_commit_index(new_logs, term, members.all, me)
+    return new_logs, slice_entries(new_logs.map, logs.i_committed + 1, new_logs.i_committed)
+
+
+def rewind_follower(logs: Logs, follower: Any, hint: int | None) -> Logs:
+    """A follower rejected a request: resend from its hint (or one entry earlier without a hint)."""
+    followers = logs.followers or {}
+    fi = followers.get(follower)
+    if fi is None:
+        return logs
+    i_next, i_rep = fi
+    target = i_next - 1 if hint is None else hint + 1
+    new_next = max(i_rep + 1, min(i_next, target))
+    if new_next == i_next:
+        return logs
+    new_followers = dict(followers)
+    new_followers[follower] = (new_next, i_rep)
+    return dataclasses.replace(logs, followers=new_followers)
+
+
+def has_entries_to_send(logs: Logs, follower: Any, max_in_flight: int = MAX_ENTRIES_IN_FLIGHT) -> bool:
+    fi = (logs.followers or {}).get(follower)
+    if fi is None:
+        return False
+    i_next, i_rep = fi
+    return i_next <= min(logs.i_max, i_rep + max_in_flight)
+
+
+def forget_follower(logs: Logs, follower: Any) -> Logs:
+    followers = logs.followers or {}
+    if follower not in followers and follower not in logs.snapshots_in_flight:
+        return logs
+    return dataclasses.replace(
+        logs,
+        followers={p: v for p, v in followers.items() if p != follower},
+        snapshots_in_flight={p: v for p, v in logs.snapshots_in_flight.items() if p != follower},
+    )
+
+
+#
+# for non-leader
+#
+def new_for_new_follower(last_committed_entry: LogEntry) -> Logs:
+    return _new_with_last_entry(last_committed_entry)
+
+
+def contain_given_prev_log(logs: Logs, prev_log: tuple[int, int]) -> bool:
+    """Whether this log matches the leader's up to ``prev_log``.
+
+    Committed entries match any legitimate leader's log (Raft's leader
+    completeness), which also covers indices already truncated.
+    """
+    term_prev, i_prev = prev_log
+    if i_prev <= logs.i_committed:
+        return True
+    e = logs.map.get(i_prev)
+    return e is not None and e[0] == term_prev
+
+
+def _uncommitted_membership_change(m: dict[int, LogEntry], i_committed: int, i_max: int) -> LogEntry | None:
+    for i in range(i_max, i_committed, -1):
+        if m[i][2] in MEMBERSHIP_CHANGES:
+            return m[i]
+    return None
+
+
+def append_entries(
+    logs: Logs,
+    members: Members.Members,
+    prev_log: tuple[int, int],
+    entries: list[LogEntry],
+    i_leader_commit: int,
+) -> tuple:
+    """A follower handles the leader's entries.
+
+    Returns ``("reject", hint)`` when the log does not match at
+    ``prev_log`` (resend after index ``hint``), else ``("ok", logs, members,
+    entries_to_apply, entries_to_persist, i_match)`` where ``i_match`` is the
+    last index now known to match the leader's log.
+    """
+    term_prev, i_prev = prev_log
+    if i_prev > logs.i_committed:
+        if i_prev > logs.i_max:
+            return ("reject", logs.i_max)
+        if logs.map[i_prev][0] != term_prev:
+            return ("reject", logs.i_committed)  # conflict: committed entries surely match
+    m = logs.map
+    new_map: dict[int, LogEntry] | None = None
+    new_members = members
+    to_persist: list[LogEntry] = []
+    i_max = logs.i_max
+    for pos, e in enumerate(entries):
+        idx = e[1]
+        if idx <= logs.i_committed:
+            continue
+        if idx <= i_max:
+            if m[idx][0] == e[0]:
+                continue  # already have it (a duplicate or reordered request)
+            # conflict: drop this entry and everything after it, undoing membership changes
+            new_map = dict(m)
+            all_ = new_members.all
+            for j in range(i_max, idx - 1, -1):
+                all_ = Members.revert_entry(all_, new_map.pop(j))
+            i_max = idx - 1
+            change = _uncommitted_membership_change(new_map, logs.i_committed, i_max)
+            new_members = dataclasses.replace(new_members, all=all_, uncommitted_membership_change=change)
+        if new_map is None:
+            new_map = dict(m)
+        for e2 in entries[pos:]:
+            new_map[e2[1]] = e2
+            to_persist.append(e2)
+            new_members = Members.apply_entry(new_members, e2)
+        i_max = max(i_max, entries[-1][1])
+        break
+    i_match = entries[-1][1] if entries else i_prev
+    i_committed = max(logs.i_committed, min(i_leader_commit, i_match))
+    final_map = m if new_map is None else new_map
+    if new_map is None and i_committed == logs.i_committed:
+        new_logs = logs
+    else:
+        new_logs = dataclasses.replace(logs, map=final_map, i_max=i_max, i_committed=i_committed)
+    to_apply = slice_entries(final_map, logs.i_committed + 1, i_committed)
+    return ("ok", new_logs, new_members, to_apply, to_persist, i_match)
+
+
+def candidate_log_up_to_date(logs: Logs, candidate_last_log: tuple[int, int]) -> bool:
+    e = logs.map[logs.i_max]
+    return (e[0], e[1]) <= tuple(candidate_last_log)
+
+
+def truncate_old_logs(logs: Logs, removable_upto: int, keep: int = EXTRA_ENTRIES_KEPT_IN_MEMORY) -> Logs:
+    """Drop entries older than ``removable_upto - keep`` (``removable_upto`` is committed and,
+    with persistence, covered by a snapshot), bounding memory under a long stream of commands."""
+    new_i_min = min(removable_upto, logs.i_committed) - keep + 1
+    if new_i_min <= logs.i_min:
+        return logs
+    m = logs.map
+    if new_i_min - logs.i_min > len(m) // 2:
+        new_map = {i: m[i] for i in range(new_i_min, logs.i_max + 1)}
+    else:
+        new_map = dict(m)
+        for i in range(logs.i_min, new_i_min):
+            del new_map[i]
+    return dataclasses.replace(logs, map=new_map, i_min=new_i_min)

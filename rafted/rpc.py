@@ -1,0 +1,121 @@
+"""Member-to-member messages (``RaftedValue.RPC``): compact slotted dataclasses.
+
+All of them but :class:`InstallSnapshotCompressed` and :class:`TimeoutNow`
+carry the sender's ``term``. A test communication module can recognise them
+by type to drop or delay them. ``from`` is a Python keyword, so the sender
+field is ``from_``.
+
+Differences from the original, both for faster catch-up:
+``AppendEntriesResponse.i_replicated`` on a rejection is the follower's hint
+(the index after which the leader should resend), and followers answer an
+``InstallSnapshot`` with an ``AppendEntriesResponse``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "AppendEntriesRequest",
+    "AppendEntriesResponse",
+    "RequestVoteRequest",
+    "RequestVoteResponse",
+    "InstallSnapshot",
+    "InstallSnapshotCompressed",
+    "TimeoutNow",
+    "MEMBER_MESSAGES",
+]
+
+
+@dataclass(slots=True)
+class AppendEntriesRequest:
+    """Log replication and heartbeat from the leader.
+
+    ``prev_log`` is ``(term, index)`` of the entry just before ``entries``;
+    ``leader_timestamp`` (leader's monotonic ms at send) is echoed back and
+    drives the leader lease and the quorum check.
+    """
+
+    leader_pid: Any
+    term: int
+    prev_log: tuple[int, int]
+    entries: list
+    i_leader_commit: int
+    leader_timestamp: int
+
+
+@dataclass(slots=True)
+class AppendEntriesResponse:
+    """A follower's answer to one (or a batch of) AppendEntriesRequest / InstallSnapshot.
+
+    On success ``i_replicated`` is the last index known to match the
+    leader's log; on failure it is the follower's hint: resend from
+    ``i_replicated + 1``.
+    """
+
+    from_: Any
+    term: int
+    success: bool
+    i_replicated: int | None
+    leader_timestamp: int
+
+
+@dataclass(slots=True)
+class RequestVoteRequest:
+    """A candidate asking for a vote; ``replacing_leader`` marks a hand-over started by TimeoutNow."""
+
+    term: int
+    candidate_pid: Any
+    last_log: tuple[int, int]
+    replacing_leader: bool = False
+
+
+@dataclass(slots=True)
+class RequestVoteResponse:
+    """The answer to a RequestVoteRequest."""
+
+    from_: Any
+    term: int
+    vote_granted: bool
+
+
+@dataclass(slots=True)
+class InstallSnapshot:
+    """The whole replicated state, for a joining member or a follower that lags behind the leader's log."""
+
+    members: Any
+    term: int
+    last_committed_entry: tuple
+    config: Any
+    data: Any
+    command_results: Any
+
+
+@dataclass(slots=True)
+class InstallSnapshotCompressed:
+    """A snapshot file's bytes, sent by persisting leaders (see :mod:`rafted.snapshot`)."""
+
+    bin: bytes
+
+
+@dataclass(slots=True)
+class TimeoutNow:
+    """Leader hand-over: catch up with ``append_entries_req`` and start an election at once."""
+
+    append_entries_req: AppendEntriesRequest
+
+    @property
+    def term(self) -> int:
+        return self.append_entries_req.term
+
+
+MEMBER_MESSAGES = (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    RequestVoteRequest,
+    RequestVoteResponse,
+    InstallSnapshot,
+    InstallSnapshotCompressed,
+    TimeoutNow,
+)

@@ -1,0 +1,1055 @@
+"""A consensus group member: the ``nodes.gen_statem`` callbacks (``RaftedValue.Server``).
+
+State functions ``leader``, ``candidate`` and ``follower`` turn events into
+calls on the pure core (:mod:`rafted.logs`, :mod:`rafted.members`,
+:mod:`rafted.election`, :mod:`rafted.leadership`,
+:mod:`rafted.command_results`) and carry out what they decide. Each event
+runs with an :class:`_Ctx`: the member's pid, the time (read once), and a
+list of effects (casts, replies, hooks) executed after the handler has
+computed the new state.
+
+Events:
+
+- casts (member-to-member, all with a term): the classes of :mod:`rafted.rpc`;
+  ``"remove_follower_completed"``. The same objects arriving as plain
+  messages (``"info"``) are handled alike, so a test's communication module
+  may deliver them with ``nodes.send`` / ``nodes.send_after``.
+- calls: ``("command", arg, cmd_id)``, ``("query", arg)``,
+  ``("change_config", config)``, ``("add_follower", pid)``,
+  ``("remove_follower", pid)``, ``("replace_leader", pid_or_None)`` (leader
+  only); ``("query_non_leader", arg)``, ``("force_remove_member", pid)``,
+  ``"status"`` (any state).
+- internal messages: ``(TICK, token)`` from the member's one timer, and
+  ``FLUSH``, which the member sends itself.
+
+Timers: the core keeps deadlines (election deadline; heartbeat and quorum
+deadlines of a leader), the shell arms a single ``nodes.send_after`` for the
+nearest one and re-arms lazily, so a follower does not cancel and re-arm a
+timer on every heartbeat.
+
+Batching: a leader appends each client request to its log at once but sends
+AppendEntries on ``FLUSH``, a message it sends itself on the first request
+of a batch: it arrives after every request already queued, so a burst goes
+out as one request per follower. Followers likewise answer once per batch
+of AppendEntries (the answers are merged).
+
+Beyond the original (see the README / reference):
+
+- membership changes are refused with ``"uncommitted_membership_change"``
+  until an entry of the leader's own term has committed (the single-server
+  membership change bug, Ongaro on raft-dev, 2015); the same condition
+  gates lease-based reads, because until then a new leader may not have
+  applied everything committed before it;
+- a member that steps down within its term keeps its vote for that term.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import nodes
+from rafted import election as Election
+from rafted import leadership as Leadership
+from rafted import logs as Logs
+from rafted import members as Members
+from rafted.command_results import CommandResults
+from rafted.config import Config
+from rafted.log_entry import (
+    ADD_FOLLOWER,
+    CHANGE_CONFIG,
+    COMMAND,
+    LEADER_ELECTED,
+    QUERY,
+    REMOVE_FOLLOWER,
+    LogEntry,
+)
+from rafted.rpc import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    InstallSnapshot,
+    InstallSnapshotCompressed,
+    RequestVoteRequest,
+    RequestVoteResponse,
+    TimeoutNow,
+)
+from rafted.snapshot import Snapshot
+from rafted.snapshot import decode as decode_snapshot
+
+__all__ = ["State", "init", "leader", "candidate", "follower", "terminate", "TICK", "FLUSH"]
+
+TICK = "$rafted_tick"
+FLUSH = ("$rafted_flush",)
+
+# How long a joining member keeps trying to be added (ms), and its first back-off.
+JOIN_TIMEOUT = 5000
+_JOIN_BACKOFF_MS = 10
+_DEAD_REASONS = frozenset({"noproc", "normal", "shutdown", "killed", "noconnection", "nodedown"})
+
+
+@dataclass(slots=True)
+class TimerHandle:
+    """The member's one armed timer: ``token`` identifies its tick, ``fire_at`` its deadline."""
+
+    token: int
+    ref: Any
+    fire_at: int
+
+
+@dataclass(slots=True)
+class State:
+    """A member's state: the original's fields, then the shell's own bookkeeping.
+
+    Treated as immutable: handlers build new values, so a state handed out
+    by ``nodes.sys.get_state`` never changes under its reader.
+    """
+
+    members: Members.Members
+    current_term: int
+    leadership: Leadership.Leadership | None
+    election: Election.Election
+    logs: Logs.Logs
+    data: Any
+    command_results: CommandResults
+    config: Config
+    persistence: Any = None
+    # shell bookkeeping
+    timer: TimerHandle | None = None
+    timer_seq: int = 0
+    flush_pending: bool = False
+    pending_responses: dict = field(default_factory=dict)
+
+
+def _now() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class _Ctx:
+    """One event's context: who we are, when it is, and the effects to run afterwards."""
+
+    __slots__ = ("me", "now", "effects")
+
+    def __init__(self, me: Any, now: int) -> None:
+        self.me = me
+        self.now = now
+        self.effects: list[tuple[Any, tuple]] = []
+
+    def cast(self, s: State, dest: Any, msg: Any) -> None:
+        self.effects.append((s.config.communication_module.cast, (dest, msg)))
+
+    def reply(self, s: State, from_: Any, reply: Any) -> None:
+        self.effects.append((s.config.communication_module.reply, (from_, reply)))
+
+    def hook(self, s: State, name: str, *args: Any) -> None:
+        self.effects.append((getattr(s.config.leader_hook_module, name), args))
+
+    def send_self(self, msg: Any) -> None:
+        self.effects.append((nodes.send, (self.me, msg)))
+
+    def run(self) -> None:
+        for fn, args in self.effects:
+            fn(*args)
+
+
+#
+# initialization
+#
+def init(args: tuple) -> tuple:
+    group_info, options = args
+    me = nodes.self()
+    ctx = _Ctx(me, _now())
+    if group_info[0] == "create_new_consensus_group":
+        s = _initialize_leader_state(ctx, group_info[1])
+        name = "leader"
+    else:
+        result = _call_add_server(list(group_info[1]), me, options.get("join_timeout", JOIN_TIMEOUT))
+        if result[0] == "error":
+            return ("stop", result[1])
+        s = _initialize_follower_state(ctx, result[1])
+        name = "follower"
+    s = _ensure_timer(ctx, name, s)
+    ctx.run()
+    return ("ok", name, s)
+
+
+def _initialize_leader_state(ctx: _Ctx, config: Config) -> State:
+    me = ctx.me
+    members = Members.new_for_lonely_leader(me)
+    return State(
+        members=members,
+        current_term=0,
+        leadership=Leadership.new_for_leader(ctx.now, config),
+        election=Election.new_for_leader(me),
+        logs=Logs.new_for_lonely_leader((0, 1, LEADER_ELECTED, [me])),
+        data=config.data_module.new(),
+        command_results=CommandResults(),
+        config=config,
+        persistence=None,
+    )
+
+
+def _initialize_follower_state(ctx: _Ctx, snapshot: Snapshot) -> State:
+    config = snapshot.config
+    return State(
+        members=snapshot.members,
+        current_term=snapshot.term,
+        leadership=None,
+        election=Election.new_for_follower(ctx.now, Election.random_timeout(config.election_timeout)),
+        logs=Logs.new_for_new_follower(snapshot.last_committed_entry),
+        data=snapshot.data,
+        command_results=snapshot.command_results,
+        config=config,
+        persistence=None,
+    )
+
+
+def _exit_reason_head(reason: Any) -> Any:
+    return reason[0] if type(reason) is tuple and reason else reason
+
+
+def _call_add_server(known_members: list, me: Any, timeout_ms: int) -> tuple:
+    """Ask the known members, in turn, to add ``me``; ``("ok", Snapshot)`` or ``("error", reason)``.
+
+    Follows ``not_leader`` hints, skips dead or unresponsive members and,
+    while a leader answers that a membership change is under way, waits and
+    asks it again until ``timeout_ms`` has passed.
+    """
+    deadline = _now() + timeout_ms
+    backoff = _JOIN_BACKOFF_MS
+    last_error: Any = "no_leader_found"
+    while True:
+        anyone_alive = False
+        queue = deque(known_members)
+        hops = 0
+        while queue:
+            member = queue.popleft()
+            remaining = deadline - _now()
+            if remaining <= 0:
+                return ("error", last_error)
+            try:
+                r = nodes.gen_statem.call(member, ("add_follower", me), timeout=min(remaining, 5000))
+            except nodes.Exit as e:
+                if _exit_reason_head(e.reason) in _DEAD_REASONS or e.reason == "timeout":
+                    continue
+                raise
+            if type(r) is tuple and len(r) == 2 and r[0] == "ok":
+                m = r[1]
+                if isinstance(m, InstallSnapshot):
+                    return ("ok", Snapshot.from_install_snapshot(m))
+                if isinstance(m, InstallSnapshotCompressed):
+                    return ("ok", decode_snapshot(m.bin))
+                return ("error", ("unexpected_reply", r))
+            err = r[1] if type(r) is tuple and len(r) == 2 and r[0] == "error" else ("unexpected_reply", r)
+            if type(err) is tuple and len(err) == 2 and err[0] == "not_leader":
+                anyone_alive = True
+                leader = err[1]
+                if leader is not None and leader != member and hops < 2 * len(known_members) + 2:
+                    hops += 1
+                    queue = deque([leader, *(m for m in queue if m != leader)])
+                continue
+            if err in ("uncommitted_membership_change", "pending_leader_change"):
+                # the leader is busy with another change (or has not committed in its term yet): wait
+                anyone_alive = True
+                last_error = err
+                time.sleep(min(backoff, max(0, deadline - _now())) / 1000)
+                backoff = min(backoff * 2, 200)
+                queue.appendleft(member)
+                continue
+            return ("error", err)
+        if not anyone_alive:
+            return ("error", last_error)
+        # members are there but none is leader right now (an election): try again shortly
+        if deadline - _now() <= 0:
+            return ("error", last_error)
+        time.sleep(min(backoff, max(0, deadline - _now())) / 1000)
+        backoff = min(backoff * 2, 200)
+
+
+#
+# gen_statem entry points
+#
+def leader(event_type: Any, event_content: Any, data: State) -> tuple:
+    return _run("leader", event_type, event_content, data)
+
+
+def candidate(event_type: Any, event_content: Any, data: State) -> tuple:
+    return _run("candidate", event_type, event_content, data)
+
+
+def follower(event_type: Any, event_content: Any, data: State) -> tuple:
+    return _run("follower", event_type, event_content, data)
+
+
+def terminate(reason: Any, state_name: Any, data: Any) -> None:
+    return None
+
+
+def _run(state_name: str, event_type: Any, msg: Any, s: State) -> tuple:
+    ctx = _Ctx(nodes.self(), _now())
+    result = _dispatch(ctx, state_name, event_type, msg, s)
+    result = _finish(ctx, state_name, result)
+    ctx.run()
+    return result
+
+
+def _dispatch(ctx: _Ctx, state_name: str, event_type: Any, msg: Any, s: State) -> tuple:
+    if event_type == "info":
+        if type(msg) is tuple and len(msg) == 2 and msg[0] == TICK:
+            return _on_tick(ctx, state_name, msg[1], s)
+        if msg == FLUSH:
+            return _on_flush(ctx, state_name, s)
+        event_type = "cast"  # member messages delivered as plain messages
+    if event_type == "cast":
+        if state_name == "leader":
+            return _leader_cast(ctx, msg, s)
+        if state_name == "candidate":
+            return _candidate_cast(ctx, msg, s)
+        return _follower_cast(ctx, msg, s)
+    if type(event_type) is tuple and len(event_type) == 2 and event_type[0] == "call":
+        from_ = event_type[1]
+        if state_name == "leader":
+            return _leader_call(ctx, from_, msg, s)
+        return _handle_call_common(ctx, from_, msg, state_name, s)
+    return ("keep_state", s)
+
+
+def _finish(ctx: _Ctx, state_name: str, result: tuple) -> tuple:
+    kind = result[0]
+    if kind == "keep_state":
+        name, pos = state_name, 1
+    elif kind == "next_state":
+        name, pos = result[1], 2
+    else:
+        return result
+    s = result[pos]
+    s2 = _ensure_timer(ctx, name, s)
+    if s2 is s:
+        return result
+    return (*result[:pos], s2, *result[pos + 1 :])
+
+
+#
+# timers and flushing
+#
+def _next_deadline(state_name: str, s: State, me: Any) -> int | None:
+    if state_name == "leader":
+        l = s.leadership  # noqa: E741
+        if l is None:
+            return None
+        q = Leadership.quorum_deadline(l, s.members, me, s.config)
+        if q is None:
+            return None  # a lonely leader needs neither heartbeats nor a quorum check
+        return min(q, l.heartbeat_due_at)
+    return s.election.deadline
+
+
+def _ensure_timer(ctx: _Ctx, state_name: str, s: State) -> State:
+    deadline = _next_deadline(state_name, s, ctx.me)
+    t = s.timer
+    if deadline is None or (t is not None and t.fire_at <= deadline):
+        return s  # an earlier tick re-arms for the rest when it finds nothing due
+    if t is not None:
+        nodes.cancel_timer(t.ref)
+    token = s.timer_seq + 1
+    ref = nodes.send_after(max(0, deadline - ctx.now), ctx.me, (TICK, token))
+    return dataclasses.replace(s, timer=TimerHandle(token, ref, deadline), timer_seq=token)
+
+
+def _on_tick(ctx: _Ctx, state_name: str, token: int, s: State) -> tuple:
+    if s.timer is None or s.timer.token != token:
+        return ("keep_state", s)  # a cancelled timer that had already fired
+    s = dataclasses.replace(s, timer=None)
+    if state_name == "leader":
+        l = s.leadership  # noqa: E741
+        assert l is not None
+        if Leadership.cannot_reach_quorum(l, s.members, ctx.me, ctx.now, s.config):
+            return ("next_state", "follower", _convert_to_follower(ctx, s, s.current_term))
+        if ctx.now >= l.heartbeat_due_at:
+            return ("keep_state", _broadcast_append_entries(ctx, s, heartbeat=True))
+        return ("keep_state", s)
+    if Election.timed_out(s.election, ctx.now):
+        return _become_candidate_and_start_new_election(ctx, s, False)
+    return ("keep_state", s)
+
+
+def _schedule_flush(ctx: _Ctx, s: State) -> State:
+    if s.flush_pending:
+        return s
+    ctx.send_self(FLUSH)
+    return dataclasses.replace(s, flush_pending=True)
+
+
+def _on_flush(ctx: _Ctx, state_name: str, s: State) -> tuple:
+    s = dataclasses.replace(s, flush_pending=False)
+    if s.persistence is not None:
+        # entries must be durable before the leader counts its own copy or a follower acknowledges
+        s = dataclasses.replace(s, persistence=s.persistence.sync())
+    if state_name == "leader":
+        s = _broadcast_append_entries(ctx, s, heartbeat=False)
+    if s.pending_responses:
+        for dest, resp in s.pending_responses.items():
+            ctx.cast(s, dest, resp)
+        s = dataclasses.replace(s, pending_responses={})
+    return ("keep_state", s)
+
+
+#
+# leader
+#
+def _leader_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
+    t = type(msg)
+    if t is AppendEntriesResponse:
+        return _leader_append_entries_response(ctx, msg, s)
+    if t is RequestVoteRequest:
+        return _handle_request_vote_request(ctx, msg, s, "leader")
+    if t is AppendEntriesRequest or t is RequestVoteResponse or t is InstallSnapshot:
+        # a newer term makes us a follower; otherwise neglect (this term's or an older one's)
+        return _become_follower_if_new_term_started(ctx, msg, s) or ("keep_state", s)
+    # neglect "remove_follower_completed", TimeoutNow, InstallSnapshotCompressed and anything else
+    return ("keep_state", s)
+
+
+def _leader_append_entries_response(ctx: _Ctx, r: AppendEntriesResponse, s: State) -> tuple:
+    res = _become_follower_if_new_term_started(ctx, r, s)
+    if res is not None:
+        return res
+    if r.term < s.current_term:
+        return ("keep_state", s)  # an answer to an earlier leadership
+    me, frm = ctx.me, r.from_
+    assert s.leadership is not None
+    leadership = Leadership.follower_responded(s.leadership, s.members, frm, r.leader_timestamp, me)
+    if r.success:
+        i_rep = r.i_replicated or 0
+        logs, to_apply = Logs.set_follower_index(s.logs, s.members, s.current_term, frm, i_rep, me)
+        s = _replace(s, leadership=leadership, logs=logs)
+        if to_apply:
+            s = _leader_apply_committed_log_entries(ctx, s, to_apply)
+        if s.members.pending_leader_change == frm and frm in s.members.all:
+            req = Logs.make_timeout_now_req(s.logs, s.current_term, frm, ctx.now, me)
+            if req is not None:
+                # `frm` is alive and reachable: hand leadership over and stop serving clients
+                ctx.cast(s, frm, TimeoutNow(append_entries_req=req))
+                return ("next_state", "follower", _convert_to_follower(ctx, s, s.current_term))
+        if Logs.has_entries_to_send(s.logs, frm):
+            s = _schedule_flush(ctx, s)
+        return ("keep_state", s)
+    # the follower's log does not match: resend from its hint
+    logs = Logs.rewind_follower(s.logs, frm, r.i_replicated)
+    s = _replace(s, leadership=leadership, logs=logs)
+    if logs is not s.logs or Logs.has_entries_to_send(logs, frm):
+        s = _schedule_flush(ctx, s)
+    return ("keep_state", s)
+
+
+def _replace(s: State, **changes: Any) -> State:
+    # skip the copy when nothing changed (the common case for idle heartbeats)
+    for k, v in changes.items():
+        if getattr(s, k) is not v:
+            return dataclasses.replace(s, **changes)
+    return s
+
+
+def _leader_call(ctx: _Ctx, from_: Any, req: Any, s: State) -> tuple:
+    tag = req[0] if type(req) is tuple and req else req
+    n = len(req) if type(req) is tuple else 0
+    if tag == "command" and n == 3:
+        return _leader_command(ctx, from_, req[1], req[2], s)
+    if tag == "query" and n == 2:
+        return _leader_query(ctx, from_, req[1], s)
+    if tag == "change_config" and n == 2:
+        return _leader_change_config(ctx, from_, req[1], s)
+    if tag == "add_follower" and n == 2:
+        return _leader_add_follower(ctx, from_, req[1], s)
+    if tag == "remove_follower" and n == 2:
+        return _leader_remove_follower(ctx, from_, req[1], s)
+    if tag == "replace_leader" and n == 2:
+        return _leader_replace_leader(ctx, from_, req[1], s)
+    return _handle_call_common(ctx, from_, req, "leader", s)
+
+
+def _append_and_flush(ctx: _Ctx, s: State, logs: Logs.Logs, entry: LogEntry, **changes: Any) -> State:
+    s = dataclasses.replace(s, logs=logs, **changes)
+    s = _persist_log_entries(s, [entry])
+    return _schedule_flush(ctx, s)
+
+
+def _leader_command(ctx: _Ctx, from_: Any, arg: Any, cmd_id: Any, s: State) -> tuple:
+    term = s.current_term
+    logs, entry = Logs.add_entry(s.logs, lambda i: (term, i, COMMAND, (from_, arg, cmd_id)))
+    return ("keep_state", _append_and_flush(ctx, s, logs, entry))
+
+
+def _leader_query(ctx: _Ctx, from_: Any, arg: Any, s: State) -> tuple:
+    assert s.leadership is not None
+    lease_ok = not Leadership.lease_expired(s.leadership, s.members, ctx.me, ctx.now, s.config)
+    if lease_ok and Logs.committed_in_term(s.logs, s.current_term):
+        # with a valid lease nobody else can have been elected: answer alone
+        _run_query(ctx, s, from_, arg)
+        return ("keep_state", s)
+    # otherwise confirm leadership by replicating the query like a command
+    term = s.current_term
+    logs, entry = Logs.add_entry(s.logs, lambda i: (term, i, QUERY, (from_, arg)))
+    return ("keep_state", _append_and_flush(ctx, s, logs, entry))
+
+
+def _leader_change_config(ctx: _Ctx, from_: Any, new_config: Any, s: State) -> tuple:
+    if not isinstance(new_config, Config):
+        ctx.reply(s, from_, ("error", "invalid_config"))
+        return ("keep_state", s)
+    term = s.current_term
+    logs, entry = Logs.add_entry(s.logs, lambda i: (term, i, CHANGE_CONFIG, new_config))
+    s = _append_and_flush(ctx, s, logs, entry)
+    ctx.reply(s, from_, "ok")
+    return ("keep_state", s)
+
+
+def _membership_change_allowed(s: State) -> bool:
+    # Raft's single-server changes are unsafe if a new leader adds its own change before an
+    # entry of its term commits (Ongaro, raft-dev 2015): an uncommitted change of an earlier
+    # leader may then be lost while both configurations elect different leaders.
+    return Logs.committed_in_term(s.logs, s.current_term)
+
+
+def _leader_add_follower(ctx: _Ctx, from_: Any, new_follower: Any, s: State) -> tuple:
+    if not _membership_change_allowed(s):
+        ctx.reply(s, from_, ("error", "uncommitted_membership_change"))
+        return ("keep_state", s)
+    logs, entry = Logs.add_entry_on_add_follower(s.logs, s.current_term, new_follower)
+    result = Members.start_adding_follower(s.members, entry)
+    if result[0] == "error":
+        ctx.reply(s, from_, result)  # the appended entry is simply dropped with `logs`
+        return ("keep_state", s)
+    leadership = s.leadership
+    assert leadership is not None
+    if len(s.members.all) <= 1:
+        # a lonely leader had no quorum to lose; its quorum clock starts now
+        leadership = dataclasses.replace(leadership, quorum_timer_started_at=ctx.now)
+    s = _append_and_flush(ctx, s, logs, entry, members=result[1], leadership=leadership)
+    ctx.reply(s, from_, ("ok", _make_install_snapshot(ctx, s, for_joiner=True)))
+    return ("keep_state", s)
+
+
+def _leader_remove_follower(ctx: _Ctx, from_: Any, old_follower: Any, s: State) -> tuple:
+    if not _membership_change_allowed(s):
+        ctx.reply(s, from_, ("error", "uncommitted_membership_change"))
+        return ("keep_state", s)
+    logs, entry = Logs.add_entry_on_remove_follower(s.logs, s.current_term, old_follower)
+    result = Members.start_removing_follower(s.members, entry, ctx.me)
+    if result[0] == "error":
+        ctx.reply(s, from_, result)
+        return ("keep_state", s)
+    assert s.leadership is not None
+    if not Leadership.can_safely_remove(s.leadership, s.members, old_follower, ctx.me, ctx.now, s.config):
+        ctx.reply(s, from_, ("error", "will_break_quorum"))
+        return ("keep_state", s)
+    leadership = Leadership.remove_follower_response_time_entry(s.leadership, old_follower)
+    s = _append_and_flush(ctx, s, logs, entry, members=result[1], leadership=leadership)
+    ctx.reply(s, from_, "ok")
+    return ("keep_state", s)
+
+
+def _leader_replace_leader(ctx: _Ctx, from_: Any, new_leader: Any, s: State) -> tuple:
+    # the hand-over itself happens when `new_leader` next answers an AppendEntries
+    result = Members.start_replacing_leader(s.members, new_leader, ctx.me)
+    if result[0] == "error":
+        ctx.reply(s, from_, result)
+        return ("keep_state", s)
+    assert s.leadership is not None
+    if new_leader is not None and new_leader in Leadership.unresponsive_followers(
+        s.leadership, s.members, ctx.me, ctx.now, s.config
+    ):
+        ctx.reply(s, from_, ("error", "new_leader_unresponsive"))
+        return ("keep_state", s)
+    s = dataclasses.replace(s, members=result[1])
+    ctx.reply(s, from_, "ok")
+    return ("keep_state", s)
+
+
+def _become_leader(ctx: _Ctx, s: State) -> tuple:
+    me = ctx.me
+    logs, entry = Logs.add_entry_on_elected_leader(s.logs, s.members, s.current_term, me)
+    s = dataclasses.replace(
+        s,
+        members=Members.put_leader(s.members, me),
+        leadership=Leadership.new_for_leader(ctx.now, s.config),
+        election=dataclasses.replace(s.election, voted_for=me, votes=None, deadline=None),
+        logs=logs,
+    )
+    s = _persist_log_entries(s, [entry])
+    if s.persistence is not None:
+        s = dataclasses.replace(s, persistence=s.persistence.sync())
+    s = _broadcast_append_entries(ctx, s, heartbeat=True)
+    return ("next_state", "leader", s)
+
+
+def _broadcast_append_entries(ctx: _Ctx, s: State, heartbeat: bool) -> State:
+    me = ctx.me
+    followers = Members.other_members_list(s.members, me)
+    if not followers:
+        # no other member: nobody will answer, the leader decides alone
+        logs, to_apply = Logs.commit_to_latest(s.logs)
+        if logs is not s.logs:
+            s = dataclasses.replace(s, logs=logs)
+            s = _leader_apply_committed_log_entries(ctx, s, to_apply)
+        return s
+    for f in followers:
+        s = _send_append_entries(ctx, s, f, heartbeat)
+    if heartbeat:
+        assert s.leadership is not None
+        s = dataclasses.replace(s, leadership=Leadership.heartbeat_sent(s.leadership, ctx.now, s.config))
+    return s
+
+
+def _send_append_entries(ctx: _Ctx, s: State, follower: Any, heartbeat: bool) -> State:
+    r = Logs.make_append_entries_req(
+        s.logs,
+        s.current_term,
+        follower,
+        ctx.now,
+        ctx.me,
+        heartbeat=heartbeat,
+        snapshot_retry_ms=Leadership.max_election_timeout(s.config),
+    )
+    kind = r[0]
+    if kind == "ok":
+        ctx.cast(s, follower, r[1])
+        return _replace(s, logs=r[2])
+    if kind == "snapshot":
+        # the entries it needs are gone from memory: send the committed state instead
+        s = dataclasses.replace(s, logs=r[1])
+        ctx.cast(s, follower, _make_install_snapshot(ctx, s, for_joiner=False))
+        return s
+    return s
+
+
+def _make_install_snapshot(ctx: _Ctx, s: State, for_joiner: bool) -> InstallSnapshot:
+    """The committed state of a leader, as InstallSnapshot.
+
+    A lagging follower gets the committed membership and replays any
+    uncommitted change from the log; a joiner also gets the pending
+    add_follower entry that names it, so that it counts itself a member.
+    """
+    m = s.members
+    change = m.uncommitted_membership_change
+    if for_joiner:
+        members = Members.Members(leader=ctx.me, all=set(m.all), uncommitted_membership_change=change)
+    else:
+        all_ = m.all
+        if change is not None and change[1] > s.logs.i_committed:
+            all_ = Members.revert_entry(all_, change)
+        members = Members.Members(leader=ctx.me, all=set(all_))
+    return InstallSnapshot(
+        members=members,
+        term=s.current_term,
+        last_committed_entry=Logs.last_committed_entry(s.logs),
+        config=s.config,
+        data=s.data,
+        command_results=s.command_results,
+    )
+
+
+#
+# candidate
+#
+def _candidate_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
+    t = type(msg)
+    if t is AppendEntriesRequest:
+        return _handle_append_entries_request(ctx, msg, s, "candidate")
+    if t is InstallSnapshot:
+        res = _become_follower_if_new_term_started(ctx, msg, s)
+        if res is not None:
+            return res
+        if msg.term == s.current_term:
+            # this term has a leader: follow it (the vote for this term is kept)
+            return ("next_state", "follower", s, [("next_event", "cast", msg)])
+        return ("keep_state", s)
+    if t is RequestVoteRequest:
+        return _handle_request_vote_request(ctx, msg, s, "candidate")
+    if t is RequestVoteResponse:
+        res = _become_follower_if_new_term_started(ctx, msg, s)
+        if res is not None:
+            return res
+        if msg.term < s.current_term or not msg.vote_granted:
+            return ("keep_state", s)
+        election, majority = Election.gain_vote(s.election, s.members.all, msg.from_)
+        s = dataclasses.replace(s, election=election)
+        if majority:
+            return _become_leader(ctx, s)
+        return ("keep_state", s)
+    if t is AppendEntriesResponse:
+        return _become_follower_if_new_term_started(ctx, msg, s) or ("keep_state", s)
+    # neglect "remove_follower_completed", TimeoutNow, ...
+    return ("keep_state", s)
+
+
+def _become_candidate_and_start_new_election(ctx: _Ctx, s: State, replacing_leader: bool) -> tuple:
+    me = ctx.me
+    term = s.current_term + 1
+    if s.members.all == {me}:
+        # a 1-member group already has the majority (itself): skip the candidate state
+        s = dataclasses.replace(s, current_term=term, election=Election.new_for_leader(me))
+        return _become_leader(ctx, s)
+    election = Election.update_for_candidate(
+        s.election, me, ctx.now, Election.random_timeout(s.config.election_timeout)
+    )
+    s = dataclasses.replace(
+        s, members=Members.put_leader(s.members, None), current_term=term, election=election
+    )
+    last = Logs.last_entry(s.logs)
+    req = RequestVoteRequest(
+        term=term, candidate_pid=me, last_log=(last[0], last[1]), replacing_leader=replacing_leader
+    )
+    for member in Members.other_members_list(s.members, me):
+        ctx.cast(s, member, req)
+    return ("next_state", "candidate", s)
+
+
+#
+# follower
+#
+def _follower_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
+    t = type(msg)
+    if t is AppendEntriesRequest:
+        return _handle_append_entries_request(ctx, msg, s, "follower")
+    if t is RequestVoteRequest:
+        return _handle_request_vote_request(ctx, msg, s, "follower")
+    if t is AppendEntriesResponse or t is RequestVoteResponse:
+        return _become_follower_if_new_term_started(ctx, msg, s) or ("keep_state", s)
+    if t is TimeoutNow:
+        return _follower_timeout_now(ctx, msg, s)
+    if t is InstallSnapshot:
+        return _handle_install_snapshot(ctx, Snapshot.from_install_snapshot(msg), s)
+    if t is InstallSnapshotCompressed:
+        return _handle_install_snapshot(ctx, decode_snapshot(msg.bin), s)
+    if msg == "remove_follower_completed":
+        return ("stop", "normal", s)
+    return ("keep_state", s)
+
+
+def _follower_timeout_now(ctx: _Ctx, msg: TimeoutNow, s: State) -> tuple:
+    req = msg.append_entries_req
+    if req.term != s.current_term or not Logs.contain_given_prev_log(s.logs, req.prev_log):
+        return ("keep_state", s)
+    r = Logs.append_entries(s.logs, s.members, req.prev_log, req.entries, req.i_leader_commit)
+    if r[0] != "ok":
+        return ("keep_state", s)
+    _, logs, members, to_apply, to_persist, _i_match = r
+    s = dataclasses.replace(s, logs=logs, members=members)
+    s = _persist_log_entries(s, to_persist)
+    if s.persistence is not None:
+        s = dataclasses.replace(s, persistence=s.persistence.sync())
+    s = _nonleader_apply_committed_log_entries(s, to_apply)
+    # caught up with the old leader: start an election at once
+    return _become_candidate_and_start_new_election(ctx, s, True)
+
+
+def _handle_install_snapshot(ctx: _Ctx, snap: Snapshot, s: State) -> tuple:
+    res = _become_follower_if_new_term_started(ctx, snap, s)
+    if res is not None:
+        return res
+    if snap.term < s.current_term:
+        return ("keep_state", s)  # from a deposed leader
+    leader_pid = snap.members.leader
+    index = snap.last_committed_entry[1]
+    if index > s.logs.i_committed:
+        persistence = s.persistence
+        if persistence is not None:
+            persistence = persistence.unset_snapshot_metadata()  # our files no longer describe our state
+        s = dataclasses.replace(
+            s,
+            members=dataclasses.replace(snap.members, pending_leader_change=None),
+            logs=Logs.new_for_new_follower(snap.last_committed_entry),
+            data=snap.data,
+            command_results=snap.command_results,
+            config=snap.config,
+            persistence=persistence,
+        )
+    else:
+        # a stale snapshot (we have moved past it): keep our state, tell the leader where we are
+        s = dataclasses.replace(s, members=Members.put_leader(s.members, leader_pid))
+        index = s.logs.i_committed
+    s = _reset_election_timer_on_leader_message(ctx, s)
+    # InstallSnapshot carries no timestamp: 0 never counts towards the leader's lease
+    resp = AppendEntriesResponse(ctx.me, s.current_term, True, index, 0)
+    s = _queue_append_entries_response(ctx, s, leader_pid, resp)
+    return ("keep_state", s)
+
+
+def _become_follower_if_new_term_started(ctx: _Ctx, msg: Any, s: State) -> tuple | None:
+    """If ``msg`` carries a newer term, become its follower and handle ``msg`` again as one."""
+    if msg.term > s.current_term:
+        s = _convert_to_follower(ctx, s, msg.term)
+        if isinstance(msg, Snapshot):
+            msg = msg.to_install_snapshot()
+        return ("next_state", "follower", s, [("next_event", "cast", msg)])
+    return None
+
+
+def _convert_to_follower(ctx: _Ctx, s: State, new_term: int) -> State:
+    election = Election.update_for_follower(
+        s.election, ctx.now, Election.random_timeout(s.config.election_timeout), new_term > s.current_term
+    )
+    return dataclasses.replace(
+        s,
+        members=Members.put_leader(s.members, None),
+        current_term=new_term,
+        leadership=None,
+        election=election,
+    )
+
+
+def _reset_election_timer_on_leader_message(ctx: _Ctx, s: State) -> State:
+    timeout = Election.random_timeout(s.config.election_timeout)
+    return dataclasses.replace(s, election=Election.reset_timer(s.election, ctx.now, timeout))
+
+
+def _queue_append_entries_response(ctx: _Ctx, s: State, dest: Any, resp: AppendEntriesResponse) -> State:
+    """Answer once per batch: merge with an answer to the same leader not sent yet."""
+    old = s.pending_responses.get(dest)
+    if old is not None and old.term == resp.term:
+        ts = max(old.leader_timestamp, resp.leader_timestamp)
+        if old.success and resp.success:
+            resp.i_replicated = max(old.i_replicated or 0, resp.i_replicated or 0)
+        elif old.success:
+            # keep what we know matches; a real gap shows up at the leader's next request
+            resp = AppendEntriesResponse(old.from_, old.term, True, old.i_replicated, ts)
+        resp.leader_timestamp = ts
+    pending = dict(s.pending_responses)
+    pending[dest] = resp
+    s = dataclasses.replace(s, pending_responses=pending)
+    return _schedule_flush(ctx, s)
+
+
+def _handle_append_entries_request(ctx: _Ctx, req: AppendEntriesRequest, s: State, state_name: str) -> tuple:
+    res = _become_follower_if_new_term_started(ctx, req, s)
+    if res is not None:
+        return res
+    me, leader_pid = ctx.me, req.leader_pid
+    if req.term < s.current_term:
+        # from a deposed leader: tell it the newer term
+        resp = AppendEntriesResponse(me, s.current_term, False, s.logs.i_max, req.leader_timestamp)
+        return ("keep_state", _queue_append_entries_response(ctx, s, leader_pid, resp))
+    r = Logs.append_entries(s.logs, s.members, req.prev_log, req.entries, req.i_leader_commit)
+    if r[0] == "ok":
+        _, logs, members, to_apply, to_persist, i_match = r
+        s = _replace(s, logs=logs, members=Members.put_leader(members, leader_pid))
+        s = _persist_log_entries(s, to_persist)
+        if to_apply:
+            s = _nonleader_apply_committed_log_entries(s, to_apply)
+        resp = AppendEntriesResponse(me, req.term, True, i_match, req.leader_timestamp)
+    else:
+        # we lack or contradict `prev_log`: tell the leader where to resume
+        s = _replace(s, members=Members.put_leader(s.members, leader_pid))
+        resp = AppendEntriesResponse(me, req.term, False, r[1], req.leader_timestamp)
+    s = _reset_election_timer_on_leader_message(ctx, s)
+    s = _queue_append_entries_response(ctx, s, leader_pid, resp)
+    if state_name != "follower":
+        return ("next_state", "follower", s)
+    return ("keep_state", s)
+
+
+def _leader_authority_timed_out(ctx: _Ctx, state_name: str, s: State) -> bool:
+    if state_name == "leader":
+        assert s.leadership is not None
+        return Leadership.lease_expired(s.leadership, s.members, ctx.me, ctx.now, s.config)
+    return Election.minimum_timeout_elapsed_since_last_leader_message(s.election, s.config, ctx.now)
+
+
+def _handle_request_vote_request(ctx: _Ctx, req: RequestVoteRequest, s: State, state_name: str) -> tuple:
+    me = ctx.me
+    if req.replacing_leader or _leader_authority_timed_out(ctx, state_name, s):
+        res = _become_follower_if_new_term_started(ctx, req, s)
+        if res is not None:
+            return res
+        grant = (
+            req.term == s.current_term
+            and s.election.voted_for in (None, req.candidate_pid)
+            and Logs.candidate_log_up_to_date(s.logs, req.last_log)
+        )
+        ctx.cast(s, req.candidate_pid, RequestVoteResponse(from_=me, term=s.current_term, vote_granted=grant))
+        if grant:
+            timeout = Election.random_timeout(s.config.election_timeout)
+            election = Election.vote_for(s.election, req.candidate_pid, ctx.now, timeout)
+            s = dataclasses.replace(s, election=election)
+        return ("keep_state", s)
+    # we still trust a live leader: refuse without adopting the (possibly disruptive) newer term
+    ctx.cast(s, req.candidate_pid, RequestVoteResponse(from_=me, term=s.current_term, vote_granted=False))
+    return ("keep_state", s)
+
+
+#
+# requests any member answers
+#
+def _handle_call_common(ctx: _Ctx, from_: Any, req: Any, state_name: str, s: State) -> tuple:
+    tag = req[0] if type(req) is tuple and req else req
+    n = len(req) if type(req) is tuple else 0
+    if tag == "query_non_leader" and n == 2:
+        ret = s.config.data_module.query(s.data, req[1])
+        ctx.reply(s, from_, ("ok", ret))
+        return ("keep_state", s)
+    if tag == "force_remove_member" and n == 2:
+        # Removing a member may make a candidate the winner; the next time-out sorts that out.
+        pid = req[1]
+        s = dataclasses.replace(s, members=Members.force_remove_member(s.members, pid))
+        if s.leadership is not None:
+            s = dataclasses.replace(
+                s,
+                logs=Logs.forget_follower(s.logs, pid),
+                leadership=Leadership.remove_follower_response_time_entry(s.leadership, pid),
+            )
+        ctx.reply(s, from_, "ok")
+        return ("keep_state", s)
+    if tag == "status" and n == 0:
+        ctx.reply(s, from_, _status(ctx, state_name, s))
+        return ("keep_state", s)
+    if tag == "snapshot_created" and n == 5 and s.persistence is not None:
+        s = dataclasses.replace(s, persistence=s.persistence.snapshot_created(*req[1:]))
+        ctx.reply(s, from_, "ok")
+        return ("keep_state", s)
+    if state_name == "leader":
+        ctx.reply(s, from_, ("error", "unexpected_message"))
+    else:
+        ctx.reply(s, from_, ("error", ("not_leader", s.members.leader)))
+    return ("keep_state", s)
+
+
+def _status(ctx: _Ctx, state_name: str, s: State) -> dict:
+    if state_name == "leader" and s.leadership is not None:
+        unresponsive = Leadership.unresponsive_followers(s.leadership, s.members, ctx.me, ctx.now, s.config)
+    else:
+        unresponsive = []
+    members = list(s.members.all)
+    try:
+        members.sort()
+    except TypeError:
+        pass
+    return {
+        "from": ctx.me,
+        "members": members,
+        "leader": s.members.leader,
+        "unresponsive_followers": unresponsive,
+        "current_term": s.current_term,
+        "state_name": state_name,
+        "config": s.config,
+    }
+
+
+#
+# applying committed entries
+#
+def _run_command(
+    ctx: _Ctx | None, s: State, data: Any, results: CommandResults, payload: tuple
+) -> tuple[Any, CommandResults]:
+    """Apply one committed command to (data, results); ``ctx`` is given in the leader only."""
+    client, arg, cmd_id = payload
+    found, result = results.fetch(cmd_id)
+    if found:
+        # already applied (a retried id): answer with the cached result, never apply twice
+        if ctx is not None:
+            ctx.reply(s, client, ("ok", result))
+        return data, results
+    ret = s.config.data_module.command(data, arg)
+    if type(ret) is not tuple or len(ret) != 2:
+        raise TypeError(
+            f"{s.config.data_module!r}.command(data, arg) must return (ret, new_data), got {ret!r}"
+        )
+    result, new_data = ret
+    results.put_mut(cmd_id, result, s.config.max_retained_command_results)
+    if ctx is not None:
+        ctx.reply(s, client, ("ok", result))
+        ctx.hook(s, "on_command_committed", data, arg, result, new_data)
+    return new_data, results
+
+
+def _run_query(ctx: _Ctx, s: State, client: Any, arg: Any) -> None:
+    ret = s.config.data_module.query(s.data, arg)
+    ctx.reply(s, client, ("ok", ret))
+    ctx.hook(s, "on_query_answered", s.data, arg, ret)
+
+
+def _leader_apply_committed_log_entries(ctx: _Ctx, s: State, entries: list[LogEntry]) -> State:
+    me = ctx.me
+    results: CommandResults | None = None
+    for e in entries:
+        kind = e[2]
+        if kind == COMMAND:
+            if results is None:
+                results = s.command_results.copy()
+            data, results = _run_command(ctx, s, s.data, results, e[3])
+            s = dataclasses.replace(s, data=data)
+        elif kind == QUERY:
+            client, arg = e[3]
+            _run_query(ctx, s, client, arg)
+        elif kind == CHANGE_CONFIG:
+            s = dataclasses.replace(s, config=e[3])
+        elif kind == LEADER_ELECTED:
+            payload = e[3]
+            elected = payload[0] if isinstance(payload, list) and payload else payload
+            if elected == me:
+                ctx.hook(s, "on_elected", s.data)
+        elif kind == ADD_FOLLOWER:
+            ctx.hook(s, "on_follower_added", s.data, e[3])
+            s = dataclasses.replace(s, members=Members.membership_change_committed(s.members, e[1]))
+        elif kind == REMOVE_FOLLOWER:
+            pid = e[3]
+            # a cast rather than a stop: it stops `pid` only if it really is a follower
+            ctx.cast(s, pid, "remove_follower_completed")
+            ctx.hook(s, "on_follower_removed", s.data, pid)
+            s = dataclasses.replace(
+                s,
+                members=Members.membership_change_committed(s.members, e[1]),
+                logs=Logs.forget_follower(s.logs, pid) if pid not in s.members.all else s.logs,
+            )
+        # RESTORE_FROM_FILES: nothing to do
+    if results is not None:
+        s = dataclasses.replace(s, command_results=results)
+    return _truncate_logs(s)
+
+
+def _nonleader_apply_committed_log_entries(s: State, entries: list[LogEntry]) -> State:
+    results: CommandResults | None = None
+    for e in entries:
+        kind = e[2]
+        if kind == COMMAND:
+            if results is None:
+                results = s.command_results.copy()
+            data, results = _run_command(None, s, s.data, results, e[3])
+            s = dataclasses.replace(s, data=data)
+        elif kind == CHANGE_CONFIG:
+            s = dataclasses.replace(s, config=e[3])
+        elif kind == ADD_FOLLOWER or kind == REMOVE_FOLLOWER:
+            s = dataclasses.replace(s, members=Members.membership_change_committed(s.members, e[1]))
+    if results is not None:
+        s = dataclasses.replace(s, command_results=results)
+    return _truncate_logs(s)
+
+
+def _truncate_logs(s: State) -> State:
+    if s.persistence is None:
+        upto = s.logs.i_committed  # in memory, committed entries can go as soon as they are applied
+    else:
+        meta = s.persistence.latest_snapshot_metadata
+        upto = 0 if meta is None else meta.last_committed_index  # only what a snapshot on disk covers
+    return _replace(s, logs=Logs.truncate_old_logs(s.logs, upto))
+
+
+def _persist_log_entries(s: State, entries: list[LogEntry]) -> State:
+    """The persistence seam: write new entries (synced at the next flush, before anyone counts them)."""
+    p = s.persistence
+    if p is None or not entries:
+        return s
+    p = p.write_log_entries(entries)
+    if p.log_compaction_runnable():
+        snapshot = Snapshot(
+            members=s.members,
+            term=s.current_term,
+            last_committed_entry=Logs.last_committed_entry(s.logs),
+            config=s.config,
+            data=s.data,
+            command_results=s.command_results,
+        )
+        p = p.switch_log_file_and_spawn_snapshot_writer(snapshot, s.logs.i_max + 1)
+    return dataclasses.replace(s, persistence=p)
