@@ -1,0 +1,1158 @@
+"""Connections between nodes over ZeroMQ: handshake, authenticated frames, ticks, reconnects.
+
+This room moves Python objects between node OS processes; it knows nothing of processes,
+pids or mailboxes.  The node layer owns one :class:`Transport`::
+
+    t = Transport("1@host", creation, cookie,
+                  on_message=lambda from_node, obj: ...,       # in order per peer
+                  on_node_up=lambda node, creation: ...,
+                  on_node_down=lambda node: ...)
+    port = t.start()                 # bind, register with epmd, start the I/O thread
+    t.connect("2@host")              # blocking: True once both sides proved the cookie
+    t.send("2@host", obj)            # never blocks; auto-connects; order kept per peer
+    t.connected_nodes(); t.disconnect("2@host"); t.stop()
+
+**Threading.**  ZeroMQ sockets are not thread-safe, so one I/O thread owns every socket.
+:meth:`Transport.send` may be called from any thread: it pickles the object *in the caller's
+thread* (so the message is a snapshot taken at the moment of the send, as in Erlang, and an
+unpicklable object fails at the call site), appends the bytes to a deque and wakes the I/O
+thread only if it is asleep (a byte on a socketpair; no wake-up while it is already running,
+see ``stats["wakeups"]``).  The I/O thread batches everything queued for one peer into one
+frame, sends it, and after any activity polls without blocking for ``spin_us`` (default
+``NODES_SPIN_US``, else 0: with the GIL a spinning thread mostly delays the thread it waits
+for) before it blocks.  The callbacks run on the I/O thread, in order: they must be quick
+and must not block (put the object in a mailbox and return); they may call :meth:`send`,
+:meth:`disconnect` and :meth:`connect` (which then only starts the attempt).
+
+**Connections.**  Each node binds one ROUTER socket (ROUTER_MANDATORY, so a send to a
+vanished peer fails instead of being dropped) on ``bind_host`` (the node name's host part if
+it is an IP address, else 0.0.0.0) and registers its port with epmd.  To reach ``name@host``
+it asks epmd on ``host`` for the port and connects a DEALER (ZMQ_IMMEDIATE, so nothing is
+queued for a peer that is not connected).  One connection carries both directions.  If both
+nodes connect at once, the one initiated by the node with the greater name wins (as in
+Erlang's handshake): the other side answers "nok" and the loser waits for the winner.
+
+**Handshake** (``[kind, JSON]`` messages, never pickle; see :mod:`nodes.codec`)::
+
+    initiator -> acceptor   h {"v": 1, "from": I, "to": A, "creation": cI}
+    acceptor  -> initiator  c {"name": A, "creation": cA, "nonce": nA}   (or k = nok, n = refused)
+    initiator -> acceptor   r {"nonce": nI, "digest": HMAC(cookie, initiator label + transcript)}
+    acceptor  -> initiator  a {"digest": HMAC(cookie, acceptor label + transcript)}  (or n "cookie")
+
+The cookie never crosses the wire; the acceptor proves itself only after the initiator did.
+Both then derive per-direction session keys, and every later frame is MAC'd and sequenced
+(:class:`nodes.codec.Session`).  Data frames carry one pickle per message; tick frames keep
+an idle connection alive; a node-list frame tells the peer which nodes we are connected to
+(it connects to those it lacks: the mesh is transitive); a bye frame announces
+:meth:`disconnect`.  ``[b"x"]`` tells a peer that we do not know its connection (anymore).
+
+**Failure.**  A tick is sent when nothing else was for 3/4 of ``tick_ms`` (default
+``NODES_TICK_MS``, else 1000); a peer silent for 3 ticks is down.  A send ZeroMQ would drop
+(unknown routing id, full pipe, no connection) also brings the connection down: nothing is
+dropped silently.  A connection lost this way is retried in the background with backoff
+until epmd on the peer's host no longer lists it, :meth:`disconnect` is called, or the peer
+said bye; a peer that comes back with a new creation is reported down (old) then up (new).
+Frames from strangers or that fail their checks are dropped and logged (at most one warning
+per second per source, with a count) and never unpickled.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import zmq
+
+from . import codec, epmd
+
+log = logging.getLogger("nodes.transport")
+
+PROTOCOL_VERSION = 1
+DEFAULT_TICK_MS = 1000
+TICKS_UNTIL_DOWN = 3
+DEFAULT_CONNECT_TIMEOUT_MS = 5000
+DEFAULT_HWM = 100_000
+MAX_BATCH = 1000  # messages per data frame
+RECV_BATCH = 256  # messages read from one socket before looking at the rest
+MAX_PENDING_INCOMING = 64
+INITIAL_BACKOFF = 0.05
+MAX_BACKOFF = 1.0
+RESOLVE_TIMEOUT = 2.0
+
+# Handshake message kinds (session frame kinds live in codec).
+HELLO, CHALLENGE, REPLY, ACK, NOK, REFUSED, RESET = b"h", b"c", b"r", b"a", b"k", b"n", b"x"
+
+
+def split_node_name(node: str) -> tuple[str, str]:
+    """``"name@host"`` → ``("name", "host")``; raises ValueError for anything else."""
+    if not isinstance(node, str):
+        raise TypeError(f"node name must be a str like 'name@host', not {type(node).__name__}")
+    name, sep, host = node.partition("@")
+    if not sep or not name or not host or "@" in host or any(c.isspace() for c in node):
+        raise ValueError(f"bad node name {node!r}: expected 'name@host'")
+    return name, host
+
+
+def default_bind_host(node: str) -> str:
+    """The node's host part when it is an IP address (long names), else all interfaces."""
+    _, host = split_node_name(node)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return "0.0.0.0"
+    return host
+
+
+def _endpoint(host: str, port: int | str) -> str:
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+class _RateLimitedLog:
+    """At most one warning per key per interval; the next one says how many were suppressed."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 1.0):
+        self._logger = logger
+        self._interval = interval
+        self._seen: dict[str, list[float]] = {}  # key -> [last time logged, suppressed count]
+
+    def warning(self, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self._interval:
+            entry[1] += 1
+            return
+        suppressed = int(entry[1]) if entry else 0
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[key] = [now, 0]
+        if suppressed:
+            msg += " (%d similar message(s) suppressed)"
+            args = (*args, suppressed)
+        self._logger.warning(msg, *args)
+
+
+class _Waiter:
+    """A connect() caller waiting for the I/O thread's verdict."""
+
+    __slots__ = ("_event", "result")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.result = False
+
+    def set(self, result: bool) -> None:
+        self.result = result
+        self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout) and self.result
+
+
+class _Conn:
+    """One connection (one TCP connection under ZeroMQ), from its first message to its end.
+
+    Outgoing: our DEALER socket; states connecting → hello_sent → reply_sent → up.
+    Incoming: a routing id on our ROUTER; states challenged → up.
+    """
+
+    __slots__ = ("peer", "outgoing", "sock", "rid", "state", "deadline", "nonce", "peer_creation",
+                 "transcript", "session", "last_recv", "last_send", "closed")
+
+    def __init__(self, peer: str, outgoing: bool, deadline: float, *,
+                 sock: zmq.Socket[Any] | None = None, rid: bytes = b""):
+        self.peer = peer  # for an incoming connection: claimed, proven once up
+        self.outgoing = outgoing
+        self.sock = sock
+        self.rid = rid
+        self.state = "connecting" if outgoing else "challenged"
+        self.deadline = deadline
+        self.nonce = codec.new_nonce()
+        self.peer_creation = 0
+        self.transcript: codec.Transcript | None = None
+        self.session: codec.Session | None = None
+        self.last_recv = self.last_send = 0.0
+        self.closed = False
+
+
+class _Peer:
+    """Everything we know about one other node: its connection, attempts, queued messages."""
+
+    def __init__(self, name: str, short: str, host: str):
+        self.name, self.short, self.host = name, short, host
+        self.conn: _Conn | None = None  # the authenticated connection
+        self.hs: _Conn | None = None  # the handshake in progress (ours or theirs), at most one
+        self.resolving = False  # epmd lookup in flight
+        self.gen = 0  # bumped to make an in-flight lookup's answer stale
+        self.pending: collections.deque[bytes] = collections.deque()  # waiting for a connection
+        self.waiters: list[_Waiter] = []
+        self.report_failure = False  # a failed attempt must be reported (send/connect asked)
+        self.attempt_deadline = 0.0
+        self.awaiting_until = 0.0  # after a nok: the peer is connecting to us
+        self.retry = False
+        self.retry_at = 0.0
+        self.backoff = INITIAL_BACKOFF
+        self.creation: int | None = None
+
+    def idle(self) -> bool:
+        return not (self.conn or self.hs or self.resolving or self.pending or self.waiters or self.retry
+                    or self.awaiting_until)
+
+
+class Transport:
+    """Authenticated, ordered, failure-detecting links from this node to other nodes.
+
+    See the module docstring for the threading model and the wire format.
+    """
+
+    def __init__(
+        self,
+        node_name: str,
+        creation: int,
+        cookie: bytes | str,
+        *,
+        on_message: Callable[[str, Any], None],
+        on_node_up: Callable[[str, int], None],
+        on_node_down: Callable[[str], None],
+        bind_host: str | None = None,
+        epmd_port: int | None = None,
+        tick_ms: int | None = None,
+        connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS,
+        max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
+        spin_us: int | None = None,
+        hwm: int = DEFAULT_HWM,
+    ):
+        self._short, self._host = split_node_name(node_name)
+        if isinstance(cookie, str):
+            cookie = cookie.encode()
+        if not cookie:
+            raise ValueError("the cookie must not be empty")
+        self.node_name = node_name
+        self.creation = int(creation)
+        self._cookie = cookie
+        self._on_message = on_message
+        self._on_node_up = on_node_up
+        self._on_node_down = on_node_down
+        self.bind_host = bind_host or default_bind_host(node_name)
+        self.epmd_port = epmd_port or epmd.default_port()
+        self.tick_ms = tick_ms or _env_int("NODES_TICK_MS", DEFAULT_TICK_MS)
+        self._tick_s = self.tick_ms / 1000
+        self._hk_period = min(self._tick_s / 4, 0.25)
+        self._hs_timeout = connect_timeout_ms / 1000
+        self._max_frame_size = max_frame_size
+        self._spin_s = (spin_us if spin_us is not None else _env_int("NODES_SPIN_US", 0)) / 1e6
+        self._hwm = hwm
+        self.port: int | None = None
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._rlog = _RateLimitedLog(log)
+
+        # Shared with other threads (deque appends/pops and attribute reads are atomic).
+        self._outq: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._cmds: collections.deque[Callable[[], None]] = collections.deque()
+        self._sleeping = False
+        self._wake_pending = False
+        self._up: frozenset[str] = frozenset()
+        self._closed = False
+        self._stop_called = False
+        self._valid_names: set[str] = set()
+
+        # Owned by the I/O thread.
+        self._peers: dict[str, _Peer] = {}
+        self._by_rid: dict[bytes, _Conn] = {}
+        self._by_sock: dict[zmq.Socket[Any], _Conn] = {}
+        self._pending_in: dict[bytes, _Conn] = {}
+        self._recently_closed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self._stopping = False
+        self._now = time.monotonic()
+        self._last_activity = 0.0
+        self._next_housekeeping = 0.0
+        self._last_housekeeping = self._now
+
+        self._thread: threading.Thread | None = None
+        self._ctx: zmq.Context[Any] | None = None
+        self._router: zmq.Socket[Any] | None = None
+        self._poller = zmq.Poller()
+        self._registration: epmd.Registration | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_fd = self._wake_r.fileno()  # the poller reports non-zmq sockets by fd
+        self._wake_w.setblocking(False)
+
+    # ------------------------------------------------------------------ public API
+
+    def start(self) -> int:
+        """Bind, register with epmd (starting it if needed), start the I/O thread; return the port.
+
+        Raises :class:`nodes.epmd.NameTaken` if another live node has this name.
+        """
+        if self._thread is not None:
+            raise RuntimeError("transport already started")
+        ctx: zmq.Context[Any] = zmq.Context(io_threads=1)
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._socket_options(router, self.bind_host)
+        try:
+            router.bind(_endpoint(self.bind_host, "*"))
+            endpoint = router.getsockopt(zmq.LAST_ENDPOINT)
+            assert isinstance(endpoint, bytes)
+            port = int(endpoint.rsplit(b":", 1)[1])
+            epmd.ensure_running(self.epmd_port)
+            self._registration = epmd.register(self._short, port, self.creation, self.epmd_port)
+        except BaseException:
+            router.close(linger=0)
+            ctx.term()
+            raise
+        self._ctx, self._router, self.port = ctx, router, port
+        self._poller.register(router, zmq.POLLIN)
+        self._poller.register(self._wake_fd, zmq.POLLIN)
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nodes-epmd-lookup")
+        self._thread = threading.Thread(target=self._run, name=f"nodes-transport-{self.node_name}",
+                                        daemon=True)
+        self._thread.start()
+        log.info("node %s (creation %d) listening on %s", self.node_name, self.creation,
+                 _endpoint(self.bind_host, port))
+        return port
+
+    def send(self, node: str, obj: object) -> None:
+        """Queue ``obj`` for ``node``; never blocks, connects in the background if needed.
+
+        If the connection cannot be made or breaks, queued messages are dropped and
+        ``on_node_down(node)`` is called.  Raises only for a bad node name or an object that
+        cannot be serialized (:class:`nodes.codec.EncodeError`): programming errors.
+        """
+        self.send_encoded(node, codec.dumps(obj))
+
+    def send_encoded(self, node: str, data: bytes) -> None:
+        """:meth:`send` for bytes already made by :func:`nodes.codec.dumps` (pickle once, send to many)."""
+        if node not in self._valid_names:
+            split_node_name(node)
+            if len(self._valid_names) > 10_000:
+                self._valid_names.clear()
+            self._valid_names.add(node)
+        if len(data) > self._max_frame_size:
+            raise codec.EncodeError(f"message of {len(data)} bytes exceeds the frame limit of "
+                                    f"{self._max_frame_size}")
+        if self._closed:
+            return
+        self._outq.append((node, data))
+        if self._sleeping:
+            self._wake()
+
+    def connect(self, node: str, timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS) -> bool:
+        """Connect to ``node`` (and, transitively, to its peers); True once authenticated.
+
+        False for a wrong cookie, a node epmd does not know, or one that cannot be reached
+        within ``timeout_ms``.  Called from a callback (on the I/O thread) it cannot wait: it
+        starts the attempt and says whether the node is connected already.
+        """
+        split_node_name(node)
+        if node == self.node_name:
+            return True
+        self._require_running()
+        waiter = _Waiter()
+        self._post(lambda: self._cmd_connect(node, waiter, timeout_ms / 1000))
+        if threading.current_thread() is self._thread:
+            return node in self._up
+        return waiter.wait(timeout_ms / 1000 + 1.0)
+
+    def disconnect(self, node: str) -> bool:
+        """Drop the connection to ``node`` (the peer is told; neither side reconnects on its own).
+
+        True if there was a connection or an attempt.  ``on_node_down(node)`` follows.
+        """
+        split_node_name(node)
+        self._require_running()
+        waiter = _Waiter()
+        self._post(lambda: self._cmd_disconnect(node, waiter))
+        if threading.current_thread() is self._thread:
+            return node in self._up
+        return waiter.wait(10.0)
+
+    def connected_nodes(self) -> list[str]:
+        """Nodes with an authenticated connection right now."""
+        return sorted(self._up)
+
+    def stop(self) -> None:
+        """Say bye to every peer, close the sockets, unregister from epmd.
+
+        ``on_node_down`` is called for every connected peer.  Idempotent.
+        """
+        if self._stop_called:
+            return
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise RuntimeError("Transport.stop() cannot be called from a transport callback")
+        self._stop_called = True
+        self._closed = True
+        if self._thread is None:
+            return
+        self._post(self._cmd_stop)
+        self._thread.join(timeout=10.0)
+        if self._registration is not None:
+            self._registration.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def __del__(self) -> None:
+        # The wake sockets are closed only here: closing them in stop() could race with a
+        # concurrent send() writing to a file descriptor number that was reused meanwhile.
+        for sock in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
+            if sock is not None:
+                sock.close()
+
+    # ------------------------------------------------------------------ cross-thread plumbing
+
+    def _require_running(self) -> None:
+        if self._thread is None:
+            raise RuntimeError("transport not started")
+        if self._closed:
+            raise RuntimeError("transport stopped")
+
+    def _post(self, fn: Callable[[], None]) -> None:
+        self._cmds.append(fn)
+        if self._sleeping:
+            self._wake()
+
+    def _wake(self) -> None:
+        # Callers check _sleeping first; the I/O thread sets it, re-checks the queues, then
+        # blocks, so an append either is seen by that re-check or finds _sleeping set and
+        # writes a byte.  _wake_pending avoids a write per message while the thread wakes up.
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.stats["wakeups"] += 1
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:
+                pass  # buffer full (a byte is already there) or closed
+
+    # ------------------------------------------------------------------ the I/O thread
+
+    def _socket_options(self, sock: zmq.Socket[Any], host: str) -> None:
+        if ":" in host:
+            sock.setsockopt(zmq.IPV6, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, self._hwm)
+        sock.setsockopt(zmq.RCVHWM, self._hwm)
+        # A peer sending one part bigger than this is disconnected by ZeroMQ itself.
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_frame_size + 1024)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                worked = False
+                if self._cmds:
+                    self._run_commands()
+                    worked = True
+                if self._outq:
+                    self._flush_outq()
+                    worked = True
+                if worked:
+                    self._last_activity = time.perf_counter()
+                    events = self._poller.poll(0)
+                else:
+                    events = self._idle_wait()
+                self._now = time.monotonic()
+                if events:
+                    self._handle_events(events)
+                if self._now >= self._next_housekeeping:
+                    self._housekeeping()
+        except Exception:
+            log.critical("transport I/O thread of %s crashed", self.node_name, exc_info=True)
+        finally:
+            self._shutdown()
+
+    def _idle_wait(self) -> list[tuple[Any, int]]:
+        poll = self._poller.poll
+        if self._spin_s:
+            end = self._last_activity + self._spin_s
+            while time.perf_counter() < end:
+                events = poll(0)
+                if events or self._outq or self._cmds:
+                    return events
+        timeout = max(0, int((self._next_housekeeping - time.monotonic()) * 1000) + 1)
+        self._sleeping = True
+        if self._outq or self._cmds:
+            self._sleeping = False
+            return []
+        events = poll(timeout)
+        self._sleeping = False
+        self.stats["sleeps"] += 1
+        return events
+
+    def _run_commands(self) -> None:
+        cmds = self._cmds
+        while cmds:
+            fn = cmds.popleft()
+            try:
+                fn()
+            except Exception:
+                log.exception("transport command failed")
+
+    def _handle_events(self, events: list[tuple[Any, int]]) -> None:
+        self._last_activity = time.perf_counter()
+        for sock, ev in events:
+            if sock is self._router:
+                self._recv_router()
+            elif sock == self._wake_fd:
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except OSError:
+                    pass
+                self._wake_pending = False
+            else:
+                conn = self._by_sock.get(sock)
+                if conn is None:
+                    continue
+                if ev & zmq.POLLIN:
+                    self._recv_dealer(conn)
+                if ev & zmq.POLLOUT and conn.state == "connecting" and not conn.closed:
+                    self._send_hello(conn)
+
+    def _recv_router(self) -> None:
+        router = self._router
+        assert router is not None
+        for _ in range(RECV_BATCH):
+            try:
+                parts = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            rid, body = parts[0], parts[1:]
+            conn = self._by_rid.get(rid)
+            try:
+                if conn is None:
+                    self._from_stranger(rid, body)
+                elif conn.session is None:
+                    self._handshake_as_acceptor(conn, body)
+                else:
+                    self._session_frame(conn, body)
+            except Exception:
+                log.exception("error handling a message on %s", self.node_name)
+
+    def _recv_dealer(self, conn: _Conn) -> None:
+        sock = conn.sock
+        assert sock is not None
+        for _ in range(RECV_BATCH):
+            if conn.closed:
+                return
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                if parts == [RESET]:
+                    self._close(conn, "the peer does not know this connection", retry=True)
+                elif conn.session is None:
+                    self._handshake_as_initiator(conn, parts)
+                else:
+                    self._session_frame(conn, parts)
+            except Exception:
+                log.exception("error handling a message on %s", self.node_name)
+
+    # ------------------------------------------------------------------ peers and attempts
+
+    def _peer(self, node: str) -> _Peer | None:
+        peer = self._peers.get(node)
+        if peer is None:
+            if node == self.node_name:
+                return None
+            try:
+                short, host = split_node_name(node)
+            except (TypeError, ValueError):
+                return None
+            peer = self._peers[node] = _Peer(node, short, host)
+        return peer
+
+    def _forget_if_idle(self, peer: _Peer) -> None:
+        if peer.idle() and self._peers.get(peer.name) is peer:
+            del self._peers[peer.name]
+
+    def _cmd_connect(self, node: str, waiter: _Waiter, timeout: float) -> None:
+        peer = self._peer(node)
+        if peer is None:
+            waiter.set(False)
+            return
+        self._request_connect(peer, report=True, timeout=timeout, waiter=waiter)
+
+    def _request_connect(self, peer: _Peer, *, report: bool, timeout: float, waiter: _Waiter | None = None
+                         ) -> None:
+        if peer.conn is not None:
+            if waiter is not None:
+                waiter.set(True)
+            return
+        if waiter is not None:
+            peer.waiters.append(waiter)
+        peer.report_failure |= report
+        peer.attempt_deadline = max(peer.attempt_deadline, self._now + timeout)
+        if peer.hs is not None:
+            peer.hs.deadline = max(peer.hs.deadline, peer.attempt_deadline)
+            return
+        if peer.resolving or peer.awaiting_until:
+            return
+        self._start_attempt(peer)
+
+    def _start_attempt(self, peer: _Peer) -> None:
+        assert self._executor is not None
+        peer.gen += 1
+        gen = peer.gen
+        peer.resolving = True
+        if peer.attempt_deadline < self._now:
+            peer.attempt_deadline = self._now + self._hs_timeout
+        future = self._executor.submit(epmd.lookup, peer.host, peer.short, self.epmd_port, RESOLVE_TIMEOUT)
+        future.add_done_callback(lambda f: self._post(lambda: self._on_resolved(peer, gen, f)))
+
+    def _on_resolved(self, peer: _Peer, gen: int, future: Future[tuple[int, int] | None]) -> None:
+        if gen != peer.gen or not peer.resolving or self._peers.get(peer.name) is not peer:
+            return  # superseded (disconnect) or forgotten
+        peer.resolving = False
+        try:
+            result = future.result()
+        except Exception as error:
+            self._attempt_failed(peer, f"cannot ask epmd on {peer.host}: {error}")
+            return
+        if result is None:
+            self._attempt_failed(peer, f"no node {peer.short!r} registered with epmd on {peer.host}",
+                                 final=True)
+            return
+        if peer.conn is not None:
+            self._connected(peer)
+            return
+        if peer.hs is not None:
+            return  # they are connecting to us meanwhile: wait for that handshake
+        self._open_dealer(peer, result[0])
+
+    def _open_dealer(self, peer: _Peer, port: int) -> None:
+        assert self._ctx is not None
+        sock = self._ctx.socket(zmq.DEALER)
+        self._socket_options(sock, peer.host)
+        # Messages are only queued on a completed connection: a send to a peer that is not
+        # connected fails at once (and brings the connection down) instead of waiting.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        try:
+            sock.connect(_endpoint(peer.host, port))
+        except zmq.ZMQError as error:
+            sock.close(linger=0)
+            self._attempt_failed(peer, f"cannot connect to {peer.host}:{port}: {error}")
+            return
+        conn = _Conn(peer.name, True, max(peer.attempt_deadline, self._now + 0.5), sock=sock)
+        self._by_sock[sock] = conn
+        self._poller.register(sock, zmq.POLLIN | zmq.POLLOUT)  # POLLOUT: the TCP connection is up
+        peer.hs = conn
+
+    def _attempt_failed(self, peer: _Peer, reason: str, *, final: bool = False) -> None:
+        peer.awaiting_until = 0.0
+        peer.attempt_deadline = 0.0
+        waiters, peer.waiters = peer.waiters, []
+        for waiter in waiters:
+            waiter.set(False)
+        dropped = len(peer.pending)
+        peer.pending.clear()
+        report = peer.report_failure or dropped > 0
+        if dropped:
+            log.warning("cannot connect to %s (%s): dropped %d message(s)", peer.name, reason, dropped)
+        elif report:
+            log.info("cannot connect to %s: %s", peer.name, reason)
+        else:
+            log.debug("cannot connect to %s: %s", peer.name, reason)
+        if final:
+            peer.retry = False
+        if peer.retry:
+            peer.retry_at = self._now + peer.backoff
+            peer.backoff = min(peer.backoff * 2, MAX_BACKOFF)
+        if report:
+            peer.report_failure = False
+            self._report_down(peer.name)
+        self._forget_if_idle(peer)
+
+    def _connected(self, peer: _Peer) -> None:
+        waiters, peer.waiters = peer.waiters, []
+        for waiter in waiters:
+            waiter.set(True)
+
+    # ------------------------------------------------------------------ handshake
+
+    def _send_hs(self, conn: _Conn, kind: bytes, body: dict[str, Any]) -> bool:
+        return self._zsend(conn, codec.encode_handshake(kind, body))
+
+    def _send_hello(self, conn: _Conn) -> None:
+        body = {"v": PROTOCOL_VERSION, "from": self.node_name, "to": conn.peer, "creation": self.creation}
+        if self._send_hs(conn, HELLO, body):
+            conn.state = "hello_sent"
+            self._poller.register(conn.sock, zmq.POLLIN)
+
+    def _refuse(self, rid: bytes, reason: str) -> None:
+        self._raw_router_send(rid, codec.encode_handshake(REFUSED, {"reason": reason}))
+
+    def _raw_router_send(self, rid: bytes, parts: list[bytes]) -> None:
+        assert self._router is not None
+        try:
+            self._router.send_multipart([rid, *parts], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # best effort: the stranger is gone or not reading
+
+    def _from_stranger(self, rid: bytes, body: list[bytes]) -> None:
+        if len(body) == 2 and body[0] == HELLO:
+            self._accept_hello(rid, body)
+            return
+        head = body[0] if body else b""
+        if rid in self._recently_closed or head == REPLY or (
+                len(head) == codec.HEADER_SIZE and head[:1] in codec.FRAME_KINDS):
+            # Looks like ours: a connection we closed (or never finished). Tell the peer so it
+            # notices at once instead of after its tick timeout.
+            log.debug("message for a connection %s no longer has; resetting it", self.node_name)
+            self._raw_router_send(rid, [RESET])
+            return
+        self.stats["dropped_frames"] += 1
+        self._rlog.warning("stranger", "%s dropped a message from a peer that has not completed the "
+                           "handshake (%d part(s), %d bytes)", self.node_name, len(body), sum(map(len, body)))
+
+    def _accept_hello(self, rid: bytes, body: list[bytes]) -> None:
+        try:
+            _, msg = codec.decode_handshake(body)
+        except codec.FrameError as error:
+            self.stats["dropped_frames"] += 1
+            self._rlog.warning("stranger", "%s dropped a malformed hello: %s", self.node_name, error)
+            return
+        frm, to, creation = msg.get("from"), msg.get("to"), msg.get("creation")
+        if msg.get("v") != PROTOCOL_VERSION:
+            self._rlog.warning("hello", "%s refused a connection: protocol version %r", self.node_name,
+                               msg.get("v"))
+            self._refuse(rid, "version")
+            return
+        if not isinstance(frm, str) or not isinstance(creation, int) or isinstance(creation, bool):
+            self._rlog.warning("hello", "%s refused a malformed hello", self.node_name)
+            self._refuse(rid, "bad_hello")
+            return
+        if to != self.node_name:
+            self._rlog.warning("hello", "%s refused a connection from %r meant for %r", self.node_name,
+                               frm, to)
+            self._refuse(rid, "wrong_node")
+            return
+        peer = self._peer(frm)
+        if peer is None:
+            self._rlog.warning("hello", "%s refused a connection claiming the name %r", self.node_name, frm)
+            self._refuse(rid, "bad_name")
+            return
+        hs = peer.hs
+        if hs is not None:
+            if hs.outgoing and hs.state != "connecting":
+                if self.node_name > frm:
+                    # Both connect at once: the greater name's connection wins; they wait for ours.
+                    self._raw_router_send(rid, codec.encode_handshake(NOK, {}))
+                    return
+                log.debug("%s: simultaneous connect with %s; theirs wins", self.node_name, frm)
+            self._drop(hs)  # ours lost the tie, or an older incoming attempt of theirs
+            peer.hs = None
+        if len(self._pending_in) >= MAX_PENDING_INCOMING:
+            oldest = next(iter(self._pending_in.values()))
+            self._close(oldest, "too many handshakes in progress", retry=False)
+        conn = _Conn(frm, False, self._now + self._hs_timeout, rid=rid)
+        conn.peer_creation = creation
+        self._by_rid[rid] = conn
+        self._pending_in[rid] = conn
+        self._recently_closed.pop(rid, None)
+        peer.hs = conn
+        peer.attempt_deadline = max(peer.attempt_deadline, conn.deadline)
+        self._send_hs(conn, CHALLENGE, {"name": self.node_name, "creation": self.creation,
+                                        "nonce": conn.nonce.hex()})
+
+    def _handshake_as_acceptor(self, conn: _Conn, body: list[bytes]) -> None:
+        try:
+            kind, msg = codec.decode_handshake(body)
+            if kind != REPLY:
+                raise codec.FrameError(f"expected a reply, got kind {kind!r}")
+            nonce = bytes.fromhex(msg["nonce"])
+            digest = bytes.fromhex(msg["digest"])
+            if len(nonce) != codec.NONCE_SIZE:
+                raise codec.FrameError("bad nonce size")
+        except (codec.FrameError, KeyError, TypeError, ValueError) as error:
+            self.stats["dropped_frames"] += 1
+            self._rlog.warning(conn.peer, "%s: bad handshake from %r: %s", self.node_name, conn.peer, error)
+            self._close(conn, f"bad handshake: {error}", retry=False)
+            return
+        transcript = codec.Transcript(conn.peer, self.node_name, conn.peer_creation, self.creation,
+                                      nonce, conn.nonce)
+        if not codec.verify_proof(transcript.initiator_proof(self._cookie), digest):
+            log.warning("%s refused a connection from %s: it does not have our cookie",
+                        self.node_name, conn.peer)
+            self._raw_router_send(conn.rid, codec.encode_handshake(REFUSED, {"reason": "cookie"}))
+            self._close(conn, "cookie mismatch", retry=False)
+            return
+        if not self._send_hs(conn, ACK, {"digest": transcript.acceptor_proof(self._cookie).hex()}):
+            return
+        conn.session = transcript.session(self._cookie, initiator=False, max_frame_size=self._max_frame_size)
+        self._conn_up(conn)
+
+    def _handshake_as_initiator(self, conn: _Conn, parts: list[bytes]) -> None:
+        try:
+            kind, msg = codec.decode_handshake(parts)
+        except codec.FrameError as error:
+            self.stats["dropped_frames"] += 1
+            self._close(conn, f"bad handshake from the acceptor: {error}", retry=True)
+            return
+        peer = self._peers.get(conn.peer)
+        if kind == NOK and conn.state == "hello_sent" and peer is not None and peer.hs is conn:
+            # The peer connects to us at the same time and its connection wins: wait for it.
+            self._drop(conn)
+            peer.hs = None
+            peer.awaiting_until = max(peer.attempt_deadline, self._now + self._hs_timeout)
+            return
+        if kind == REFUSED:
+            reason = str(msg.get("reason"))
+            text = {"cookie": "cookie mismatch", "wrong_node": "another node listens there"}.get(
+                reason, reason)
+            log.warning("%s: connection to %s refused: %s", self.node_name, conn.peer, text)
+            self._close(conn, f"refused: {text}", retry=reason not in ("cookie", "bad_name"))
+            return
+        try:
+            if kind == CHALLENGE and conn.state == "hello_sent":
+                name, creation, nonce = msg["name"], msg["creation"], bytes.fromhex(msg["nonce"])
+                if name != conn.peer:
+                    raise ValueError(f"{name!r} answered instead")
+                if not isinstance(creation, int) or len(nonce) != codec.NONCE_SIZE:
+                    raise ValueError("malformed challenge")
+                conn.peer_creation = creation
+                conn.transcript = codec.Transcript(self.node_name, conn.peer, self.creation, creation,
+                                                   conn.nonce, nonce)
+                proof = conn.transcript.initiator_proof(self._cookie)
+                if self._send_hs(conn, REPLY, {"nonce": conn.nonce.hex(), "digest": proof.hex()}):
+                    conn.state = "reply_sent"
+                return
+            if kind == ACK and conn.state == "reply_sent" and conn.transcript is not None:
+                digest = bytes.fromhex(msg["digest"])
+                if not codec.verify_proof(conn.transcript.acceptor_proof(self._cookie), digest):
+                    log.warning("%s: %s could not prove it has our cookie; dropping the connection",
+                                self.node_name, conn.peer)
+                    self._close(conn, "the peer failed to prove the cookie", retry=False)
+                    return
+                conn.session = conn.transcript.session(self._cookie, initiator=True,
+                                                       max_frame_size=self._max_frame_size)
+                self._conn_up(conn)
+                return
+            raise ValueError(f"unexpected {kind!r} in state {conn.state}")
+        except (KeyError, TypeError, ValueError) as error:
+            self.stats["dropped_frames"] += 1
+            self._close(conn, f"bad handshake from the acceptor: {error}", retry=True)
+
+    def _conn_up(self, conn: _Conn) -> None:
+        peer = self._peer(conn.peer)
+        assert peer is not None
+        self._pending_in.pop(conn.rid, None)
+        old = peer.conn
+        if old is not None:
+            # A new incarnation, or the peer saw the old connection break before we did.
+            log.info("%s: %s connected again (creation %d -> %d); replacing the old connection",
+                     self.node_name, peer.name, old.peer_creation, conn.peer_creation)
+            self._drop(old)
+            peer.conn = None
+            self._set_up()
+            self._report_down(peer.name)
+        if peer.hs is conn:
+            peer.hs = None
+        conn.state = "up"
+        conn.last_recv = conn.last_send = self._now
+        peer.conn = conn
+        peer.creation = conn.peer_creation
+        peer.retry = False
+        peer.backoff = INITIAL_BACKOFF
+        peer.awaiting_until = peer.attempt_deadline = 0.0
+        peer.report_failure = False
+        self._set_up()
+        log.info("%s: connected to %s (creation %d, %s)", self.node_name, peer.name, conn.peer_creation,
+                 "outgoing" if conn.outgoing else "incoming")
+        try:
+            self._on_node_up(peer.name, conn.peer_creation)
+        except Exception:
+            log.exception("on_node_up callback failed")
+        self._connected(peer)
+        if peer.pending:
+            items = list(peer.pending)
+            peer.pending.clear()
+            if not self._send_data(conn, items):
+                return
+        # Transitive connections: tell the new peer whom we know, and the others about it.
+        others = [n for n in self._up if n != peer.name]
+        if others:
+            self._send_frame(conn, codec.NODE_LIST, [json.dumps(others).encode()])
+            announce = [json.dumps([peer.name]).encode()]
+            for name in others:
+                other = self._peers.get(name)
+                if other is not None and other.conn is not None:
+                    self._send_frame(other.conn, codec.NODE_LIST, announce)
+
+    # ------------------------------------------------------------------ established connections
+
+    def _session_frame(self, conn: _Conn, parts: list[bytes]) -> None:
+        session = conn.session
+        assert session is not None
+        try:
+            kind, payloads = session.open(parts)
+        except codec.SequenceError as error:
+            log.warning("%s: connection to %s broken: %s", self.node_name, conn.peer, error)
+            self._close(conn, str(error), retry=True)
+            return
+        except codec.FrameError as error:
+            self.stats["dropped_frames"] += 1
+            self._rlog.warning(conn.peer, "%s dropped a frame from %s: %s", self.node_name, conn.peer, error)
+            return
+        conn.last_recv = self._now
+        self.stats["frames_received"] += 1
+        if kind == codec.DATA:
+            peer = conn.peer
+            on_message = self._on_message
+            for payload in payloads:
+                try:
+                    obj = codec.loads(payload)
+                except Exception as error:
+                    self.stats["undecodable"] += 1
+                    log.error("%s: cannot decode a message from %s: %r", self.node_name, peer, error)
+                    continue
+                try:
+                    on_message(peer, obj)
+                except Exception:
+                    log.exception("on_message callback failed")
+            self.stats["messages_received"] += len(payloads)
+        elif kind == codec.NODE_LIST:
+            self._learn_nodes(payloads)
+        elif kind == codec.BYE:
+            log.info("%s: %s disconnected", self.node_name, conn.peer)
+            self._close(conn, "the peer disconnected", retry=False)
+
+    def _learn_nodes(self, payloads: list[bytes]) -> None:
+        for payload in payloads:
+            try:
+                names = json.loads(payload)
+            except ValueError:
+                continue
+            if not isinstance(names, list):
+                continue
+            for name in names:
+                peer = self._peer(name) if isinstance(name, str) else None
+                if peer is not None and peer.conn is None and peer.hs is None and not peer.resolving:
+                    self._request_connect(peer, report=False, timeout=self._hs_timeout)
+
+    def _send_frame(self, conn: _Conn, kind: bytes, payloads: list[bytes]) -> bool:
+        session = conn.session
+        assert session is not None
+        if not self._zsend(conn, session.seal(kind, payloads)):
+            return False
+        self.stats["frames_sent"] += 1
+        return True
+
+    def _send_data(self, conn: _Conn, items: list[bytes]) -> bool:
+        n = len(items)
+        start = 0
+        limit = self._max_frame_size
+        while start < n:
+            end, size = start, 0
+            while end < n and end - start < MAX_BATCH and (end == start or size + len(items[end]) <= limit):
+                size += len(items[end])
+                end += 1
+            if not self._send_frame(conn, codec.DATA, items[start:end]):
+                lost = n - start
+                log.warning("%s: %d message(s) to %s lost with the connection", self.node_name, lost,
+                            conn.peer)
+                return False
+            start = end
+        self.stats["messages_sent"] += n
+        return True
+
+    def _zsend(self, conn: _Conn, parts: list[bytes]) -> bool:
+        """Send without blocking; a send ZeroMQ refuses brings the connection down."""
+        try:
+            if conn.outgoing:
+                assert conn.sock is not None
+                conn.sock.send_multipart(parts, zmq.NOBLOCK)
+            else:
+                assert self._router is not None
+                self._router.send_multipart([conn.rid, *parts], zmq.NOBLOCK)
+        except zmq.ZMQError as error:
+            if error.errno == zmq.EAGAIN:
+                why = "not connected or send queue full"
+            elif error.errno == zmq.EHOSTUNREACH:
+                why = "connection gone"
+            else:
+                why = str(error)
+            self._close(conn, f"send failed: {why}", retry=True)
+            return False
+        conn.last_send = self._now
+        return True
+
+    def _flush_outq(self) -> None:
+        outq = self._outq
+        batches: dict[str, list[bytes]] = {}
+        while outq:
+            node, data = outq.popleft()
+            items = batches.get(node)
+            if items is None:
+                batches[node] = [data]
+            else:
+                items.append(data)
+        for node, items in batches.items():
+            peer = self._peers.get(node) or self._peer(node)
+            if peer is None:
+                log.error("%s: cannot send to %r (this node or not a node name): dropped %d message(s)",
+                          self.node_name, node, len(items))
+                continue
+            if peer.conn is not None:
+                self._send_data(peer.conn, items)
+            else:
+                peer.pending.extend(items)
+                self._request_connect(peer, report=True, timeout=self._hs_timeout)
+
+    # ------------------------------------------------------------------ closing
+
+    def _drop(self, conn: _Conn, linger: int = 0) -> None:
+        """Forget a connection's socket or routing id (no reporting)."""
+        if conn.closed:
+            return
+        conn.closed = True
+        if conn.outgoing:
+            sock = conn.sock
+            assert sock is not None
+            self._by_sock.pop(sock, None)
+            try:
+                self._poller.unregister(sock)
+            except KeyError:
+                pass
+            sock.close(linger=linger)
+        else:
+            self._by_rid.pop(conn.rid, None)
+            self._pending_in.pop(conn.rid, None)
+            self._recently_closed[conn.rid] = None
+            while len(self._recently_closed) > 1024:
+                self._recently_closed.popitem(last=False)
+
+    def _close(self, conn: _Conn, reason: str, *, retry: bool, linger: int = 0) -> None:
+        """A connection ended: report it as the peer's state requires."""
+        if conn.closed:
+            return
+        self._drop(conn, linger)
+        peer = self._peers.get(conn.peer)
+        if peer is None:
+            return
+        if peer.conn is conn:
+            peer.conn = None
+            self._set_up()
+            log.info("%s: connection to %s lost: %s", self.node_name, peer.name, reason)
+            if retry and not self._stopping:
+                peer.retry = True
+                peer.backoff = INITIAL_BACKOFF
+                peer.retry_at = self._now + INITIAL_BACKOFF
+            self._report_down(peer.name)
+            self._forget_if_idle(peer)
+        elif peer.hs is conn:
+            peer.hs = None
+            if not retry:
+                peer.retry = False
+            if peer.awaiting_until:
+                return
+            self._attempt_failed(peer, reason, final=not retry)
+
+    def _report_down(self, node: str) -> None:
+        try:
+            self._on_node_down(node)
+        except Exception:
+            log.exception("on_node_down callback failed")
+
+    def _set_up(self) -> None:
+        self._up = frozenset(name for name, peer in self._peers.items() if peer.conn is not None)
+
+    def _say_bye(self, conn: _Conn) -> None:
+        """Best effort: the connection ends either way."""
+        assert conn.session is not None
+        try:
+            parts = conn.session.seal(codec.BYE)
+            if conn.outgoing:
+                assert conn.sock is not None
+                conn.sock.send_multipart(parts, zmq.NOBLOCK)
+            else:
+                assert self._router is not None
+                self._router.send_multipart([conn.rid, *parts], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def _cmd_disconnect(self, node: str, waiter: _Waiter) -> None:
+        peer = self._peers.get(node)
+        if peer is None:
+            waiter.set(False)
+            return
+        had = peer.conn is not None or peer.hs is not None or peer.resolving
+        peer.retry = False
+        peer.gen += 1  # an epmd answer still in flight is now stale
+        peer.resolving = False
+        peer.awaiting_until = 0.0
+        if peer.hs is not None:
+            hs, peer.hs = peer.hs, None
+            self._drop(hs)
+        if peer.conn is not None:
+            self._say_bye(peer.conn)
+            self._close(peer.conn, "disconnected", retry=False, linger=200)  # linger: let the bye out
+        if peer.waiters or peer.pending or peer.report_failure:
+            self._attempt_failed(peer, "disconnected", final=True)
+        self._forget_if_idle(peer)
+        waiter.set(had)
+
+    def _cmd_stop(self) -> None:
+        self._stopping = True
+
+    def _shutdown(self) -> None:
+        self._closed = True
+        self._stopping = True
+        for peer in list(self._peers.values()):
+            for waiter in peer.waiters:
+                waiter.set(False)
+            peer.waiters = []
+            if peer.conn is not None:
+                self._say_bye(peer.conn)
+                peer.conn = None
+                self._set_up()
+                self._report_down(peer.name)
+        self._up = frozenset()
+        for sock in list(self._by_sock):
+            sock.close(linger=200)  # linger: let the byes out
+        self._by_sock.clear()
+        if self._router is not None:
+            self._router.close(linger=200)
+        if self._ctx is not None:
+            self._ctx.term()
+
+    # ------------------------------------------------------------------ timers
+
+    def _housekeeping(self) -> None:
+        now = self._now
+        stalled = now - self._last_housekeeping > max(2 * self._hk_period, self._tick_s)
+        self._last_housekeeping = now
+        self._next_housekeeping = now + self._hk_period
+        silence_limit = TICKS_UNTIL_DOWN * self._tick_s
+        tick_after = 0.75 * self._tick_s
+        for peer in list(self._peers.values()):
+            conn = peer.conn
+            if conn is not None:
+                # After a stall of this thread the silence may be ours: look again next round.
+                if not stalled and now - conn.last_recv >= silence_limit:
+                    self._close(conn, f"no sign of life for {int((now - conn.last_recv) * 1000)} ms",
+                                retry=True)
+                elif now - conn.last_send >= tick_after:
+                    self._send_frame(conn, codec.TICK, [])
+            hs = peer.hs
+            if hs is not None and now >= hs.deadline:
+                self._close(hs, "handshake timed out", retry=True)
+            if peer.awaiting_until and now >= peer.awaiting_until and peer.conn is None and peer.hs is None:
+                self._attempt_failed(peer, "the peer did not connect back")
+            if (peer.retry and now >= peer.retry_at and peer.conn is None and peer.hs is None
+                    and not peer.resolving and not peer.awaiting_until):
+                self._start_attempt(peer)

@@ -1,0 +1,211 @@
+"""nodes.codec: pickle fast path with cloudpickle fallback, handshake proofs, frame MACs."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import threading
+import types
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nodes import codec
+
+# --------------------------------------------------------------------------- serialization
+
+plain_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary(),
+    lambda children: st.lists(children, max_size=5) | st.tuples(children, children)
+    | st.dictionaries(st.text(max_size=5), children, max_size=5),
+    max_leaves=30,
+)
+
+
+@given(plain_values)
+def test_round_trip_of_plain_data_uses_plain_pickle(value: object) -> None:
+    data = codec.dumps(value)
+    assert codec.loads(data) == value
+    if "__main__" not in repr(value):
+        assert data == pickle.dumps(value, protocol=5)  # the fast path, no cloudpickle
+
+
+def load_in_fresh_interpreter(data: bytes, expr: str) -> str:
+    """Unpickle in another Python process (where nothing of this test exists) and eval expr."""
+    code = f"import pickle, sys; obj = pickle.loads(sys.stdin.buffer.read()); print({expr})"
+    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    return out.stdout.decode().strip()
+
+
+def test_lambda_and_local_class_fall_back_to_cloudpickle() -> None:
+    class Local:
+        def __init__(self, value: int):
+            self.value = value
+
+        def double(self) -> int:
+            return self.value * 2
+
+    fn = codec.loads(codec.dumps(lambda x: x + 1))
+    assert fn(1) == 2
+    obj = codec.loads(codec.dumps(Local(21)))
+    assert obj.double() == 42
+    assert load_in_fresh_interpreter(codec.dumps(Local(21)), "obj.double()") == "42"
+
+
+def test_class_from_a_dynamic_module_travels_by_value() -> None:
+    module = types.ModuleType("not_importable_anywhere")
+    exec("class Point:\n    def __init__(self, x): self.x = x\n    def norm(self): return abs(self.x)\n",
+         module.__dict__)
+    data = codec.dumps(module.Point(-3))
+    assert load_in_fresh_interpreter(data, "obj.norm()") == "3"
+
+
+def test_class_defined_in_main_travels_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a class typed into a script or the shell looks like: plain pickle *succeeds* here
+    # (it stores a reference to __main__.Greeter) but another process has no such thing.
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec("class Greeter:\n    def __init__(self, who): self.who = who\n"
+         "    def greet(self): return 'hello ' + self.who\n", namespace)
+    greeter_class = namespace["Greeter"]
+    monkeypatch.setattr(sys.modules["__main__"], "Greeter", greeter_class, raising=False)
+    obj = greeter_class("node")  # type: ignore[operator]
+    plain = pickle.dumps(obj, protocol=5)
+    assert b"__main__" in plain  # the trap
+    data = codec.dumps(obj)
+    assert data != plain
+    assert load_in_fresh_interpreter(data, "obj.greet()") == "hello node"
+
+
+def test_unpicklable_object_raises_encode_error() -> None:
+    with pytest.raises(codec.EncodeError, match="lock"):
+        codec.dumps({"lock": threading.Lock()})
+    assert issubclass(codec.EncodeError, TypeError)
+
+
+# --------------------------------------------------------------------------- handshake proofs
+
+
+def make_transcript(**changes: object) -> codec.Transcript:
+    fields: dict[str, object] = dict(initiator="a@h", acceptor="b@h", initiator_creation=1,
+                                     acceptor_creation=2, initiator_nonce=b"i" * 32, acceptor_nonce=b"a" * 32)
+    fields.update(changes)
+    return codec.Transcript(**fields)  # type: ignore[arg-type]
+
+
+def test_proofs_depend_on_cookie_role_and_every_field() -> None:
+    t = make_transcript()
+    assert t.initiator_proof(b"c") == make_transcript().initiator_proof(b"c")
+    assert t.initiator_proof(b"c") != t.initiator_proof(b"other")
+    assert t.initiator_proof(b"c") != t.acceptor_proof(b"c")  # no reflection
+    for change in ({"initiator": "x@h"}, {"acceptor": "x@h"}, {"initiator_creation": 9},
+                   {"acceptor_creation": 9}, {"initiator_nonce": b"j" * 32}, {"acceptor_nonce": b"b" * 32}):
+        assert make_transcript(**change).initiator_proof(b"c") != t.initiator_proof(b"c"), change
+    # Length-prefixed fields: moving bytes between names changes the proof.
+    assert make_transcript(initiator="a@hb", acceptor="@h").initiator_proof(b"c") != t.initiator_proof(b"c")
+    assert codec.verify_proof(t.acceptor_proof(b"c"), t.acceptor_proof(b"c"))
+    assert not codec.verify_proof(t.acceptor_proof(b"c"), t.acceptor_proof(b"d"))
+
+
+def session_pair(cookie: bytes = b"cookie", max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE
+                 ) -> tuple[codec.Session, codec.Session]:
+    t = make_transcript()
+    return (t.session(cookie, initiator=True, max_frame_size=max_frame_size),
+            t.session(cookie, initiator=False, max_frame_size=max_frame_size))
+
+
+def test_handshake_messages_are_bounded_json_objects() -> None:
+    assert codec.decode_handshake(codec.encode_handshake(b"h", {"a": 1})) == (b"h", {"a": 1})
+    bad = [[b"h"], [b"h", b"{}", b"x"], [b"hh", b"{}"], [b"h", b"not json"], [b"h", b"[1, 2]"],
+           [b"h", b"\xff\xfe"], [b"h", b"{" + b" " * codec.MAX_HANDSHAKE_BODY + b"}"]]
+    for parts in bad:
+        with pytest.raises(codec.FrameError):
+            codec.decode_handshake(parts)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def test_session_round_trip_both_directions() -> None:
+    a, b = session_pair()
+    for i in range(3):
+        kind, payloads = b.open(a.seal(codec.DATA, [codec.dumps(("msg", i)), b"second"]))
+        assert kind == codec.DATA and codec.loads(payloads[0]) == ("msg", i) and payloads[1] == b"second"
+        assert b.open(a.seal(codec.TICK)) == (codec.TICK, [])
+        assert a.open(b.seal(codec.DATA, [b"back"])) == (codec.DATA, [b"back"])
+
+
+def test_tampering_is_rejected_before_anything_is_used() -> None:
+    a, b = session_pair()
+    frame = a.seal(codec.DATA, [b"payload-one", b"payload-two"])
+    for i in range(len(frame)):
+        for pos in (0, len(frame[i]) - 1):
+            tampered = list(frame)
+            part = bytearray(tampered[i])
+            part[pos] ^= 0x01
+            tampered[i] = bytes(part)
+            with pytest.raises(codec.FrameError):
+                b.open(tampered)
+    # Moving a byte from one payload to the next keeps the concatenation but not the MAC.
+    with pytest.raises(codec.FrameError, match="MAC"):
+        b.open([frame[0], b"payload-on", b"epayload-two", frame[-1]])
+    assert b.open(frame)[1] == [b"payload-one", b"payload-two"]  # the original is still good
+
+
+def test_replay_reorder_and_reflection_are_rejected() -> None:
+    a, b = session_pair()
+    first, second = a.seal(codec.DATA, [b"1"]), a.seal(codec.DATA, [b"2"])
+    with pytest.raises(codec.SequenceError):
+        b.open(second)  # reordered
+    b.open(first)
+    with pytest.raises(codec.SequenceError):
+        b.open(first)  # replayed
+    b.open(second)
+    with pytest.raises(codec.FrameError, match="MAC"):
+        a.open(a.seal(codec.DATA, [b"mine"]))  # reflected back to its sender: other key
+    other_a, other_b = session_pair(b"another cookie")
+    with pytest.raises(codec.FrameError, match="MAC"):
+        b.open(other_a.seal(codec.DATA, [b"x"]))
+
+
+def test_malformed_frames_are_rejected() -> None:
+    a, b = session_pair(max_frame_size=100)
+    good = a.seal(codec.DATA, [b"x"])
+    cases = {
+        "parts": [good[0]],
+        "header": [good[0][:5], b"x", good[-1]],
+        "MAC of": [good[0], b"x", good[-1][:10]],
+        "kind": [b"Z" + good[0][1:], b"x", good[-1]],
+        "exceeds the limit": [good[0], b"x" * 101, good[-1]],
+        "payloads exceeds": [good[0], *([b""] * (codec.MAX_PARTS + 1)), good[-1]],
+    }
+    for match, parts in cases.items():
+        with pytest.raises(codec.FrameError, match=match):
+            b.open(parts)
+    assert b.open(good) == (codec.DATA, [b"x"])
+
+
+def test_a_malicious_pickle_with_a_bad_mac_is_never_loaded(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str, str]]:
+            return (open, (str(marker), "w"))
+
+    evil = pickle.dumps(Evil())
+    a, b = session_pair()
+    frame = a.seal(codec.DATA, [b"innocent"])
+    with pytest.raises(codec.FrameError):
+        b.open([frame[0], evil, frame[-1]])
+    assert not marker.exists()
+
+
+@settings(max_examples=300)
+@given(st.lists(st.binary(max_size=64), max_size=6))
+def test_random_parts_never_open(parts: list[bytes]) -> None:
+    _, b = session_pair()
+    with pytest.raises(codec.FrameError):
+        b.open(parts)
