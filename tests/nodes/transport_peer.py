@@ -2,10 +2,10 @@
 
 Used by the transport tests and the benchmark::
 
-    python tests/nodes/transport_peer.py NAME@HOST --cookie C [--tick-ms N] [--creation N]
+    python tests/nodes/transport_peer.py NAME@HOST --cookie C [--tick-ms N] [--creation N] [--connect NODE]
 
-Prints ``READY <port> <creation>`` on stdout once listening, then serves until SIGTERM, SIGINT
-or a ``stop`` call.  Messages it understands (from any connected node):
+Prints ``READY <port> <creation>`` on stdout once listening (and connected to ``--connect``),
+then serves until SIGTERM, SIGINT or a ``stop`` call.  Messages it understands (from any connected node):
 
 * ``("echo", x)``: sends ``x`` back to the sender node (on the transport's I/O thread).
 * ``("call", ref, op, *args)``: runs ``op`` on a worker thread (``connect`` blocks) and answers
@@ -36,6 +36,7 @@ def main() -> int:
     parser.add_argument("--cookie", required=True)
     parser.add_argument("--tick-ms", type=int, default=None)
     parser.add_argument("--creation", type=int, default=None)
+    parser.add_argument("--connect", default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -91,6 +92,8 @@ def main() -> int:
     threading.Thread(target=serve_calls, daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if args.connect and not transport.connect(args.connect):
+        print(f"FAILED to connect to {args.connect}", flush=True)
     print(f"READY {port} {transport.creation}", flush=True)
     while not stop.wait(0.5):  # a timed wait so signal handlers run promptly
         pass

@@ -57,7 +57,7 @@ class Peer:
     """A transport_peer.py child process."""
 
     def __init__(self, name: str, epmd_port: int, log_dir: Path, *, cookie: str = COOKIE,
-                 tick_ms: int | None = None, creation: int | None = None):
+                 tick_ms: int | None = None, creation: int | None = None, connect: str | None = None):
         self.name = name
         self.log_path = log_dir / f"{name.replace('@', '_')}-{uuid.uuid4().hex[:6]}.log"
         env = dict(os.environ, NODES_EPMD_PORT=str(epmd_port))
@@ -66,13 +66,22 @@ class Peer:
             cmd += ["--tick-ms", str(tick_ms)]
         if creation is not None:
             cmd += ["--creation", str(creation)]
+        if connect is not None:
+            cmd += ["--connect", connect]
         with open(self.log_path, "wb") as log_file:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, env=env)
         assert self.proc.stdout is not None
-        line = self._read_line(timeout=20.0)
+        self.output: list[str] = []
+        deadline = time.monotonic() + 20.0
+        line = ""
+        while not line.startswith("READY ") and time.monotonic() < deadline:
+            line = self._read_line(timeout=max(0.0, deadline - time.monotonic()))
+            if not line and self.proc.poll() is not None:
+                break
+            self.output.append(line)
         if not line.startswith("READY "):
             self.kill()
-            raise AssertionError(f"peer {name} did not start: {line!r}\n{self.log()}")
+            raise AssertionError(f"peer {name} did not start: {self.output!r}\n{self.log()}")
         _, port, creation_text = line.split()
         self.port, self.creation = int(port), int(creation_text)
 
@@ -115,11 +124,17 @@ class LocalNode:
         self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.stash: list[tuple[str, Any]] = []
         self.all_events: list[tuple[Any, ...]] = []
+        self.event_log: list[tuple[Any, ...]] = []  # every event, in order
+
+        def event(ev: tuple[Any, ...]) -> None:
+            self.event_log.append(ev)
+            self.events.put(ev)
+
         self.transport = Transport(
             name, creation, cookie.encode(),
             on_message=lambda frm, obj: self.messages.put((frm, obj)),
-            on_node_up=lambda node, c: self.events.put(("up", node, c)),
-            on_node_down=lambda node: self.events.put(("down", node)),
+            on_node_up=lambda node, c: event(("up", node, c)),
+            on_node_down=lambda node: event(("down", node)),
             epmd_port=epmd_port, tick_ms=tick_ms, **kwargs,
         )
         self.port = self.transport.start()
@@ -233,11 +248,9 @@ def cluster(log_dir: Path) -> Iterator[Cluster]:
     c = Cluster(port, log_dir)
     try:
         yield c
-    except BaseException:
-        print(c.dump_logs())
-        raise
     finally:
         c.cleanup()
+        print(c.dump_logs())  # captured: pytest shows it when the test failed
         if old is None:
             os.environ.pop("NODES_EPMD_PORT", None)
         else:

@@ -1,0 +1,489 @@
+"""nodes.transport between real OS processes: handshake, order, mesh, failures, hostile input.
+
+Each test gets its own epmd port; every process it starts (peers, the epmd some node started)
+is killed by PID at the end (see transport_support.Cluster).  The test process itself runs a
+node ("t@127.0.0.1", a LocalNode) and drives peers (transport_peer.py) with messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from nodes import codec, epmd
+from nodes.transport import Transport
+
+try:
+    from . import transport_support as support
+except ImportError:
+    import transport_support as support  # type: ignore[no-redef]
+
+pytestmark = pytest.mark.timeout(90)
+
+HOST = "127.0.0.1"
+T, A, B, C, D = (f"{n}@{HOST}" for n in "tabcd")
+
+
+@pytest.fixture
+def c(tmp_path: Path) -> Iterator[support.Cluster]:
+    with support.cluster(tmp_path) as cluster:
+        yield cluster
+
+
+def connected(node: support.LocalNode, peer: str) -> None:
+    assert node.transport.connect(peer), f"{node.name} could not connect to {peer}"
+
+
+def stays(predicate: Any, duration: float) -> bool:
+    """True if predicate holds throughout ``duration`` seconds (checked every 20 ms)."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        if not predicate():
+            return False
+        time.sleep(0.02)
+    return True
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_connect_node_up_and_round_trips(c: support.Cluster) -> None:
+    t = c.local(T)
+    a = c.peer(A)
+    assert t.transport.connected_nodes() == []
+    connected(t, A)
+    assert t.wait_event(("up", A)) == ("up", A, a.creation)
+    assert t.transport.connected_nodes() == [A]
+    assert t.call(A, "nodes") == [T]
+    assert t.call(A, "events") == [("up", T, 1)]
+    assert t.transport.connect(A)  # already connected: at once
+
+    class Local:  # plain pickle cannot do this: it travels by value (cloudpickle)
+        def __init__(self, value: int):
+            self.value = value
+
+    payloads: list[Any] = [None, 1, "x", ("tuple", [1, 2], {"k": b"v"}), list(range(1000)), b"x" * 1_000_000]
+    for obj in payloads:
+        t.transport.send(A, ("echo", obj))
+        assert t.recv() == (A, obj)
+    t.transport.send(A, ("echo", Local(5)))
+    frm, back = t.recv()
+    assert frm == A and type(back).__name__ == "Local" and back.value == 5
+
+
+def test_a_message_is_a_snapshot_taken_at_send(c: support.Cluster) -> None:
+    t = c.local(T)
+    c.peer(A)
+    connected(t, A)
+    data = [1, 2, 3]
+    t.transport.send(A, ("echo", data))
+    data.append(4)  # mutating after the send does not change what was sent
+    assert t.recv() == (A, [1, 2, 3])
+
+
+def test_send_auto_connects_and_keeps_the_order_of_10000_messages(c: support.Cluster) -> None:
+    t = c.local(T)
+    c.peer(A)
+    n = 10_000
+    frames_before = t.transport.stats["frames_sent"]
+    for i in range(n):  # not connected yet: queued, connected in the background
+        t.transport.send(A, ("echo", i))
+    assert [t.recv()[1] for _ in range(n)] == list(range(n))
+    # Queued messages travel batched, several to a frame.
+    assert t.transport.stats["frames_sent"] - frames_before < n / 2
+    # The other direction: the peer floods us, then replies to the call.
+    t.transport.send(A, ("call", "ref", "flood", T, n))
+    received = [t.recv()[1] for _ in range(n + 1)]
+    assert received[:n] == [("flood", i) for i in range(n)]
+    assert received[n] == ("reply", "ref", None)
+
+
+def test_unpicklable_objects_and_bad_names_fail_at_the_call_site(c: support.Cluster) -> None:
+    t = c.local(T)
+    with pytest.raises(codec.EncodeError):
+        t.transport.send(A, threading.Lock())
+    for bad in ("no-at-sign", "@host", "name@", "a b@host"):
+        with pytest.raises(ValueError):
+            t.transport.send(bad, 1)
+    with pytest.raises(codec.EncodeError, match="frame limit"):
+        Transport("x@127.0.0.1", 1, b"c", on_message=print, on_node_up=print, on_node_down=print,
+                  max_frame_size=10).send(A, b"x" * 100)
+
+
+def test_unknown_node_fails_fast_and_send_never_blocks(c: support.Cluster) -> None:
+    t = c.local(T)
+    nobody = f"nobody@{HOST}"
+    start = time.monotonic()
+    assert t.transport.connect(nobody) is False
+    assert time.monotonic() - start < 3
+    t.wait_event(("down", nobody))
+    start = time.monotonic()
+    for i in range(1000):
+        t.transport.send(nobody, i)
+    assert time.monotonic() - start < 1.0
+    t.wait_event(("down", nobody))  # the queued messages were dropped, and that is reported
+    assert t.transport.disconnect(nobody) is False
+
+
+def test_a_second_node_with_the_same_name_cannot_start(c: support.Cluster) -> None:
+    c.local(T)
+    with pytest.raises(epmd.NameTaken):
+        c.local(T)
+
+
+def test_short_names_resolve_the_host_name(c: support.Cluster) -> None:
+    host = socket.gethostname().split(".")[0]
+    try:
+        socket.gethostbyname(host)
+    except OSError:
+        pytest.skip(f"host name {host!r} does not resolve here")
+    t = c.local(f"t@{host}")
+    assert t.transport.bind_host == "0.0.0.0"
+    c.peer(f"a@{host}")
+    connected(t, f"a@{host}")
+    t.transport.send(f"a@{host}", ("echo", "short"))
+    assert t.recv() == (f"a@{host}", "short")
+
+
+# --------------------------------------------------------------------------- mesh
+
+
+def test_connections_are_transitive_and_form_a_full_mesh(c: support.Cluster) -> None:
+    t = c.local(T)
+    c.peer(B)
+    c.peer(C)
+    connected(t, B)
+    assert t.call(B, "connect", C) is True  # B connects C → T and C connect too
+    support.wait_until(lambda: C in t.transport.connected_nodes(), 10, "t to be connected to c")
+    support.wait_until(lambda: sorted(t.call(C, "nodes")) == [B, T], 10, "c's view")
+    c.peer(D, connect=C)  # a newcomer that knows only C ends up connected to everyone
+    support.wait_until(lambda: D in t.transport.connected_nodes(), 10, "t to be connected to d")
+    for peer in (B, C, D):
+        support.wait_until(lambda p=peer: len(t.call(p, "nodes")) == 3, 10, f"{peer} to know all others")
+
+
+def test_simultaneous_connects_end_with_one_connection(c: support.Cluster) -> None:
+    t = c.local(T)
+    c.peer(B)
+    c.peer(C)
+    connected(t, B)
+    connected(t, C)  # both B and C are told about each other and connect at the same moment
+    support.wait_until(lambda: C in t.call(B, "nodes") and B in t.call(C, "nodes"), 10, "b and c to meet")
+    rounds = 5
+    for i in range(rounds):
+        assert t.call(B, "disconnect", C) is True
+        support.wait_until(lambda: C not in t.call(B, "nodes") and B not in t.call(C, "nodes"), 10,
+                           "b and c to part")
+        # Both ask at once.
+        t.transport.send(B, ("call", f"b{i}", "connect", C))
+        t.transport.send(C, ("call", f"c{i}", "connect", B))
+        for ref in (f"b{i}", f"c{i}"):
+            assert t.recv(match=lambda f, o, ref=ref: o == ("reply", ref, True))
+    for me, other in ((B, C), (C, B)):
+        events = [e[0] for e in t.call(me, "events") if e[1] == other]
+        # Exactly one connection at a time: up, then down/up per round, never two ups in a row.
+        assert events == ["up"] + ["down", "up"] * rounds, (me, events)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_killed_peer_is_detected_within_the_tick_bound(c: support.Cluster) -> None:
+    t = c.local(T)  # the default tick: 1000 ms
+    a = c.peer(A)
+    connected(t, A)
+    t.wait_event(("up", A))
+    start = time.monotonic()
+    a.kill()
+    t.wait_event(("down", A), timeout=10)
+    assert time.monotonic() - start < 4.0
+    # It died, so epmd does not list it: no reconnect attempts go on (white-box check).
+    support.wait_until(lambda: A not in t.transport._peers, 10, "retries to stop")
+    assert [e for e in t.event_log if e[1] == A] == [("up", A, a.creation), ("down", A)]
+
+
+def test_epmd_forgets_a_killed_node(c: support.Cluster) -> None:
+    a = c.peer(A)
+    assert epmd.lookup(HOST, "a", c.epmd_port) == (a.port, a.creation)
+    a.kill()
+    support.wait_until(lambda: epmd.lookup(HOST, "a", c.epmd_port) is None, 5, "the entry to go")
+
+
+def test_hung_peer_is_detected_by_ticks_and_the_healed_partition_reconnects(c: support.Cluster) -> None:
+    tick = 200
+    t = c.local(T, tick_ms=tick)
+    a = c.peer(A, tick_ms=tick)
+    connected(t, A)
+    t.wait_event(("up", A))
+    a.signal(signal.SIGSTOP)  # alive to TCP, silent to us: only the ticks can tell
+    start = time.monotonic()
+    t.wait_event(("down", A), timeout=10)
+    elapsed = time.monotonic() - start
+    assert 1.5 * tick / 1000 <= elapsed <= 3.0, elapsed
+    a.signal(signal.SIGCONT)
+    # Nobody calls connect: the background retries heal the connection.
+    assert t.wait_event(("up", A), timeout=15) == ("up", A, a.creation)
+    t.transport.send(A, ("echo", "healed"))
+    assert t.recv() == (A, "healed")
+
+
+def test_restarted_peer_is_a_new_connection(c: support.Cluster) -> None:
+    t = c.local(T)
+    a = c.peer(A)
+    connected(t, A)
+    t.wait_event(("up", A))
+    a.kill()
+    t.wait_event(("down", A), timeout=10)
+    a2 = c.peer(A)
+    assert a2.creation != a.creation
+    t.transport.send(A, ("echo", "again"))  # auto-connects to the new incarnation
+    assert t.recv() == (A, "again")
+    assert t.wait_event(("up", A)) == ("up", A, a2.creation)
+
+
+def test_fast_restart_reports_the_old_down_before_the_new_up(c: support.Cluster) -> None:
+    t = c.local(T)
+    a = c.peer(A)
+    connected(t, A)
+    a.kill()
+    a2 = c.peer(A, connect=T)  # may reach us before we noticed the old one died
+    support.wait_until(lambda: len([e for e in t.event_log if e[1] == A]) >= 3, 10, "down and up")
+    expected = [("up", A, a.creation), ("down", A), ("up", A, a2.creation)]
+    assert [e for e in t.event_log if e[1] == A] == expected
+    t.transport.send(A, ("echo", "new"))
+    assert t.recv() == (A, "new")
+
+
+def test_disconnect_is_not_undone_by_retries_but_a_send_reconnects(c: support.Cluster) -> None:
+    tick = 200
+    t = c.local(T, tick_ms=tick)
+    a = c.peer(A, tick_ms=tick)
+    connected(t, A)
+    t.wait_event(("up", A))
+    assert t.transport.disconnect(A) is True
+    t.wait_event(("down", A))
+    support.wait_until(lambda: f"{T} disconnected" in a.log(), 5, "the peer to hear the bye")
+    assert stays(lambda: A not in t.transport.connected_nodes(), 5 * tick / 1000)
+    t.transport.send(A, ("echo", "back"))  # like Erlang: a send connects again
+    assert t.recv() == (A, "back")
+    assert [e[0] for e in t.call(A, "events")] == ["up", "down", "up"]
+
+
+def test_stop_says_bye_and_unregisters(c: support.Cluster) -> None:
+    t = c.local(T)
+    a = c.peer(A)
+    connected(t, A)
+    t.stop()
+    assert t.event_log[-1] == ("down", A)
+    support.wait_until(lambda: epmd.lookup(HOST, "t", c.epmd_port) is None, 5, "t's entry to go")
+    support.wait_until(lambda: f"{T} disconnected" in a.log(), 5, "the peer to hear the bye")
+    t.stop()  # idempotent
+
+
+def test_wrong_cookie_is_refused_and_both_sides_log_it(c: support.Cluster, caplog: pytest.LogCaptureFixture
+                                                       ) -> None:
+    caplog.set_level(logging.INFO, logger="nodes.transport")
+    t = c.local(T)
+    a = c.peer(A, cookie="another cookie")
+    start = time.monotonic()
+    assert t.transport.connect(A) is False
+    assert time.monotonic() - start < 3  # refused, not timed out
+    assert any("refused" in r.getMessage() and "cookie" in r.getMessage() for r in caplog.records)
+    support.wait_until(lambda: "does not have our cookie" in a.log(), 5, "the peer to log the refusal")
+    t.wait_event(("down", A))
+    t.transport.send(A, ("echo", "never"))
+    t.wait_event(("down", A))  # dropped, and reported
+    # The other way round: a node with the wrong cookie connecting to us is refused here.
+    c.peer(B, cookie="another cookie", connect=T)
+    support.wait_until(lambda: any("refused a connection from b@" in r.getMessage() for r in caplog.records),
+                       5, "t to log the refusal")
+    assert t.transport.connected_nodes() == []
+    assert t.messages.empty()
+    assert all(e[0] == "down" for e in t.drain_events())
+
+
+def test_epmd_restart_is_survived(c: support.Cluster) -> None:
+    t = c.local(T)
+    a = c.peer(A)
+    connected(t, A)
+    first = c.epmd_pid()
+    assert first is not None
+    support.kill_pid(first)
+
+    def relisted() -> bool:
+        try:
+            return {"t", "a"} <= {n for n, _, _ in epmd.names(HOST, c.epmd_port)}
+        except OSError:
+            return False
+
+    support.wait_until(relisted, 15, "a new epmd listing both nodes")
+    assert c.epmd_pid() != first
+    t.transport.send(A, ("echo", "still here"))  # the connection never depended on epmd
+    assert t.recv() == (A, "still here")
+    assert epmd.lookup(HOST, "a", c.epmd_port) == (a.port, a.creation)
+    c.peer(B, connect=A)  # found through the new epmd, and transitively connected to us
+    support.wait_until(lambda: B in t.transport.connected_nodes(), 10, "b to join")
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+class Evil:
+    """Unpickling this creates a file: it must never happen for unauthenticated input."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+def hostile_messages(evil: bytes) -> list[list[bytes]]:
+    header = struct.pack(">cQ", b"D", 0)
+    hello = {"v": 1, "from": f"x@{HOST}", "to": f"someone-else@{HOST}", "creation": 1}
+    return [
+        [os.urandom(100)],
+        [b""],
+        [evil],
+        [evil, evil, evil],
+        [os.urandom(9), os.urandom(50), os.urandom(32)],
+        [header, evil, os.urandom(32)],  # a session frame with a made-up MAC
+        [header, *([evil] * 200), os.urandom(32)],
+        [b"h", b"not json"],
+        [b"h", evil],  # a hello is parsed as JSON, never unpickled
+        [b"h", json.dumps(hello).encode()],
+        [b"h", b"{" + b" " * 10_000 + b"}"],
+        [b"r", json.dumps({"nonce": "00", "digest": "00"}).encode()],
+    ]
+
+
+def raw_dealer(ctx: zmq.Context[Any], port: int) -> zmq.Socket[Any]:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://{HOST}:{port}")
+    return sock
+
+
+def recv_handshake(sock: zmq.Socket[Any]) -> tuple[bytes, dict[str, Any]]:
+    assert sock.poll(5000), "no handshake answer"
+    return codec.decode_handshake(sock.recv_multipart())
+
+
+def raw_handshake(ctx: zmq.Context[Any], port: int, me: str, target: str, cookie: bytes
+                  ) -> tuple[zmq.Socket[Any], codec.Session | None]:
+    """The initiator's side of the handshake, done by hand."""
+    sock = raw_dealer(ctx, port)
+    sock.send_multipart(codec.encode_handshake(b"h", {"v": 1, "from": me, "to": target, "creation": 5}))
+    kind, challenge = recv_handshake(sock)
+    assert kind == b"c"
+    nonce = codec.new_nonce()
+    transcript = codec.Transcript(me, target, 5, challenge["creation"], nonce,
+                                  bytes.fromhex(challenge["nonce"]))
+    proof = transcript.initiator_proof(cookie).hex()
+    sock.send_multipart(codec.encode_handshake(b"r", {"nonce": nonce.hex(), "digest": proof}))
+    kind, answer = recv_handshake(sock)
+    if kind != b"a":
+        assert kind == b"n"
+        return sock, None
+    assert codec.verify_proof(transcript.acceptor_proof(cookie), bytes.fromhex(answer["digest"]))
+    return sock, transcript.session(cookie, initiator=True)
+
+
+@pytest.mark.timeout(120)
+def test_hostile_input_is_dropped_never_unpickled_and_service_continues(
+        c: support.Cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="nodes.transport")
+    limit = 1024 * 1024
+    t = c.local(T, max_frame_size=limit)
+    a = c.peer(A)
+    connected(t, A)
+    marker = tmp_path / "pwned"
+    evil = codec.dumps(Evil(marker))
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        # Strangers: garbage, pickles, bad hellos, at both the in-test node and the peer process.
+        for port in (t.port, a.port):
+            for parts in hostile_messages(evil):
+                sock = raw_dealer(ctx, port)
+                sock.send_multipart(parts)
+                sock.close()
+            sock = ctx.socket(zmq.PUSH)  # a socket of the wrong type: ZeroMQ itself refuses it
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(f"tcp://{HOST}:{port}")
+            sock.send_multipart([evil], zmq.NOBLOCK)
+            sock.close()
+            with socket.create_connection((HOST, port)) as raw:  # not even ZeroMQ
+                raw.sendall(os.urandom(4096) + evil)
+        stranger_warnings = [r for r in caplog.records if "has not completed the handshake" in r.getMessage()]
+        assert 1 <= len(stranger_warnings) <= 3  # rate-limited: at most one a second
+
+        # Wrong cookie, then a pickle anyway.
+        sock, session = raw_handshake(ctx, t.port, f"intruder@{HOST}", T, b"wrong cookie")
+        assert session is None
+        sock.send_multipart([struct.pack(">cQ", b"D", 0), evil, os.urandom(32)])
+        sock.close()
+
+        # The right cookie: frames with a bad MAC or too large are dropped, good ones still pass.
+        sock, session = raw_handshake(ctx, t.port, f"raw@{HOST}", T, support.COOKIE.encode())
+        assert session is not None
+        t.wait_event(("up", f"raw@{HOST}"))
+        sock.send_multipart(session.seal(codec.DATA, [codec.dumps("first")]))
+        assert t.recv() == (f"raw@{HOST}", "first")
+        dropped = t.transport.stats["dropped_frames"]
+        forged = session.seal(codec.DATA, [b"placeholder"])
+        session.send_seq -= 1  # the forged frame must not use up a sequence number
+        sock.send_multipart([forged[0], evil, forged[-1]])
+        too_big = session.seal(codec.DATA, [b"x" * (limit // 2)] * 3)  # each part fits, the sum does not
+        session.send_seq -= 1
+        sock.send_multipart(too_big)
+        sock.send_multipart(session.seal(codec.DATA, [codec.dumps("second")]))
+        assert t.recv() == (f"raw@{HOST}", "second")
+        assert any("bad frame MAC" in r.getMessage() for r in caplog.records)
+        assert t.transport.stats["dropped_frames"] == dropped + 2  # the second warning was rate-limited
+        # A single part over the limit: ZeroMQ drops that connection (ZMQ_MAXMSGSIZE).
+        sock.send_multipart([b"x" * (2 * limit)])
+        sock.close()
+    finally:
+        ctx.destroy(linger=0)
+
+    # Authenticated traffic between the real nodes carries on; nothing was unpickled.
+    for i in range(100):
+        t.transport.send(A, ("echo", i))
+    assert [t.recv()[1] for _ in range(100)] == list(range(100))
+    assert t.transport.stats["dropped_frames"] >= len(hostile_messages(evil)) // 2
+    assert "dropped" in a.log()
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- speed
+
+
+def test_round_trip_latency_and_wakeups(c: support.Cluster) -> None:
+    t = c.local(T)
+    c.peer(A)
+    connected(t, A)
+    for i in range(100):
+        t.transport.send(A, ("echo", i))
+        t.recv()
+    wakeups = t.transport.stats["wakeups"]
+    samples = []
+    for i in range(1000):
+        start = time.perf_counter()
+        t.transport.send(A, ("echo", i))
+        assert t.recv() == (A, i)
+        samples.append(time.perf_counter() - start)
+    samples.sort()
+    assert samples[500] < 0.005, f"p50 round trip {samples[500] * 1e6:.0f} µs"
+    assert t.transport.stats["wakeups"] - wakeups <= 1000  # never more than one wake-up per send
