@@ -1,0 +1,312 @@
+"""Members driven message by message in a deterministic simulator (no threads, no clock).
+
+These pin down protocol behaviour that is hard to provoke with real
+processes: batching, snapshots for lagging followers, overwritten
+membership changes, disruptive ex-members, and the single-server
+membership change hole (Ongaro, raft-dev 2015).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+from typing import Any
+
+import pytest
+from rafted_sim import Sim, SimComm
+from rafted_support import CONF, ELECTION, HEARTBEAT
+
+from rafted import logs as Logs
+from rafted import server
+from rafted.rpc import AppendEntriesRequest, AppendEntriesResponse, InstallSnapshot, RequestVoteRequest
+
+SIM_CONF = dataclasses.replace(CONF, communication_module=SimComm)
+
+
+def make(followers: list[str], seed: int = 1, config: Any = SIM_CONF) -> Sim:
+    sim = Sim(seed)
+    sim.create_leader("A", config)
+    for f in followers:
+        assert sim.join(f, "A")[0] == "ok"
+    sim.advance(HEARTBEAT * 2)
+    return sim
+
+
+_ids = itertools.count()
+
+
+def command(sim: Sim, member: str, arg: Any) -> Any:
+    return sim.call(member, ("command", arg, ("id", next(_ids))))
+
+
+def assert_consistent(sim: Sim) -> None:
+    """Committed entries agree wherever two members both hold them; same data at the same commit index."""
+    states = {p: s for p, (_, s) in sim.members.items()}
+    data_at: dict[int, Any] = {}
+    for p, s in states.items():
+        assert s.logs.i_min <= s.logs.i_committed <= s.logs.i_max
+        assert sorted(s.logs.map) == list(range(s.logs.i_min, s.logs.i_max + 1))
+        assert data_at.setdefault(s.logs.i_committed, s.data) == s.data, f"{p} diverged"
+    for p, s in states.items():
+        for q, t in states.items():
+            lo = max(s.logs.i_min, t.logs.i_min)
+            hi = min(s.logs.i_committed, t.logs.i_committed)
+            for i in range(lo, hi + 1):
+                assert s.logs.map[i] == t.logs.map[i], f"committed entry {i} differs between {p} and {q}"
+
+
+def test_a_group_forms_and_replicates() -> None:
+    sim = make(["B", "C"])
+    assert sim.leaders() == ["A"]
+    assert command(sim, "A", "inc") == ("ok", 0)
+    assert command(sim, "A", ("set", 7)) == ("ok", 1)
+    assert command(sim, "B", "inc") == ("error", ("not_leader", "A"))
+    assert sim.call("A", ("query", "get")) == ("ok", 7)
+    sim.advance(HEARTBEAT * 2)
+    for p in "ABC":
+        assert sim.state(p).data == 7 and sim.state(p).logs.i_committed == sim.state("A").logs.i_max
+        assert sim.state(p).members.all == {"A", "B", "C"}
+    assert_consistent(sim)
+
+
+def test_a_burst_of_commands_goes_out_as_one_request_per_follower() -> None:
+    sim = make(["B", "C"])
+    sent: list[tuple[str, str, Any]] = []
+    sim.drop = lambda src, dest, msg: bool(sent.append((src, dest, msg)))
+    froms = [sim.call_nowait("A", ("command", "inc", ("burst", i))) for i in range(50)]
+    sim.run()
+    assert [sim.replies[f] for f in froms] == [("ok", i) for i in range(50)]
+    to_b = [m for s, d, m in sent if d == "B" and isinstance(m, AppendEntriesRequest)]
+    assert len(to_b) == 1 and len(to_b[0].entries) == 50
+    from_b = [m for s, d, m in sent if s == "B" and isinstance(m, AppendEntriesResponse)]
+    assert len(from_b) == 1
+
+
+def test_followers_answer_once_per_batch_of_requests() -> None:
+    sim = make(["B", "C"])
+    st = sim.state("A")
+    sent: list[tuple[str, str, Any]] = []
+    sim.drop = lambda src, dest, msg: bool(sent.append((src, dest, msg)))
+    # three heartbeats queued at B before it runs: one merged answer, with the newest timestamp
+    for t in (1, 2, 3):
+        req = AppendEntriesRequest("A", st.current_term, (st.current_term, st.logs.i_max), [], st.logs.i_committed, t)
+        sim.mailboxes["B"].append(("cast", req))
+    while sim.step("B"):
+        pass
+    answers = [m for s, d, m in sent if s == "B"]
+    assert len(answers) == 1 and answers[0].success and answers[0].leader_timestamp == 3
+
+
+def test_lonely_leader_query_needs_no_log_entry() -> None:
+    sim = make([])
+    before = sim.state("A").logs
+    assert sim.call("A", ("query", "get")) == ("ok", 0)
+    assert sim.state("A").logs == before
+
+
+def test_queries_go_through_the_log_without_a_lease() -> None:
+    sim = make(["B", "C"], config=dataclasses.replace(SIM_CONF, election_timeout_clock_drift_margin=ELECTION))
+    i_max = sim.state("A").logs.i_max
+    assert sim.call("A", ("query", "get")) == ("ok", 0)
+    assert sim.state("A").logs.map[i_max + 1][2] == "query"
+
+
+def test_lease_reads_skip_the_log_until_the_lease_runs_out() -> None:
+    sim = make(["B", "C"])
+    i_max = sim.state("A").logs.i_max
+    assert sim.call("A", ("query", "get")) == ("ok", 0)
+    assert sim.state("A").logs.i_max == i_max
+    sim.drop = lambda src, dest, msg: True  # the leader is cut off
+    sim.advance(ELECTION - 50)
+    froms = sim.call_nowait("A", ("query", "get"))
+    sim.run()
+    assert froms not in sim.replies  # lease gone: through the log, which cannot commit
+    assert sim.state("A").logs.map[sim.state("A").logs.i_max][2] == "query"
+
+
+def test_lagging_follower_gets_a_single_snapshot_and_catches_up() -> None:
+    sim = make(["B", "C"])
+    sent: list[Any] = []
+
+    def drop(src: str, dest: str, msg: Any) -> bool:
+        if dest == "C":
+            sent.append(msg)
+        return dest == "C" or src == "C"
+
+    sim.drop = drop
+    for i in range(400):
+        sim.call_nowait("A", ("command", "inc", ("lag", i)))
+        if i % 50 == 49:
+            sim.run()
+    sim.run()
+    assert sim.state("A").logs.i_min > sim.state("C").logs.i_max  # C's entries are gone from A
+    sim.drop = lambda src, dest, msg: isinstance(msg, InstallSnapshot) and bool(sent.append(msg))
+    sim.advance(HEARTBEAT * 3)
+    snaps = [m for m in sent if isinstance(m, InstallSnapshot)]
+    assert len(snaps) == 1  # a lost snapshot is not re-sent at every heartbeat...
+    sim.drop = lambda src, dest, msg: False
+    sim.advance(2 * ELECTION + HEARTBEAT)  # ...only after a while
+    assert sim.state("C").data == 400 and sim.state("C").logs.i_committed == sim.state("A").logs.i_committed
+    assert_consistent(sim)
+
+
+def test_an_overwritten_membership_change_is_reset() -> None:
+    sim = make(["B", "C", "D", "E"])
+    # A adds F but only B receives the entry
+    sim.drop = lambda src, dest, msg: src == "A" and dest in "CDE"
+    sim.mailboxes["F"] = collections.deque()
+    f = sim.call_nowait("A", ("add_follower", "F"))
+    sim.run()
+    assert sim.replies[f][0] == "ok"
+    assert "F" in sim.state("B").members.all and sim.state("B").members.uncommitted_membership_change
+    sim.crash("A")
+    sim.crash("F")
+    # C is elected by C, D and E (B refuses: its log is longer) and overwrites B's entry
+    sim.drop = lambda src, dest, msg: src == "B" and isinstance(msg, RequestVoteRequest)
+    sim.advance(3 * ELECTION)
+    sim.drop = lambda src, dest, msg: False
+    sim.advance(3 * ELECTION)
+    leader = sim.leaders()[0]
+    assert leader != "B"
+    b = sim.state("B")
+    assert b.members.all == {"A", "B", "C", "D", "E"} and b.members.uncommitted_membership_change is None
+    assert_consistent(sim)
+
+
+def test_a_removed_member_cannot_disrupt_the_group() -> None:
+    sim = make(["B", "C"])
+    sim.drop = lambda src, dest, msg: msg == "remove_follower_completed"
+    assert sim.call("A", ("remove_follower", "C")) == "ok"
+    term = sim.state("A").current_term
+    sim.advance(6 * ELECTION)
+    assert sim.name("C") == "candidate" and sim.state("C").current_term > term  # it keeps trying...
+    assert sim.leaders() == ["A"] and sim.state("A").current_term == term  # ...in vain
+    assert sim.state("B").current_term == term
+
+
+def test_leader_hand_over_with_timeout_now() -> None:
+    sim = make(["B", "C"])
+    assert sim.call("A", ("replace_leader", "A")) == ("error", "already_leader")
+    assert sim.call("A", ("replace_leader", "B")) == "ok"
+    assert sim.call("A", ("remove_follower", "C")) == ("error", "pending_leader_change")
+    sim.advance(HEARTBEAT * 2)
+    assert sim.leaders() == ["B"] and sim.name("A") == "follower"
+    assert command(sim, "A", "inc") == ("error", ("not_leader", "B"))
+    assert command(sim, "B", "inc") == ("ok", 0)
+
+
+#
+# The single-server membership change hole (Ongaro, raft-dev, 2015)
+#
+# S1 leads {S1..S4} and starts adding S5: the entry C1 reaches S5 only. S2 is elected by S2, S3, S4
+# in a new term, but its first entry reaches S3 only. Were S2 allowed to remove S1 now, the entry C2
+# would commit with S2 and S3 (a majority of {S2, S3, S4}); S1 could then be elected by S1, S4 and S5
+# (a majority of C1 = {S1..S5}) and commit C1 over it: two committed histories. rafted makes S2
+# refuse until an entry of its own term has committed, which needs S4 (or S1), which closes the hole.
+#
+def _hole_schedule(sim: Sim) -> tuple[Any, Sim]:
+    links_down: set[frozenset] = {frozenset(("S1", p)) for p in ("S2", "S3", "S4")}
+    ae_to_s4_blocked = False
+
+    def drop(src: str, dest: str, msg: Any) -> bool:
+        if frozenset((src, dest)) in links_down:
+            return True
+        return ae_to_s4_blocked and src in ("S2", "S3") and dest == "S4" and isinstance(msg, AppendEntriesRequest)
+
+    sim.drop = drop
+    # S1 adds S5: C1 reaches S5 only
+    assert sim.join("S5", "S1")[0] == "ok"
+    assert sim.state("S1").members.uncommitted_membership_change[2] == "add_follower"
+    # S2 starts an election before anyone else times out; S3 and S4 no longer trust S1
+    sim.advance(ELECTION - 40)
+    ae_to_s4_blocked = True
+    name, s2 = sim.members["S2"]
+    sim.members["S2"] = (name, dataclasses.replace(s2, election=dataclasses.replace(s2.election, deadline=sim.now)))
+    sim.advance(5)
+    assert sim.leaders() == ["S1", "S2"] and sim.state("S2").current_term > sim.state("S1").current_term
+    answer = sim.call("S2", ("remove_follower", "S1"))
+    sim.advance(HEARTBEAT * 2)
+    # S2 and S3 are cut off from S1, S4 and S5, which elect a leader (a majority of C1) sooner or later
+    links_down |= {frozenset((a, b)) for a in ("S2", "S3") for b in ("S1", "S4", "S5")}
+    s2_term = sim.state("S2").current_term
+
+    def side_leader_committed() -> bool:
+        return any(
+            p in sim.leaders()
+            and sim.state(p).current_term > s2_term
+            and Logs.committed_in_term(sim.state(p).logs, sim.state(p).current_term)
+            for p in ("S1", "S4", "S5")
+        )
+
+    advance_until(sim, side_leader_committed, 60 * ELECTION)
+    sim.advance(HEARTBEAT * 2)
+    return answer, sim
+
+
+def advance_until(sim: Sim, pred: Any, max_ms: int) -> None:
+    end = sim.now + max_ms
+    while not pred():
+        assert sim.now < end, "the simulation did not get there in time"
+        sim.advance(HEARTBEAT)
+
+
+def sim_quiet(sim: Sim) -> bool:
+    """Every live member has committed everything its leader has."""
+    leaders = sim.leaders()
+    if len(leaders) != 1:
+        return False
+    top = sim.state(leaders[0]).logs
+    return all(
+        sim.state(p).logs.i_committed == top.i_committed == top.i_max
+        for p in sim.members
+        if p in sim.state(leaders[0]).members.all and sim.state(p).current_term == sim.state(leaders[0]).current_term
+    )
+
+
+def _start_hole(seed: int) -> Sim:
+    sim = Sim(seed)
+    sim.create_leader("S1", SIM_CONF)
+    for p in ("S2", "S3", "S4"):
+        assert sim.join(p, "S1")[0] == "ok"
+    sim.advance(HEARTBEAT * 2)
+    return sim
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_membership_change_hole_is_closed(seed: int) -> None:
+    answer, sim = _hole_schedule(_start_hole(seed))
+    assert answer == ("error", "uncommitted_membership_change")
+    assert_consistent(sim)
+    # heal: everyone converges on one history, S1 still a member
+    sim.drop = lambda src, dest, msg: False
+    advance_until(sim, lambda: sim_quiet(sim) and all(sim.name(p) != "candidate" for p in sim.members), 60 * ELECTION)
+    leader = sim.leaders()[0]
+    assert sim.state(leader).members.all == {"S1", "S2", "S3", "S4", "S5"}  # C1 committed on S1's side
+    assert command(sim, leader, "inc") == ("ok", 0)
+    sim.advance(HEARTBEAT * 2)
+    assert_consistent(sim)
+    assert {sim.state(p).logs.i_committed for p in sim.members} == {sim.state(leader).logs.i_committed}
+
+
+def test_membership_change_hole_exists_without_the_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the same schedule with the guard switched off loses a committed entry: the test above is meaningful
+    monkeypatch.setattr(server, "_membership_change_allowed", lambda s: True)
+    answer, sim = _hole_schedule(_start_hole(1))
+    assert answer == "ok"
+    with pytest.raises(AssertionError, match="committed entry"):
+        assert_consistent(sim)
+
+
+def test_new_leader_accepts_membership_changes_once_its_term_has_committed() -> None:
+    sim = make(["B", "C"])
+    sim.crash("A")
+    sim.drop = lambda src, dest, msg: isinstance(msg, AppendEntriesResponse)  # nothing commits
+    sim.advance(3 * ELECTION)
+    (leader,) = sim.leaders()
+    assert sim.call(leader, ("remove_follower", "A")) == ("error", "uncommitted_membership_change")
+    sim.mailboxes["D"] = collections.deque()
+    assert sim.call(leader, ("add_follower", "D")) == ("error", "uncommitted_membership_change")
+    sim.drop = lambda src, dest, msg: False
+    sim.advance(HEARTBEAT * 2)
+    assert sim.call(leader, ("remove_follower", "A")) == "ok"
