@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""Benchmarks, one sub-command per scenario.
+
+    .venv/bin/python scripts/bench.py nodes-local              # local message and gen_statem throughput
+    .venv/bin/python scripts/bench.py nodes-local --json       # ... and one JSON object on the last line
+    .venv/bin/python scripts/bench.py --help                   # every scenario
+
+Each measurement runs for ``--duration`` seconds (default 2.5).  Figures depend on the machine and
+on whatever else it is doing; compare runs made on the same machine.
+
+Adding a scenario (nodes-remote, a rafted workload, ...): write a function that takes the parsed
+arguments and returns a dict of figures, and register it with ``@scenario``::
+
+    def _add_my_options(parser):
+        parser.add_argument("--members", type=int, default=3)
+
+    @scenario("rafted-commands", "commands/s through a 3-member cluster", options=_add_my_options)
+    def rafted_commands(args):
+        ...
+        return {"commands_per_s": rate(n, elapsed), "latency_us": percentiles(latencies_us)}
+
+The helpers below (``run_for``, ``rate``, ``percentiles``, ``report``) keep scenarios short and
+their output uniform: figures print as ``name  value``; with ``--json`` the whole dict (plus the
+scenario name and the duration) is the last line of output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the project without an install, e.g. ./scripts/bench.py from a checkout
+
+
+def _ensure_project_python() -> None:
+    """Run under the project's .venv when started by a Python that lacks its dependencies."""
+    try:
+        import pykka  # noqa: F401
+    except ImportError:
+        venv = ROOT / ".venv"
+        venv_python = venv / "bin" / "python"
+        if venv_python.exists() and Path(sys.prefix).resolve() != venv.resolve():
+            os.execv(str(venv_python), [str(venv_python), *sys.argv])
+        raise
+
+
+# -- the scenario registry -----------------------------------------------------------------------
+
+Figures = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace], Figures]
+    options: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(name: str, help: str, options: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Register ``fn(args) -> figures`` as the sub-command ``name``."""
+
+    def register(fn: Callable[[argparse.Namespace], Figures]) -> Callable[[argparse.Namespace], Figures]:
+        if name in SCENARIOS:
+            raise ValueError(f"scenario {name!r} is registered twice")
+        SCENARIOS[name] = Scenario(name, help, fn, options)
+        return fn
+
+    return register
+
+
+# -- shared helpers ------------------------------------------------------------------------------
+
+def run_for(duration_s: float, step: Callable[[], int]) -> tuple[int, float]:
+    """Call ``step`` (which returns how many operations it did) until ``duration_s`` has passed.
+
+    Returns (operations, elapsed seconds).
+    """
+    done = 0
+    started = time.perf_counter()
+    deadline = started + duration_s
+    while time.perf_counter() < deadline:
+        done += step()
+    return done, time.perf_counter() - started
+
+
+def rate(count: float, elapsed_s: float) -> float:
+    """Operations per second, rounded to a whole number."""
+    return round(count / elapsed_s) if elapsed_s > 0 else 0.0
+
+
+def percentiles(samples: Iterable[float], points: Iterable[float] = (50, 90, 99, 99.9)) -> dict[str, float]:
+    """Nearest-rank percentiles of ``samples`` as ``{"p50": ..., "p99.9": ..., "max": ...}``."""
+    ordered = sorted(samples)
+    if not ordered:
+        return {}
+    result: dict[str, float] = {}
+    for point in points:
+        rank = max(1, math.ceil(point / 100 * len(ordered)))
+        result[f"p{point:g}"] = round(ordered[rank - 1], 1)
+    result["max"] = round(ordered[-1], 1)
+    return result
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, dict):
+        return "  ".join(f"{k} {_format(v)}" for k, v in value.items())
+    if isinstance(value, float) and value.is_integer() or isinstance(value, int):
+        return f"{int(value):,}"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return str(value)
+
+
+def report(name: str, figures: Figures, args: argparse.Namespace) -> None:
+    """Print figures one per line; with ``--json`` also one JSON object as the last line."""
+    print(f"{name} ({args.duration:g} s per measurement; Python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs)")
+    width = max((len(key) for key in figures), default=0)
+    for key, value in figures.items():
+        print(f"  {key:<{width}}  {_format(value)}")
+    if args.json:
+        print(json.dumps({"scenario": name, "duration_s": args.duration, **figures}), flush=True)
+
+
+# -- nodes-local ---------------------------------------------------------------------------------
+#
+# Every measurement runs between two spawned processes; the main thread only starts them and
+# collects the figures they send back, so its own mailbox never is on the measured path.
+
+BATCH = 1000  # messages between two flow-control acknowledgements
+WINDOW = 4  # batches a producer may have in flight
+
+
+def _consumer(batch: int) -> None:
+    import nodes
+
+    count = 0
+    producer = None
+    while True:
+        msg = nodes.receive()
+        if type(msg) is tuple:
+            if msg[0] == "producer":
+                producer = msg[1]
+                continue
+            if msg[0] == "sync":
+                nodes.send(msg[1], ("synced", count))
+                continue
+            if msg[0] == "stop":
+                return
+        count += 1
+        if count % batch == 0:
+            nodes.send(producer, ("ack", count))
+
+
+def _producer(parent: Any, consumer: Any, duration_s: float, batch: int, window: int) -> None:
+    import nodes
+
+    nodes.send(consumer, ("producer", nodes.self()))
+    sent = acked = 0
+    is_ack = lambda m: type(m) is tuple and m[0] == "ack"  # noqa: E731
+    payload = ("msg", 1)
+
+    def step() -> int:
+        nonlocal sent, acked
+        for _ in range(batch):
+            nodes.send(consumer, payload)
+        sent += batch
+        while sent - acked >= window * batch:  # flow control: the consumer's mailbox stays bounded
+            acked = nodes.receive(match=is_ack)[1]
+        return batch
+
+    started = time.perf_counter()
+    done, _ = run_for(duration_s, step)
+    nodes.send(consumer, ("sync", nodes.self()))  # the clock stops once the consumer has them all
+    received = nodes.receive(match=lambda m: type(m) is tuple and m[0] == "synced")[1]
+    nodes.send(parent, ("send_receive", received, time.perf_counter() - started, done))
+
+
+def _measure_send_receive(duration_s: float) -> Figures:
+    import nodes
+
+    consumer = nodes.spawn(_consumer, BATCH)
+    try:
+        nodes.spawn(_producer, nodes.self(), consumer, duration_s, BATCH, WINDOW)
+        _, received, elapsed, sent = nodes.receive(int(duration_s * 1000) + 60_000,
+                                                   match=lambda m: m[0] == "send_receive")
+    finally:
+        nodes.send(consumer, ("stop",))
+    assert received == sent, f"sent {sent} messages but {received} arrived"
+    return {"send_receive_msgs_per_s": rate(received, elapsed)}
+
+
+class _Counter:
+    """The gen_statem under test: replies to calls at once, counts casts."""
+
+    def init(args: Any) -> tuple:
+        return ("ok", "ready", 0)
+
+    def ready(event_type: Any, content: Any, data: int) -> Any:
+        if event_type == "cast":
+            return ("keep_state", data + 1)
+        _, from_ = event_type
+        return ("keep_state_and_data", [("reply", from_, data if content == "count" else content)])
+
+
+def _caller(parent: Any, server: Any, duration_s: float) -> None:
+    import nodes
+    from nodes import gen_statem
+
+    latencies_us: list[float] = []
+    clock = time.perf_counter_ns
+
+    def step() -> int:
+        started = clock()
+        gen_statem.call(server, "ping")
+        latencies_us.append((clock() - started) / 1000)
+        return 1
+
+    calls, elapsed = run_for(duration_s, step)
+    nodes.send(parent, ("calls", calls, elapsed, latencies_us))
+
+
+def _caster(parent: Any, server: Any, duration_s: float, batch: int) -> None:
+    import nodes
+    from nodes import gen_statem
+
+    def step() -> int:
+        for _ in range(batch):
+            gen_statem.cast(server, 1)
+        gen_statem.call(server, "count")  # flow control: every cast so far has been handled
+        return batch
+
+    started = time.perf_counter()
+    run_for(duration_s, step)  # each step ends with a call, so every cast sent has been handled
+    processed = gen_statem.call(server, "count")
+    nodes.send(parent, ("casts", processed, time.perf_counter() - started))
+
+
+def _with_server(fn: Callable[[Any], Figures]) -> Figures:
+    from nodes import gen_statem
+
+    status, server = gen_statem.start(_Counter, None)
+    if status != "ok":
+        raise RuntimeError(f"could not start the gen_statem under test: {server!r}")
+    try:
+        return fn(server)
+    finally:
+        gen_statem.stop(server)
+
+
+def _measure_calls(duration_s: float) -> Figures:
+    import nodes
+
+    def measure(server: Any) -> Figures:
+        nodes.spawn(_caller, nodes.self(), server, duration_s)
+        _, calls, elapsed, latencies_us = nodes.receive(int(duration_s * 1000) + 60_000,
+                                                        match=lambda m: m[0] == "calls")
+        return {"call_round_trips_per_s": rate(calls, elapsed), "call_latency_us": percentiles(latencies_us)}
+
+    return _with_server(measure)
+
+
+def _measure_casts(duration_s: float) -> Figures:
+    import nodes
+
+    def measure(server: Any) -> Figures:
+        nodes.spawn(_caster, nodes.self(), server, duration_s, BATCH)
+        _, processed, elapsed = nodes.receive(int(duration_s * 1000) + 60_000,
+                                              match=lambda m: m[0] == "casts")
+        return {"casts_per_s": rate(processed, elapsed)}
+
+    return _with_server(measure)
+
+
+def _add_duration(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=2.5, metavar="S",
+                        help="seconds per measurement (default: 2.5)")
+
+
+@scenario("nodes-local", "local send→receive throughput, gen_statem call round trips and casts",
+          options=_add_duration)
+def nodes_local(args: argparse.Namespace) -> Figures:
+    figures: Figures = {}
+    figures.update(_measure_send_receive(args.duration))
+    figures.update(_measure_calls(args.duration))
+    figures.update(_measure_casts(args.duration))
+    return figures
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench.py", description="Benchmarks for nodes and rafted; one sub-command per scenario.")
+    commands = parser.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
+    for entry in SCENARIOS.values():
+        sub = commands.add_parser(entry.name, help=entry.help, description=entry.help)
+        sub.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+        if entry.options is not None:
+            entry.options(sub)
+        if not any(action.dest == "duration" for action in sub._actions):
+            _add_duration(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _ensure_project_python()
+    figures = SCENARIOS[args.scenario].run(args)
+    report(args.scenario, figures, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
