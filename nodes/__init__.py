@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import gen_statem, rpc, sys
-from . import node as _node
 from . import process as _process
 from . import registry as _registry
+from . import this_node as _node
 from .terms import Exit, Pid, Ref, make_ref
 from .timers import Scheduler as _Scheduler
 

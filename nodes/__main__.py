@@ -1,5 +1,87 @@
-"""pynode: placeholder until the shell lands."""
+"""``python -m nodes`` / ``pynode``: start a node, with an interactive shell or headless.
 
-def main() -> int:
-    print("usage: pynode [--sname NAME | --name NAME] [--cookie C] [--noshell]")
+    pynode --sname 1                 node 1@<short hostname>, interactive shell
+    pynode --name n1@192.0.2.1       a long name (the host part is the address to bind and announce)
+    pynode --sname 2 --cookie secret the shared cookie (default: $NODES_COOKIE, else ~/.nodes.cookie)
+    pynode --sname 3 --noshell       headless until SIGTERM/SIGINT, then stop cleanly and exit 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pynode",
+        description="Start an Erlang-style node (nodes runtime) with an interactive Python shell "
+                    "in which nodes, rafted and RaftedValue are preloaded.",
+        epilog="Name resolution works like epmd: the first node on a host starts a port mapper "
+               "(port $NODES_EPMD_PORT, default 4370). Failure detection tick: $NODES_TICK_MS "
+               "(default 1000).",
+    )
+    names = parser.add_mutually_exclusive_group()
+    names.add_argument("--sname", metavar="NAME",
+                       help="short node name: NAME@<short hostname> (like erl -sname)")
+    names.add_argument("--name", metavar="NAME@HOST",
+                       help="long node name, e.g. n1@127.0.0.1 (like erl -name)")
+    parser.add_argument("--cookie", metavar="C",
+                        help="the shared secret; default $NODES_COOKIE, else ~/.nodes.cookie "
+                             "(created with mode 0600 on first use)")
+    parser.add_argument("--noshell", action="store_true",
+                        help="run headless until SIGTERM or SIGINT, then stop the node and exit 0")
+    parser.add_argument("--log-level", default="WARNING",
+                        help="logging level for the runtime (default WARNING)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import nodes
+
+    name = args.sname or args.name
+    if name is not None:
+        nodes.start(name, cookie=args.cookie)
+    if args.noshell:
+        return _headless()
+    from .shell import run_shell
+
+    try:
+        run_shell()
+    finally:
+        _stop_node()
     return 0
+
+
+def _headless() -> int:
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print("node started", flush=True)
+    while not stopping.wait(0.5):
+        pass
+    _stop_node()
+    return 0
+
+
+def _stop_node() -> None:
+    from . import dist
+
+    try:
+        dist.stop()
+    except Exception:  # noqa: BLE001 - leaving anyway
+        logging.getLogger("nodes").exception("stopping the node failed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,21 +1,171 @@
-"""Distribution: placeholder until the transport is wired in."""
+"""Distribution: turns this process into a named node and wires the transport to processes.
+
+``start`` names the node, picks its *creation* (incarnation), renames the local
+processes' pids, starts the ZeroMQ transport (``nodes.transport``) and the
+``rex`` rpc server.  Outgoing signals (messages, links, monitors, exits) go to
+the transport as tuples; incoming ones are applied by ``nodes.process``; a lost
+connection becomes ``noconnection`` exits and DOWN messages there.
+
+Cookies: ``start(name, cookie=None)`` uses ``cookie``, else ``$NODES_COOKIE``,
+else ``~/.nodes.cookie`` (created with mode 0600 and a random value on first use),
+like Erlang's ``~/.erlang.cookie``.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
+import socket
+import threading
+from pathlib import Path
 from typing import Any
 
+from . import process, rpc
+from . import this_node as node
 
-def start(name: str, cookie: str | None = None, **options: Any) -> str:
-    raise NotImplementedError("distribution is not wired in yet")
+log = logging.getLogger("nodes.dist")
+
+_lock = threading.Lock()
+_transport: Any = None
+
+
+class _Dist:
+    """The object ``node.dist`` points at once distribution runs."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+
+    def send_signal(self, node_name: str, signal: tuple[Any, ...]) -> None:
+        self.transport.send(node_name, signal)
+
+    def ensure_connected(self, node_name: str) -> bool:
+        if node_name in self.transport.connected_nodes():
+            return True
+        return bool(self.transport.connect(node_name))
+
+
+def full_name(name: str) -> str:
+    """``"1"`` → ``"1@<short hostname>"`` (like ``-sname``); a name with ``@`` is taken as it is."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"start: expected a node name str like '1' or 'n1@127.0.0.1', got {name!r}")
+    if "@" in name:
+        alive, _, host = name.partition("@")
+        if not alive or not host or "@" in host:
+            raise ValueError(f"start: a node name is NAME@HOST, got {name!r}")
+        return name
+    return f"{name}@{socket.gethostname().split('.')[0]}"
+
+
+def default_cookie() -> str:
+    env = os.environ.get("NODES_COOKIE")
+    if env:
+        return env
+    path = Path.home() / ".nodes.cookie"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    value = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value
+
+
+def _bind_host(host: str) -> str:
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+        return host
+    except OSError:
+        pass
+    try:
+        socket.inet_pton(socket.AF_INET6, host)
+        return host
+    except OSError:
+        return "0.0.0.0"
+
+
+def start(name: str, cookie: str | None = None, *, tick_ms: int | None = None) -> str:
+    """Start distribution as node ``name``; returns the full node name.
+
+    A second start raises unless it names the running node (then it returns it).
+    """
+    global _transport
+    wanted = full_name(name)
+    with _lock:
+        if node.dist is not None:
+            if wanted == node.name:
+                return node.name
+            raise RuntimeError(f"start: this process already is node {node.name!r}, cannot become {wanted!r}")
+        from .transport import Transport
+
+        secret = cookie if cookie is not None else default_cookie()
+        if not isinstance(secret, str) or not secret:
+            raise TypeError(f"start: cookie must be a non-empty str, got {cookie!r}")
+        creation = secrets.randbelow(2**31 - 1) + 1
+        epmd_port = int(os.environ.get("NODES_EPMD_PORT", "4370"))
+        tick = tick_ms if tick_ms is not None else int(os.environ.get("NODES_TICK_MS", "1000"))
+        host = wanted.partition("@")[2]
+        transport = Transport(
+            wanted, creation, secret.encode(),
+            on_message=_on_message, on_node_up=_on_node_up, on_node_down=process.node_down,
+            bind_host=_bind_host(host), epmd_port=epmd_port, tick_ms=tick,
+        )
+        process.rename_all(wanted, creation)
+        node.name, node.creation = wanted, creation
+        transport.start()
+        _transport = transport
+        node.dist = _Dist(transport)
+        from . import registry
+
+        if registry.lookup(rpc.REX) is None:
+            registry.add(rpc.REX, process.spawn(rpc.serve))
+        return wanted
+
+
+def _on_message(from_node: str, obj: Any) -> None:
+    if type(obj) is not tuple or not obj or not isinstance(obj[0], str):
+        log.warning("dropping a malformed signal from %s", from_node)
+        return
+    try:
+        process.apply_remote_signal(obj)
+    except Exception:  # noqa: BLE001 - one bad signal must not stop the transport
+        log.exception("failed to apply a signal from %s", from_node)
+
+
+def _on_node_up(node_name: str, creation: int) -> None:
+    log.info("node up: %s (creation %d)", node_name, creation)
 
 
 def connect(node_name: str) -> bool:
-    return False
+    """Connect to ``node_name`` (``Node.connect``); False when not distributed or refused."""
+    if not isinstance(node_name, str) or "@" not in node_name:
+        raise TypeError(f"connect: expected a node name like '2@host', got {node_name!r}")
+    if node.dist is None:
+        return False
+    if node_name == node.name:
+        return True
+    return bool(_transport.connect(node_name))
 
 
 def disconnect(node_name: str) -> bool:
-    return False
+    if node.dist is None:
+        return False
+    return bool(_transport.disconnect(node_name))
 
 
 def list_nodes() -> list[str]:
-    return []
+    if node.dist is None:
+        return []
+    return sorted(_transport.connected_nodes())
+
+
+def stop() -> None:
+    """Stop distribution (the shell and --noshell call this on the way out)."""
+    global _transport
+    with _lock:
+        transport, _transport = _transport, None
+        node.dist = None
+    if transport is not None:
+        transport.stop()

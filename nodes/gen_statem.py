@@ -26,7 +26,8 @@ import traceback
 from collections import deque
 from typing import Any
 
-from . import node, process, registry
+from . import process, registry
+from . import this_node as node
 from .terms import CallReply, Exit, Pid, ProcessExit, Ref, make_ref
 
 log = logging.getLogger("nodes.gen_statem")
@@ -92,6 +93,9 @@ def _enter(module: Any, args: Any, name: str | None, starter: Pid, ack: Ref, lin
             fail(("already_started", registry.lookup(name)))
     try:
         result = module.init(args)
+    except Exit as exc:  # exit(Reason) in init
+        fail(exc.reason)
+        return
     except Exception as exc:  # noqa: BLE001 - a crashing init is an init failure
         fail(("exception", exc, traceback.format_exc()))
         return
@@ -160,6 +164,8 @@ class _Machine:
             self._terminate(("undef_state_function", self.state), crash=True)
         try:
             result = fn(event_type, content, self.data)  # type: ignore[misc]
+        except Exit as exc:  # exit(Reason) in a state function stops the machine with Reason
+            self._terminate(exc.reason)
         except Exception as exc:  # noqa: BLE001 - a crashing callback stops the machine, as in OTP
             self._terminate(("exception", exc, traceback.format_exc()), crash=True)
         kind = result[0] if type(result) is tuple and result else result

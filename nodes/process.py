@@ -37,7 +37,8 @@ from typing import Any
 
 import pykka
 
-from . import node, registry
+from . import registry
+from . import this_node as node
 from .mailbox import Mailbox
 from .terms import Exit, Pid, ProcessExit, Ref, make_ref
 
@@ -128,7 +129,27 @@ def current() -> Proc:
     with node.table_lock:
         node.procs[proc.pid.id] = proc
     _tls.proc = proc
+    _tls.guard = _ThreadExit(proc)
     return proc
+
+
+class _ThreadExit:
+    """Ends a plain thread's process with ``normal`` when the thread ends.
+
+    Thread-local values are released when their thread finishes, which runs
+    ``__del__`` here: links and monitors on the thread's process then fire.
+    """
+
+    __slots__ = ("proc",)
+
+    def __init__(self, proc: Proc) -> None:
+        self.proc = proc
+
+    def __del__(self) -> None:
+        try:
+            terminate(self.proc, "normal")
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 def current_or_none() -> Proc | None:
@@ -147,8 +168,8 @@ def _raise_dead(proc: Proc) -> None:
 def check_alive() -> None:
     """Stop a killed actor thread before it affects anyone else (cheap, called by send)."""
     proc: Proc | None = getattr(_tls, "proc", None)
-    if proc is not None and not proc.alive and proc.actor is not None:
-        raise ProcessExit(proc.reason)
+    if proc is not None and not proc.alive:
+        _raise_dead(proc)
 
 
 def self_pid() -> Pid:
@@ -268,10 +289,10 @@ def apply_exit(proc: Proc, from_pid: Pid, reason: Any, kind: str) -> None:
 def _deliver_down(watcher: Pid, ref: Ref, obj: Any, reason: Any) -> None:
     proc = node.local_proc(watcher)
     if proc is not None:
-        with _lock:
+        with _lock:  # queued under the lock, so a racing demonitor either drops it or never sees it
             if proc.monitors.pop(ref, None) is None:
                 return  # demonitored meanwhile
-        proc.mailbox.put(("DOWN", ref, "process", obj, reason))
+            proc.mailbox.put(("DOWN", ref, "process", obj, reason))
     elif not node.is_local_node(watcher.node):
         _remote(watcher.node, ("down", watcher, ref, obj, reason))
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from . import node, process
+from . import process
+from . import this_node as node
 from .terms import CallReply, Exit, Pid, Ref, make_ref
 
 REX = "rex"

@@ -47,16 +47,24 @@ class Pid:
     def __ne__(self, other: object) -> bool:
         return not self == other
 
-    def __lt__(self, other: Pid) -> bool:
+    def __lt__(self, other: object) -> bool:
+        if type(other) is not Pid:
+            return NotImplemented
         return self._key() < other._key()
 
-    def __le__(self, other: Pid) -> bool:
+    def __le__(self, other: object) -> bool:
+        if type(other) is not Pid:
+            return NotImplemented
         return self._key() <= other._key()
 
-    def __gt__(self, other: Pid) -> bool:
+    def __gt__(self, other: object) -> bool:
+        if type(other) is not Pid:
+            return NotImplemented
         return self._key() > other._key()
 
-    def __ge__(self, other: Pid) -> bool:
+    def __ge__(self, other: object) -> bool:
+        if type(other) is not Pid:
+            return NotImplemented
         return self._key() >= other._key()
 
     def __hash__(self) -> int:
@@ -98,8 +106,25 @@ class Ref:
     def __ne__(self, other: object) -> bool:
         return not self == other
 
-    def __lt__(self, other: Ref) -> bool:
+    def __lt__(self, other: object) -> bool:
+        if type(other) is not Ref:
+            return NotImplemented
         return (self.prefix, self.n) < (other.prefix, other.n)
+
+    def __le__(self, other: object) -> bool:
+        if type(other) is not Ref:
+            return NotImplemented
+        return (self.prefix, self.n) <= (other.prefix, other.n)
+
+    def __gt__(self, other: object) -> bool:
+        if type(other) is not Ref:
+            return NotImplemented
+        return (self.prefix, self.n) > (other.prefix, other.n)
+
+    def __ge__(self, other: object) -> bool:
+        if type(other) is not Ref:
+            return NotImplemented
+        return (self.prefix, self.n) >= (other.prefix, other.n)
 
     def __hash__(self) -> int:
         return self._hash

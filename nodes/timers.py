@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .terms import Ref, make_ref
+from .terms import Pid, Ref, make_ref
 
 
 class Scheduler:
@@ -28,6 +28,11 @@ class Scheduler:
     def send_after(self, ms: int | float, dest: Any, msg: Any) -> Ref:
         if not isinstance(ms, (int, float)) or ms < 0:
             raise ValueError(f"send_after: time must be a non-negative number of ms, got {ms!r}")
+        if not (type(dest) in (str, Pid) or (type(dest) is tuple and len(dest) == 2
+                                             and isinstance(dest[0], str) and isinstance(dest[1], str))):
+            raise TypeError(
+                f"send_after: dest must be a Pid, a registered name str or a (name, node) tuple, "
+                f"got {dest!r}")
         ref = make_ref()
         deadline = time.monotonic() + ms / 1000.0
         with self._cond:

@@ -22,7 +22,7 @@ import pytest
 import nodes
 
 # the module, not the nodes.node() function that shadows it as an attribute of the package
-_node = importlib.import_module("nodes.node")
+_node = importlib.import_module("nodes.this_node")
 
 #: how long a test's processes get to finish after the test body returned
 LEAK_GRACE_S = 5.0

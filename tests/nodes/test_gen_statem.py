@@ -213,9 +213,6 @@ def test_init_with_a_bad_return_value_is_an_error() -> None:
     assert not nodes.is_alive(server)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: gen_statem._enter catches Exit with `except Exception` and "
-                   "returns ('error', ('exception', Exit(r), tb)) instead of ('error', r) as OTP does "
-                   "for exit(R)")
 def test_init_raising_exit_is_an_error_with_that_reason() -> None:
     assert gen_statem.start(FailingInit, ("raise_exit", nodes.self())) == ("error", ("shutdown", "from init"))
 
@@ -624,8 +621,6 @@ def test_a_bad_return_value_stops_the_server() -> None:
     assert excinfo.value.reason == ("bad_return_from_state_function", ("no_such_return", 42))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _Machine._handle catches Exit with `except Exception`, so a "
-                   "callback raising Exit(r) stops the server with ('exception', Exit(r), tb) instead of r")
 def test_a_callback_raising_exit_stops_the_server_with_that_reason() -> None:
     pid = start_server(notify_me=True)
     ref = nodes.monitor(pid)

@@ -92,8 +92,6 @@ def test_pids_are_immutable() -> None:
         me.id = 99  # type: ignore[misc]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Pid.__lt__ & co. call other._key() without a type check, so "
-                   "comparing a Pid with a non-Pid raises AttributeError instead of TypeError")
 def test_ordering_a_pid_against_another_type_raises_type_error() -> None:
     with pytest.raises(TypeError):
         _ = nodes.self() < 3  # type: ignore[operator]
@@ -110,8 +108,6 @@ def test_refs_are_unique_hashable_picklable_and_ordered() -> None:
     assert refs[0] < refs[1]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Ref defines only __lt__ (terms.py), so <=, > and >= between "
-                   "refs raise TypeError; Pid supports all four")
 def test_refs_support_every_ordering_operator() -> None:
     a, b = nodes.make_ref(), nodes.make_ref()
     assert a <= b and b > a and b >= a  # type: ignore[operator]
@@ -452,8 +448,6 @@ def test_exit_kill_on_the_test_threads_own_process() -> None:
     assert nodes.self() != old
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: process.check_alive() (used by send/cast/reply) only stops "
-                   "actor threads; a killed thread process can still send, and only sees Exit later")
 def test_a_killed_thread_process_sees_exit_from_send_as_its_next_call() -> None:
     old = nodes.self()
     died = threading.Event()

@@ -238,8 +238,6 @@ def test_send_after_rejects_a_bad_time(ms: object) -> None:
         nodes.send_after(ms, nodes.self(), "x")  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Scheduler.send_after does not check dest; an invalid one is "
-                   "accepted and only logged by the timer thread when it fires (Erlang: badarg at the call)")
 def test_send_after_rejects_a_bad_destination_at_the_call_site() -> None:
     with pytest.raises(TypeError):
         nodes.send_after(10, 42, "x")  # type: ignore[arg-type]

@@ -1,5 +1,8 @@
 """This node: its name and creation, its table of local processes, and message routing.
 
+(This is the `node` room of the design; a module named `node` would be shadowed by the
+function `nodes.node()`.)
+
 ``route(dest, msg)`` delivers to a local mailbox or hands the message to the
 distribution layer (``dist``) for a remote node.  Before ``nodes.start`` the
 node is ``nonode@nohost`` with creation 0 and there is no distribution: a
