@@ -16,10 +16,15 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import nodes
+
+if TYPE_CHECKING:
+    import nodecluster as nodecluster_t
 
 # the module, not the nodes.node() function that shadows it as an attribute of the package
 _node = importlib.import_module("nodes.this_node")
@@ -71,3 +76,41 @@ def no_leaked_processes() -> Iterator[None]:
                 pass  # the test thread's process was killed: it gets a new one on the next call
     _reset_test_process()
     pytest.fail(f"the test left {len(leaked)} process(es) running: {sorted(leaked)}")
+
+
+# -- distribution ------------------------------------------------------------------------------
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "distributed: the test makes the pytest process a node (runs after local tests)")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    # once the pytest process is a node it cannot be nonode@nohost again: local tests go first
+    items.sort(key=lambda item: item.get_closest_marker("distributed") is not None)
+
+
+@pytest.fixture(scope="session")
+def this_node() -> Iterator[str]:
+    """The pytest process as a node on a private epmd port; the epmd is killed at the end."""
+    import nodecluster
+
+    name, port = nodecluster.start_this_node()
+    yield name
+    from nodes import dist
+
+    dist.stop()
+    nodecluster.kill_epmd(port)
+
+
+@pytest.fixture
+def node_cluster(this_node: str, tmp_path: Path) -> Iterator[nodecluster_t.NodeCluster]:
+    """Start node OS processes with ``node_cluster.start_node()``; all are killed after the test."""
+    import nodecluster
+
+    cluster = nodecluster.NodeCluster(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
