@@ -54,7 +54,7 @@ CONF = RaftedValue.make_config(
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005, what: str = "") -> Any:
-    """Poll ``pred`` until it returns a truthy value (returned) or ``timeout`` seconds pass (AssertionError)."""
+    """Poll ``pred`` until it is truthy (its value is returned); AssertionError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
@@ -76,7 +76,11 @@ def state_name(member: Any) -> str:
 def wait_until_member_change_completes(leader: Any, timeout: float = 5.0) -> None:
     def done() -> bool:
         name, s = state_of(leader)
-        return name == "leader" and not s.members.uncommitted_membership_change and not s.members.pending_leader_change
+        return (
+            name == "leader"
+            and not s.members.uncommitted_membership_change
+            and not s.members.pending_leader_change
+        )
 
     wait_until(done, timeout, what="membership change to complete")
 

@@ -9,6 +9,7 @@ import dataclasses
 import pickle
 
 import pytest
+from rafted_support import CONF, JustAnInt
 
 import rafted
 from rafted import election as Election
@@ -17,8 +18,6 @@ from rafted import logs as Logs
 from rafted import members as Members
 from rafted.command_results import CommandResults
 from rafted.rpc import AppendEntriesRequest, AppendEntriesResponse, TimeoutNow
-
-from rafted_support import CONF, JustAnInt
 
 A, B, C, D, E = "A", "B", "C", "D", "E"
 
@@ -189,7 +188,7 @@ def test_timeout_now_request_carries_every_unacknowledged_entry() -> None:
 
 def test_memory_stays_bounded_under_a_long_stream_of_commands() -> None:
     logs, members = leader_logs()
-    for i in range(3000):
+    for _ in range(3000):
         logs, _ = cmd(logs, 1)
         logs, _ = Logs.set_follower_index(logs, members, 1, B, logs.i_max, A)
         logs = Logs.truncate_old_logs(logs, logs.i_committed)
@@ -259,7 +258,10 @@ def test_one_membership_change_at_a_time() -> None:
     m = Members.Members(leader=A, all={A, B})
     ok, m2 = Members.start_adding_follower(m, (1, 5, "add_follower", C))
     assert ok == "ok" and m2.all == {A, B, C}
-    assert Members.start_adding_follower(m2, (1, 6, "add_follower", D)) == ("error", "uncommitted_membership_change")
+    assert Members.start_adding_follower(m2, (1, 6, "add_follower", D)) == (
+        "error",
+        "uncommitted_membership_change",
+    )
     assert Members.start_removing_follower(m2, (1, 6, "remove_follower", B), A) == (
         "error",
         "uncommitted_membership_change",
@@ -273,7 +275,10 @@ def test_one_membership_change_at_a_time() -> None:
 def test_membership_errors() -> None:
     m = Members.Members(leader=A, all={A, B})
     assert Members.start_adding_follower(m, (1, 5, "add_follower", B)) == ("error", "already_joined")
-    assert Members.start_removing_follower(m, (1, 5, "remove_follower", A), A) == ("error", "cannot_remove_leader")
+    assert Members.start_removing_follower(m, (1, 5, "remove_follower", A), A) == (
+        "error",
+        "cannot_remove_leader",
+    )
     assert Members.start_removing_follower(m, (1, 5, "remove_follower", C), A) == ("error", "not_member")
     assert Members.start_replacing_leader(m, A, A) == ("error", "already_leader")
     assert Members.start_replacing_leader(m, C, A) == ("error", "not_member")
@@ -405,7 +410,11 @@ def test_batching_never_changes_which_ids_are_remembered() -> None:
 
 def test_make_config_defaults_and_replace() -> None:
     c = rafted.make_config(JustAnInt)
-    assert (c.heartbeat_timeout, c.election_timeout, c.election_timeout_clock_drift_margin) == (200, 1000, 1000)
+    assert (c.heartbeat_timeout, c.election_timeout, c.election_timeout_clock_drift_margin) == (
+        200,
+        1000,
+        1000,
+    )
     assert c.max_retained_command_results == 100
     assert c.leader_hook_module is rafted.NoOp and c.communication_module is rafted.RemoteMessageGateway
     c2 = dataclasses.replace(c, election_timeout=600)
@@ -423,7 +432,11 @@ def test_make_config_defaults_and_replace() -> None:
         ({"election_timeout": 1.5}, TypeError, "election_timeout"),
         ({"heartbeat_timeout": True}, TypeError, "heartbeat_timeout"),
         ({"max_retained_command_results": "10"}, TypeError, "max_retained_command_results"),
-        ({"election_timeout": 100, "election_timeout_clock_drift_margin": 101}, ValueError, "must not exceed"),
+        (
+            {"election_timeout": 100, "election_timeout_clock_drift_margin": 101},
+            ValueError,
+            "must not exceed",
+        ),
         ({"leader_hook_module": object()}, TypeError, "leader_hook_module"),
         ({"communication_module": object()}, TypeError, "communication_module"),
     ],

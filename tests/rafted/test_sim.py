@@ -90,7 +90,9 @@ def test_followers_answer_once_per_batch_of_requests() -> None:
     sim.drop = lambda src, dest, msg: bool(sent.append((src, dest, msg)))
     # three heartbeats queued at B before it runs: one merged answer, with the newest timestamp
     for t in (1, 2, 3):
-        req = AppendEntriesRequest("A", st.current_term, (st.current_term, st.logs.i_max), [], st.logs.i_committed, t)
+        req = AppendEntriesRequest(
+            "A", st.current_term, (st.current_term, st.logs.i_max), [], st.logs.i_committed, t
+        )
         sim.mailboxes["B"].append(("cast", req))
     while sim.step("B"):
         pass
@@ -212,7 +214,12 @@ def _hole_schedule(sim: Sim) -> tuple[Any, Sim]:
     def drop(src: str, dest: str, msg: Any) -> bool:
         if frozenset((src, dest)) in links_down:
             return True
-        return ae_to_s4_blocked and src in ("S2", "S3") and dest == "S4" and isinstance(msg, AppendEntriesRequest)
+        return (
+            ae_to_s4_blocked
+            and src in ("S2", "S3")
+            and dest == "S4"
+            and isinstance(msg, AppendEntriesRequest)
+        )
 
     sim.drop = drop
     # S1 adds S5: C1 reaches S5 only
@@ -222,7 +229,10 @@ def _hole_schedule(sim: Sim) -> tuple[Any, Sim]:
     sim.advance(ELECTION - 40)
     ae_to_s4_blocked = True
     name, s2 = sim.members["S2"]
-    sim.members["S2"] = (name, dataclasses.replace(s2, election=dataclasses.replace(s2.election, deadline=sim.now)))
+    sim.members["S2"] = (
+        name,
+        dataclasses.replace(s2, election=dataclasses.replace(s2.election, deadline=sim.now)),
+    )
     sim.advance(5)
     assert sim.leaders() == ["S1", "S2"] and sim.state("S2").current_term > sim.state("S1").current_term
     answer = sim.call("S2", ("remove_follower", "S1"))
@@ -260,7 +270,8 @@ def sim_quiet(sim: Sim) -> bool:
     return all(
         sim.state(p).logs.i_committed == top.i_committed == top.i_max
         for p in sim.members
-        if p in sim.state(leaders[0]).members.all and sim.state(p).current_term == sim.state(leaders[0]).current_term
+        if p in sim.state(leaders[0]).members.all
+        and sim.state(p).current_term == sim.state(leaders[0]).current_term
     )
 
 
@@ -280,7 +291,9 @@ def test_membership_change_hole_is_closed(seed: int) -> None:
     assert_consistent(sim)
     # heal: everyone converges on one history, S1 still a member
     sim.drop = lambda src, dest, msg: False
-    advance_until(sim, lambda: sim_quiet(sim) and all(sim.name(p) != "candidate" for p in sim.members), 60 * ELECTION)
+    advance_until(
+        sim, lambda: sim_quiet(sim) and all(sim.name(p) != "candidate" for p in sim.members), 60 * ELECTION
+    )
     leader = sim.leaders()[0]
     assert sim.state(leader).members.all == {"S1", "S2", "S3", "S4", "S5"}  # C1 committed on S1's side
     assert command(sim, leader, "inc") == ("ok", 0)
