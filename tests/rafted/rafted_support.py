@@ -132,6 +132,12 @@ class Cluster:
         assert ok == "ok", pid
         if wait:
             wait_until_member_change_completes(leader)
+            # and until the leader has heard from it: a removal right after could otherwise
+            # (rightly) be refused as will_break_quorum
+            wait_until(
+                lambda: pid not in RaftedValue.status(leader)["unresponsive_followers"],
+                what="the leader to hear from the new follower",
+            )
         return pid
 
     def make(self, n_followers: int, config: rafted.Config = CONF) -> tuple[Any, list]:

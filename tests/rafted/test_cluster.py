@@ -225,29 +225,51 @@ def test_replace_leader_hands_over(cluster: Cluster) -> None:
     assert RaftedValue.command(follower2, "inc") == ("ok", 1)
 
 
-# heartbeats far apart: nothing reaches the leader between two calls, so the second one decides
-QUIET = with_(CONF, heartbeat_timeout=600, election_timeout=3000, election_timeout_clock_drift_margin=100)
+class HoldAppendEntriesResponses:
+    """Drops AppendEntriesResponses while ``hold`` is set: the leader hears nothing between two calls."""
+
+    hold = False
+
+    @classmethod
+    def cast(cls, server: Any, msg: Any) -> None:
+        if not (cls.hold and isinstance(msg, AppendEntriesResponse)):
+            nodes.gen_statem.cast(server, msg)
+
+    @staticmethod
+    def reply(from_: Any, reply: Any) -> None:
+        nodes.gen_statem.reply(from_, reply)
+
+
+HOLD = with_(CONF, communication_module=HoldAppendEntriesResponses)
 
 
 def test_later_replace_leader_overrides_earlier(cluster: Cluster) -> None:
-    leader, [follower1, follower2] = cluster.make(2, QUIET)
-    assert RaftedValue.replace_leader(leader, follower1) == "ok"
-    assert RaftedValue.replace_leader(leader, follower2) == "ok"
+    leader, [follower1, follower2] = cluster.make(2, HOLD)
+    HoldAppendEntriesResponses.hold = True
+    try:
+        assert RaftedValue.replace_leader(leader, follower1) == "ok"
+        assert RaftedValue.replace_leader(leader, follower2) == "ok"
+    finally:
+        HoldAppendEntriesResponses.hold = False
     wait_until_state_name(follower2, "leader")
     assert state_name(leader) == "follower" and state_name(follower1) == "follower"
 
 
 def test_replace_leader_cancelled_with_none(cluster: Cluster) -> None:
-    leader, [follower1, follower2] = cluster.make(2, QUIET)
-    assert RaftedValue.replace_leader(leader, follower1) == "ok"
-    assert RaftedValue.replace_leader(leader, None) == "ok"
+    leader, [follower1, follower2] = cluster.make(2, HOLD)
+    HoldAppendEntriesResponses.hold = True
+    try:
+        assert RaftedValue.replace_leader(leader, follower1) == "ok"
+        assert RaftedValue.replace_leader(leader, None) == "ok"
+    finally:
+        HoldAppendEntriesResponses.hold = False
     t0 = state_of(leader)[1].leadership.follower_responded_times.get(follower1, 0)
 
-    def answered_twice_since() -> bool:
+    def answered_heartbeats_since() -> bool:
         times = state_of(leader)[1].leadership.follower_responded_times
-        return times.get(follower1, 0) > t0 + QUIET.heartbeat_timeout
+        return times.get(follower1, 0) > t0 + 2 * HOLD.heartbeat_timeout
 
-    wait_until(answered_twice_since, 5.0, what="follower1 to answer heartbeats")
+    wait_until(answered_heartbeats_since, 5.0, what="follower1 to answer heartbeats")
     assert state_name(leader) == "leader"
     assert state_name(follower1) == "follower" and state_name(follower2) == "follower"
 
@@ -618,6 +640,7 @@ def test_leader_hooks_run_in_the_leader(cluster: Cluster) -> None:
         assert got("query_answered", 1, "get", 1)
         assert RaftedValue.replace_leader(leader, f1) == "ok"
         assert got("elected", f1)
+        wait_until(lambda: unresponsive(f1) == [], what="the new leader to hear from everyone")
         assert RaftedValue.remove_follower(f1, leader) == "ok"
         assert got("follower_removed", leader)
         assert exit_message(leader) == ("EXIT", leader, "normal")
