@@ -48,6 +48,7 @@ log = logging.getLogger("nodes.epmd")
 # Popen objects of epmds we started: kept so they are not garbage collected while running
 # (which would warn), and so a loser of a start race gets reaped.
 _started: list[subprocess.Popen[bytes]] = []
+_started_lock = threading.Lock()
 
 
 class EpmdError(OSError):
@@ -120,17 +121,18 @@ def ensure_running(port: int | None = None, timeout: float = 5.0) -> None:
     port = port or default_port()
     if is_running(port):
         return
-    # Reap the losers of earlier start races.
-    _started[:] = [p for p in _started if p.poll() is None]
-    proc = subprocess.Popen(
-        [sys.executable, "-I", os.path.abspath(__file__), "--port", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
-    )
-    _started.append(proc)
+    with _started_lock:
+        # Reap the losers of earlier start races.
+        _started[:] = [p for p in _started if p.poll() is None]
+        proc = subprocess.Popen(
+            [sys.executable, "-I", os.path.abspath(__file__), "--port", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+        _started.append(proc)
     deadline = time.monotonic() + timeout
     delay = 0.005
     while time.monotonic() < deadline:

@@ -707,24 +707,29 @@ class Transport:
         if len(body) == 2 and body[0] == HELLO:
             self._accept_hello(rid, body)
             return
+        self.stats["dropped_frames"] += 1
         head = body[0] if body else b""
+        if rid in self._recently_closed:
+            # A connection we closed (tick timeout, replaced): expected, not hostile.
+            log.debug("%s: message for a connection it closed; resetting it", self.node_name)
+        else:
+            self._drop_stranger(f"{len(body)} part(s), {sum(map(len, body))} bytes")
         if rid in self._recently_closed or head == REPLY or (
                 len(head) == codec.HEADER_SIZE and head[:1] in codec.FRAME_KINDS):
-            # Looks like ours: a connection we closed (or never finished). Tell the peer so it
-            # notices at once instead of after its tick timeout.
-            log.debug("message for a connection %s no longer has; resetting it", self.node_name)
+            # Looks like ours: tell the peer we do not know this connection, so it notices at
+            # once instead of after its tick timeout.
             self._raw_router_send(rid, [RESET])
-            return
-        self.stats["dropped_frames"] += 1
+
+    def _drop_stranger(self, detail: str) -> None:
         self._rlog.warning("stranger", "%s dropped a message from a peer that has not completed the "
-                           "handshake (%d part(s), %d bytes)", self.node_name, len(body), sum(map(len, body)))
+                           "handshake (%s)", self.node_name, detail)
 
     def _accept_hello(self, rid: bytes, body: list[bytes]) -> None:
         try:
             _, msg = codec.decode_handshake(body)
         except codec.FrameError as error:
             self.stats["dropped_frames"] += 1
-            self._rlog.warning("stranger", "%s dropped a malformed hello: %s", self.node_name, error)
+            self._drop_stranger(f"malformed hello: {error}")
             return
         frm, to, creation = msg.get("from"), msg.get("to"), msg.get("creation")
         if msg.get("v") != PROTOCOL_VERSION:
@@ -865,6 +870,10 @@ class Transport:
         conn.state = "up"
         conn.last_recv = conn.last_send = self._now
         peer.conn = conn
+        # An epmd lookup of ours still in flight belongs to an attempt this connection
+        # satisfied: its answer must not open a second connection later.
+        peer.gen += 1
+        peer.resolving = False
         peer.creation = conn.peer_creation
         peer.retry = False
         peer.backoff = INITIAL_BACKOFF
@@ -1091,6 +1100,8 @@ class Transport:
             waiter.set(False)
             return
         had = peer.conn is not None or peer.hs is not None or peer.resolving
+        log.debug("%s: disconnect %s: conn=%s hs=%s resolving=%s", self.node_name, node,
+                  peer.conn and peer.conn.state, peer.hs and peer.hs.state, peer.resolving)
         peer.retry = False
         peer.gen += 1  # an epmd answer still in flight is now stale
         peer.resolving = False

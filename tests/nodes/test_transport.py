@@ -371,7 +371,7 @@ def hostile_messages(evil: bytes) -> list[list[bytes]]:
 
 def raw_dealer(ctx: zmq.Context[Any], port: int) -> zmq.Socket[Any]:
     sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.LINGER, 5000)  # closing right after a send must not discard it
     sock.connect(f"tcp://{HOST}:{port}")
     return sock
 
@@ -420,12 +420,15 @@ def test_hostile_input_is_dropped_never_unpickled_and_service_continues(
                 sock.send_multipart(parts)
                 sock.close()
             sock = ctx.socket(zmq.PUSH)  # a socket of the wrong type: ZeroMQ itself refuses it
-            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.LINGER, 5000)
             sock.connect(f"tcp://{HOST}:{port}")
             sock.send_multipart([evil], zmq.NOBLOCK)
             sock.close()
             with socket.create_connection((HOST, port)) as raw:  # not even ZeroMQ
                 raw.sendall(os.urandom(4096) + evil)
+        hostile = len(hostile_messages(evil)) - 1  # all but the hello for another node count as dropped
+        support.wait_until(lambda: t.transport.stats["dropped_frames"] >= hostile, 10, "t to drop them all")
+        support.wait_until(lambda: "dropped a message" in a.log(), 10, "a to drop them")
         stranger_warnings = [r for r in caplog.records if "has not completed the handshake" in r.getMessage()]
         assert 1 <= len(stranger_warnings) <= 3  # rate-limited: at most one a second
 
@@ -462,8 +465,6 @@ def test_hostile_input_is_dropped_never_unpickled_and_service_continues(
     for i in range(100):
         t.transport.send(A, ("echo", i))
     assert [t.recv()[1] for _ in range(100)] == list(range(100))
-    assert t.transport.stats["dropped_frames"] >= len(hostile_messages(evil)) // 2
-    assert "dropped" in a.log()
     assert not marker.exists()
 
 

@@ -38,7 +38,7 @@ def main() -> int:
     parser.add_argument("--creation", type=int, default=None)
     parser.add_argument("--connect", default=None)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    logging.basicConfig(level=os.environ.get("TRANSPORT_PEER_LOG", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     stop = threading.Event()

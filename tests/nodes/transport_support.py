@@ -72,6 +72,7 @@ class Peer:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, env=env)
         assert self.proc.stdout is not None
         self.output: list[str] = []
+        self._buf = b""
         deadline = time.monotonic() + 20.0
         line = ""
         while not line.startswith("READY ") and time.monotonic() < deadline:
@@ -86,11 +87,23 @@ class Peer:
         self.port, self.creation = int(port), int(creation_text)
 
     def _read_line(self, timeout: float) -> str:
+        """One line of the child's stdout, or "" on timeout or end of file.
+
+        Reads the raw fd (select on a buffered file would miss lines already buffered).
+        """
         assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            return ""
-        return self.proc.stdout.readline().decode().strip()
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return ""
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return ""
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode().strip()
 
     @property
     def pid(self) -> int:
