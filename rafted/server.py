@@ -40,12 +40,19 @@ Beyond the original (see the README / reference):
   membership change bug, Ongaro on raft-dev, 2015); the same condition
   gates lease-based reads, because until then a new leader may not have
   applied everything committed before it;
-- a member that steps down within its term keeps its vote for that term.
+- a member that steps down within its term keeps its vote for that term;
+- a follower truncates its log after a conflicting entry and acknowledges
+  (and commits) only what it verified against the leader's log;
+- a data module that raises fails that one request (``("error",
+  ("command_failed" | "query_failed", text))``, the value unchanged on every
+  member) and a leader hook that raises is logged, instead of crashing
+  every member that applies the command.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -80,6 +87,8 @@ from rafted.snapshot import Snapshot
 from rafted.snapshot import decode as decode_snapshot
 
 __all__ = ["State", "init", "leader", "candidate", "follower", "terminate", "TICK", "FLUSH"]
+
+log = logging.getLogger("rafted")
 
 TICK = "$rafted_tick"
 FLUSH = ("$rafted_flush",)
@@ -123,6 +132,14 @@ class State:
     pending_responses: dict = field(default_factory=dict)
 
 
+def _call_hook(module: Any, name: str, args: tuple) -> None:
+    # a failing hook is logged: it must not take the leader (and with it the group's progress) down
+    try:
+        getattr(module, name)(*args)
+    except Exception:
+        log.exception("leader hook %r.%s failed", module, name)
+
+
 def _now() -> int:
     return int(time.monotonic() * 1000)
 
@@ -144,7 +161,7 @@ class _Ctx:
         self.effects.append((s.config.communication_module.reply, (from_, reply)))
 
     def hook(self, s: State, name: str, *args: Any) -> None:
-        self.effects.append((getattr(s.config.leader_hook_module, name), args))
+        self.effects.append((_call_hook, (s.config.leader_hook_module, name, args)))
 
     def send_self(self, msg: Any) -> None:
         self.effects.append((nodes.send, (self.me, msg)))
@@ -887,8 +904,8 @@ def _handle_call_common(ctx: _Ctx, from_: Any, req: Any, state_name: str, s: Sta
     tag = req[0] if type(req) is tuple and req else req
     n = len(req) if type(req) is tuple else 0
     if tag == "query_non_leader" and n == 2:
-        ret = s.config.data_module.query(s.data, req[1])
-        ctx.reply(s, from_, ("ok", ret))
+        ok, ret = _query(s, req[1])
+        ctx.reply(s, from_, ("ok", ret) if ok else ret)
         return ("keep_state", s)
     if tag == "force_remove_member" and n == 2:
         # Removing a member may make a candidate the winner; the next time-out sorts that out.
@@ -940,10 +957,20 @@ def _status(ctx: _Ctx, state_name: str, s: State) -> dict:
 #
 # applying committed entries
 #
+def _user_error(what: str, exc: Exception) -> tuple:
+    return ("error", (what, f"{type(exc).__name__}: {exc}"))
+
+
 def _run_command(
     ctx: _Ctx | None, s: State, data: Any, results: CommandResults, payload: tuple
 ) -> tuple[Any, CommandResults]:
-    """Apply one committed command to (data, results); ``ctx`` is given in the leader only."""
+    """Apply one committed command to (data, results); ``ctx`` is given in the leader only.
+
+    A data module that raises (or returns no ``(ret, new_data)`` pair) leaves the value
+    unchanged and fails just this command with ``("error", ("command_failed", text))``:
+    data modules are deterministic, so every member takes the same decision, and a bad
+    command costs its caller an error rather than every member its life.
+    """
     client, arg, cmd_id = payload
     found, result = results.fetch(cmd_id)
     if found:
@@ -951,11 +978,15 @@ def _run_command(
         if ctx is not None:
             ctx.reply(s, client, ("ok", result))
         return data, results
-    ret = s.config.data_module.command(data, arg)
-    if type(ret) is not tuple or len(ret) != 2:
-        raise TypeError(
-            f"{s.config.data_module!r}.command(data, arg) must return (ret, new_data), got {ret!r}"
-        )
+    try:
+        ret = s.config.data_module.command(data, arg)
+        if type(ret) is not tuple or len(ret) != 2:
+            raise TypeError(f"command(data, arg) must return a (ret, new_data) tuple, got {ret!r}")
+    except Exception as exc:
+        if ctx is not None:
+            log.error("%r.command(data, %r) failed", s.config.data_module, arg, exc_info=True)
+            ctx.reply(s, client, _user_error("command_failed", exc))
+        return data, results
     result, new_data = ret
     results.put_mut(cmd_id, result, s.config.max_retained_command_results)
     if ctx is not None:
@@ -964,8 +995,20 @@ def _run_command(
     return new_data, results
 
 
+def _query(s: State, arg: Any) -> tuple[bool, Any]:
+    """``(True, ret)``, or ``(False, error reply)`` when the data module's query raises."""
+    try:
+        return True, s.config.data_module.query(s.data, arg)
+    except Exception as exc:
+        log.error("%r.query(data, %r) failed", s.config.data_module, arg, exc_info=True)
+        return False, _user_error("query_failed", exc)
+
+
 def _run_query(ctx: _Ctx, s: State, client: Any, arg: Any) -> None:
-    ret = s.config.data_module.query(s.data, arg)
+    ok, ret = _query(s, arg)
+    if not ok:
+        ctx.reply(s, client, ret)
+        return
     ctx.reply(s, client, ("ok", ret))
     ctx.hook(s, "on_query_answered", s.data, arg, ret)
 

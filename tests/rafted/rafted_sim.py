@@ -102,7 +102,7 @@ class Sim:
             elif fn is nodes.send:
                 self.mailboxes[pid].append(("info", args[1]))
             else:
-                self.hooks.append((pid, fn.__name__, args))
+                self.hooks.append((pid, args[1], args[2]))  # (_call_hook, (module, name, args))
         kind = result[0]
         actions: list = []
         if kind == "keep_state":

@@ -694,3 +694,43 @@ def test_a_burst_of_clients_is_batched_and_memory_stays_bounded(cluster: Cluster
         s = state_of(m)[1]
         assert len(s.logs.map) <= 100 + 1
         assert len(s.command_results) <= 100
+
+
+#
+# user code that raises
+#
+class Fragile(rafted.Data):
+    def new():
+        return 0
+
+    def command(data, arg):
+        if arg == "boom":
+            raise ValueError("no boom here")
+        if arg == "bad":
+            return "not a pair"
+        return data, data + 1
+
+    def query(data, arg):
+        if arg == "boom":
+            raise KeyError(arg)
+        return data
+
+
+class FailingHook(rafted.LeaderHook):
+    @staticmethod
+    def on_command_committed(data_before: Any, arg: Any, ret: Any, data_after: Any) -> None:
+        raise RuntimeError("hook failure")
+
+
+def test_a_raising_data_module_fails_the_request_not_the_members(cluster: Cluster) -> None:
+    config = with_(CONF, data_module=Fragile, leader_hook_module=FailingHook)
+    leader, followers = cluster.make(2, config)
+    assert RaftedValue.command(leader, "inc") == ("ok", 0)
+    r = RaftedValue.command(leader, "boom")
+    assert r == ("error", ("command_failed", "ValueError: no boom here"))
+    assert RaftedValue.command(leader, "bad")[1][0] == "command_failed"
+    assert RaftedValue.query(leader, "boom") == ("error", ("query_failed", "KeyError: 'boom'"))
+    assert RaftedValue.query_non_leader(followers[0], "boom")[1][0] == "query_failed"
+    assert RaftedValue.command(leader, "inc") == ("ok", 1)
+    wait_until(lambda: all(state_of(m)[1].data == 2 for m in [leader, *followers]), what="replication")
+    assert all(nodes.is_alive(m) for m in [leader, *followers])
