@@ -10,10 +10,11 @@ arms one real timer for the nearest deadline.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
+
+from rafted._values import replace as _replace_value
 
 __all__ = [
     "Election",
@@ -59,7 +60,7 @@ def new_for_follower(now: int, timeout: int) -> Election:
 
 
 def update_for_candidate(e: Election, me: Any, now: int, timeout: int) -> Election:
-    return dataclasses.replace(e, voted_for=me, votes={me}, deadline=now + timeout)
+    return _replace_value(e, voted_for=me, votes={me}, deadline=now + timeout)
 
 
 def update_for_follower(e: Election, now: int, timeout: int, new_term: bool) -> Election:
@@ -69,7 +70,7 @@ def update_for_follower(e: Election, now: int, timeout: int, new_term: bool) -> 
     down within its own term must not vote a second time in that term.
     ``leader_message_at`` is kept, so a deposed leader does not trust itself.
     """
-    return dataclasses.replace(
+    return _replace_value(
         e,
         voted_for=None if new_term else e.voted_for,
         votes=None,
@@ -78,19 +79,19 @@ def update_for_follower(e: Election, now: int, timeout: int, new_term: bool) -> 
 
 
 def vote_for(e: Election, candidate: Any, now: int, timeout: int) -> Election:
-    return dataclasses.replace(e, voted_for=candidate, deadline=now + timeout)
+    return _replace_value(e, voted_for=candidate, deadline=now + timeout)
 
 
 def gain_vote(e: Election, all_members: set, voter: Any) -> tuple[Election, bool]:
     """Count ``voter``'s vote; True when the votes of current members form a majority."""
     votes = (e.votes or set()) | {voter}
     majority = len(votes & all_members) >= len(all_members) // 2 + 1
-    return dataclasses.replace(e, votes=votes, deadline=None if majority else e.deadline), majority
+    return _replace_value(e, votes=votes, deadline=None if majority else e.deadline), majority
 
 
 def reset_timer(e: Election, now: int, timeout: int) -> Election:
     """Called on every message from a valid leader."""
-    return dataclasses.replace(e, deadline=now + timeout, leader_message_at=now)
+    return _replace_value(e, deadline=now + timeout, leader_message_at=now)
 
 
 def timed_out(e: Election, now: int) -> bool:

@@ -10,9 +10,10 @@ answered) and the quorum check (step down when no majority answered within
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from rafted._values import replace as _replace_value
 
 __all__ = [
     "Leadership",
@@ -53,7 +54,7 @@ def new_for_leader(now: int, config: Any) -> Leadership:
 
 
 def heartbeat_sent(l: Leadership, now: int, config: Any) -> Leadership:  # noqa: E741
-    return dataclasses.replace(l, heartbeat_due_at=now + config.heartbeat_timeout)
+    return _replace_value(l, heartbeat_due_at=now + config.heartbeat_timeout)
 
 
 def _is_lonely(members: Any, me: Any) -> bool:
@@ -86,7 +87,7 @@ def follower_responded(l: Leadership, members: Any, follower: Any, timestamp: in
         return l
     new_times = {p: t for p, t in times.items() if p in members.all}
     new_times[follower] = timestamp
-    new_l = dataclasses.replace(l, follower_responded_times=new_times)
+    new_l = _replace_value(l, follower_responded_times=new_times)
     reached = quorum_last_reached_at(new_l, members, me)
     if reached is not None and reached > new_l.quorum_timer_started_at:
         new_l.quorum_timer_started_at = reached  # new_l is a fresh copy: safe to set
@@ -132,7 +133,7 @@ def remove_follower_response_time_entry(l: Leadership, follower: Any) -> Leaders
         return l
     times = dict(l.follower_responded_times)
     del times[follower]
-    return dataclasses.replace(l, follower_responded_times=times)
+    return _replace_value(l, follower_responded_times=times)
 
 
 def lease_expired(l: Leadership, members: Any, me: Any, now: int, config: Any) -> bool:  # noqa: E741

@@ -22,12 +22,12 @@ Beyond the original, to keep a loaded leader cheap:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rafted import members as Members
+from rafted._values import replace as _replace_value
 from rafted.log_entry import (
     ADD_FOLLOWER,
     LEADER_ELECTED,
@@ -125,7 +125,7 @@ def add_entry(logs: Logs, make: Callable[[int], LogEntry]) -> tuple[Logs, LogEnt
     entry = make(i)
     m = dict(logs.map)
     m[i] = entry
-    return dataclasses.replace(logs, map=m, i_max=i), entry
+    return _replace_value(logs, map=m, i_max=i), entry
 
 
 def add_entry_on_elected_leader(
@@ -135,7 +135,7 @@ def add_entry_on_elected_leader(
     # start optimistic: the new entry goes out with the first request; a follower that lacks
     # earlier entries says so and the leader jumps back to its hint
     followers = {f: (logs.i_max + 1, 0) for f in others}
-    new_logs = dataclasses.replace(logs, followers=followers, snapshots_in_flight={})
+    new_logs = _replace_value(logs, followers=followers, snapshots_in_flight={})
     return add_entry(new_logs, lambda i: (term, i, LEADER_ELECTED, [me, *others]))
 
 
@@ -143,7 +143,7 @@ def add_entry_on_add_follower(logs: Logs, term: int, new_follower: Any) -> tuple
     # the joiner receives a snapshot at i_committed: replicate everything after it
     followers = dict(logs.followers or {})
     followers[new_follower] = (logs.i_committed + 1, 0)
-    new_logs = dataclasses.replace(logs, followers=followers)
+    new_logs = _replace_value(logs, followers=followers)
     return add_entry(new_logs, lambda i: (term, i, ADD_FOLLOWER, new_follower))
 
 
@@ -160,7 +160,7 @@ def commit_to_latest(logs: Logs) -> tuple[Logs, list[LogEntry]]:
     if logs.i_committed == logs.i_max:
         return logs, []
     to_apply = slice_entries(logs.map, logs.i_committed + 1, logs.i_max)
-    return dataclasses.replace(logs, i_committed=logs.i_max), to_apply
+    return _replace_value(logs, i_committed=logs.i_max), to_apply
 
 
 def _prev_term(logs: Logs, i_prev: int) -> int:
@@ -201,7 +201,7 @@ def make_append_entries_req(
         new_followers[follower] = (logs.i_committed + 1, i_rep)
         in_flight = dict(logs.snapshots_in_flight)
         in_flight[follower] = (logs.i_committed, now)
-        return ("snapshot", dataclasses.replace(logs, followers=new_followers, snapshots_in_flight=in_flight))
+        return ("snapshot", _replace_value(logs, followers=new_followers, snapshots_in_flight=in_flight))
     hi = min(logs.i_max, i_rep + max_in_flight)
     if i_next > hi and not heartbeat:
         return ("skip", logs)
@@ -218,7 +218,7 @@ def make_append_entries_req(
         return ("ok", req, logs)
     new_followers = dict(followers)  # type: ignore[arg-type]
     new_followers[follower] = (hi + 1, i_rep)
-    return ("ok", req, dataclasses.replace(logs, followers=new_followers))
+    return ("ok", req, _replace_value(logs, followers=new_followers))
 
 
 def make_timeout_now_req(
@@ -270,7 +270,7 @@ def _update_commit_index(logs: Logs, term: int, members_set: set, me: Any) -> Lo
         cand = min(_quorum_index(followers, set_, me, i_max), upper)
         if cand >= lower:
             if m[cand][0] == term:
-                return dataclasses.replace(logs, i_committed=cand)
+                return _replace_value(logs, i_committed=cand)
             return logs  # terms never decrease along the log: nothing earlier is of this term
         if k <= i_c:
             break
@@ -301,7 +301,7 @@ def set_follower_index(
     sent = in_flight.get(follower)
     if sent is not None and i_replicated >= sent[0]:
         in_flight = {p: v for p, v in in_flight.items() if p != follower}
-    new_logs = dataclasses.replace(logs, followers=new_followers, snapshots_in_flight=in_flight)
+    new_logs = _replace_value(logs, followers=new_followers, snapshots_in_flight=in_flight)
     new_logs = _update_commit_index(new_logs, term, members.all, me)
     return new_logs, slice_entries(new_logs.map, logs.i_committed + 1, new_logs.i_committed)
 
@@ -319,7 +319,7 @@ def rewind_follower(logs: Logs, follower: Any, hint: int | None) -> Logs:
         return logs
     new_followers = dict(followers)
     new_followers[follower] = (new_next, i_rep)
-    return dataclasses.replace(logs, followers=new_followers)
+    return _replace_value(logs, followers=new_followers)
 
 
 def has_entries_to_send(logs: Logs, follower: Any, max_in_flight: int = MAX_ENTRIES_IN_FLIGHT) -> bool:
@@ -334,7 +334,7 @@ def forget_follower(logs: Logs, follower: Any) -> Logs:
     followers = logs.followers or {}
     if follower not in followers and follower not in logs.snapshots_in_flight:
         return logs
-    return dataclasses.replace(
+    return _replace_value(
         logs,
         followers={p: v for p, v in followers.items() if p != follower},
         snapshots_in_flight={p: v for p, v in logs.snapshots_in_flight.items() if p != follower},
@@ -407,7 +407,7 @@ def append_entries(
                 all_ = Members.revert_entry(all_, new_map.pop(j))
             i_max = idx - 1
             change = _uncommitted_membership_change(new_map, logs.i_committed, i_max)
-            new_members = dataclasses.replace(new_members, all=all_, uncommitted_membership_change=change)
+            new_members = _replace_value(new_members, all=all_, uncommitted_membership_change=change)
         if new_map is None:
             new_map = dict(m)
         for e2 in entries[pos:]:
@@ -422,7 +422,7 @@ def append_entries(
     if new_map is None and i_committed == logs.i_committed:
         new_logs = logs
     else:
-        new_logs = dataclasses.replace(logs, map=final_map, i_max=i_max, i_committed=i_committed)
+        new_logs = _replace_value(logs, map=final_map, i_max=i_max, i_committed=i_committed)
     to_apply = slice_entries(final_map, logs.i_committed + 1, i_committed)
     return ("ok", new_logs, new_members, to_apply, to_persist, i_match)
 
@@ -445,4 +445,4 @@ def truncate_old_logs(logs: Logs, removable_upto: int, keep: int = EXTRA_ENTRIES
         new_map = dict(m)
         for i in range(logs.i_min, new_i_min):
             del new_map[i]
-    return dataclasses.replace(logs, map=new_map, i_min=new_i_min)
+    return _replace_value(logs, map=new_map, i_min=new_i_min)

@@ -10,10 +10,10 @@ so that nothing here needs the runtime.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from rafted._values import replace as _replace_value
 from rafted.log_entry import ADD_FOLLOWER, REMOVE_FOLLOWER, RESTORE_FROM_FILES, LogEntry
 
 __all__ = [
@@ -61,7 +61,7 @@ def put_leader(m: Members, leader_or_none: Any) -> Members:
     # a hand-over is bound to the leadership that accepted it: drop it whenever the leader changes
     if m.leader == leader_or_none and m.pending_leader_change is None:
         return m
-    return dataclasses.replace(m, leader=leader_or_none, pending_leader_change=None)
+    return _replace_value(m, leader=leader_or_none, pending_leader_change=None)
 
 
 def _reject_if_changing(m: Members, check_leader_change: bool) -> str | None:
@@ -80,7 +80,7 @@ def start_adding_follower(m: Members, entry: LogEntry) -> Result:
     new_follower = entry[3]
     if new_follower in m.all:
         return ("error", "already_joined")
-    return ("ok", dataclasses.replace(m, all=m.all | {new_follower}, uncommitted_membership_change=entry))
+    return ("ok", _replace_value(m, all=m.all | {new_follower}, uncommitted_membership_change=entry))
 
 
 def start_removing_follower(m: Members, entry: LogEntry, me: Any) -> Result:
@@ -93,7 +93,7 @@ def start_removing_follower(m: Members, entry: LogEntry, me: Any) -> Result:
         return ("error", "cannot_remove_leader")
     if old_follower not in m.all:
         return ("error", "not_member")
-    return ("ok", dataclasses.replace(m, all=m.all - {old_follower}, uncommitted_membership_change=entry))
+    return ("ok", _replace_value(m, all=m.all - {old_follower}, uncommitted_membership_change=entry))
 
 
 def start_replacing_leader(m: Members, new_leader: Any, me: Any) -> Result:
@@ -102,18 +102,18 @@ def start_replacing_leader(m: Members, new_leader: Any, me: Any) -> Result:
     if err:
         return ("error", err)
     if new_leader is None:
-        return ("ok", dataclasses.replace(m, pending_leader_change=None))
+        return ("ok", _replace_value(m, pending_leader_change=None))
     if new_leader == me:
         return ("error", "already_leader")
     if new_leader in m.all:
-        return ("ok", dataclasses.replace(m, pending_leader_change=new_leader))
+        return ("ok", _replace_value(m, pending_leader_change=new_leader))
     return ("error", "not_member")
 
 
 def membership_change_committed(m: Members, index: int) -> Members:
     change = m.uncommitted_membership_change
     if change is not None and change[1] <= index:
-        return dataclasses.replace(m, uncommitted_membership_change=None)
+        return _replace_value(m, uncommitted_membership_change=None)
     return m
 
 
@@ -122,7 +122,7 @@ def force_remove_member(m: Members, pid: Any) -> Members:
     change = m.uncommitted_membership_change
     if change is not None and change[3] == pid:
         change = None
-    return dataclasses.replace(
+    return _replace_value(
         m,
         all=m.all - {pid},
         uncommitted_membership_change=change,
@@ -134,11 +134,11 @@ def apply_entry(m: Members, entry: LogEntry) -> Members:
     """Membership after appending ``entry`` (changes take effect when appended)."""
     kind = entry[2]
     if kind == ADD_FOLLOWER:
-        return dataclasses.replace(m, all=m.all | {entry[3]}, uncommitted_membership_change=entry)
+        return _replace_value(m, all=m.all | {entry[3]}, uncommitted_membership_change=entry)
     if kind == REMOVE_FOLLOWER:
-        return dataclasses.replace(m, all=m.all - {entry[3]}, uncommitted_membership_change=entry)
+        return _replace_value(m, all=m.all - {entry[3]}, uncommitted_membership_change=entry)
     if kind == RESTORE_FROM_FILES:
-        return dataclasses.replace(m, all={entry[3]}, uncommitted_membership_change=None)
+        return _replace_value(m, all={entry[3]}, uncommitted_membership_change=None)
     return m
 
 

@@ -51,7 +51,6 @@ Beyond the original (see the README / reference):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections import deque
@@ -63,6 +62,7 @@ from rafted import election as Election
 from rafted import leadership as Leadership
 from rafted import logs as Logs
 from rafted import members as Members
+from rafted._values import replace as _replace_value
 from rafted.command_results import CommandResults
 from rafted.config import Config
 from rafted.log_entry import (
@@ -372,13 +372,13 @@ def _ensure_timer(ctx: _Ctx, state_name: str, s: State) -> State:
         nodes.cancel_timer(t.ref)
     token = s.timer_seq + 1
     ref = nodes.send_after(max(0, deadline - ctx.now), ctx.me, (TICK, token))
-    return dataclasses.replace(s, timer=TimerHandle(token, ref, deadline), timer_seq=token)
+    return _replace_value(s, timer=TimerHandle(token, ref, deadline), timer_seq=token)
 
 
 def _on_tick(ctx: _Ctx, state_name: str, token: int, s: State) -> tuple:
     if s.timer is None or s.timer.token != token:
         return ("keep_state", s)  # a cancelled timer that had already fired
-    s = dataclasses.replace(s, timer=None)
+    s = _replace_value(s, timer=None)
     if state_name == "leader":
         l = s.leadership  # noqa: E741
         assert l is not None
@@ -396,20 +396,20 @@ def _schedule_flush(ctx: _Ctx, s: State) -> State:
     if s.flush_pending:
         return s
     ctx.send_self(FLUSH)
-    return dataclasses.replace(s, flush_pending=True)
+    return _replace_value(s, flush_pending=True)
 
 
 def _on_flush(ctx: _Ctx, state_name: str, s: State) -> tuple:
-    s = dataclasses.replace(s, flush_pending=False)
+    s = _replace_value(s, flush_pending=False)
     if s.persistence is not None:
         # entries must be durable before the leader counts its own copy or a follower acknowledges
-        s = dataclasses.replace(s, persistence=s.persistence.sync())
+        s = _replace_value(s, persistence=s.persistence.sync())
     if state_name == "leader":
         s = _broadcast_append_entries(ctx, s, heartbeat=False)
     if s.pending_responses:
         for dest, resp in s.pending_responses.items():
             ctx.cast(s, dest, resp)
-        s = dataclasses.replace(s, pending_responses={})
+        s = _replace_value(s, pending_responses={})
     return ("keep_state", s)
 
 
@@ -465,7 +465,7 @@ def _replace(s: State, **changes: Any) -> State:
     # skip the copy when nothing changed (the common case for idle heartbeats)
     for k, v in changes.items():
         if getattr(s, k) is not v:
-            return dataclasses.replace(s, **changes)
+            return _replace_value(s, **changes)
     return s
 
 
@@ -488,7 +488,7 @@ def _leader_call(ctx: _Ctx, from_: Any, req: Any, s: State) -> tuple:
 
 
 def _append_and_flush(ctx: _Ctx, s: State, logs: Logs.Logs, entry: LogEntry, **changes: Any) -> State:
-    s = dataclasses.replace(s, logs=logs, **changes)
+    s = _replace_value(s, logs=logs, **changes)
     s = _persist_log_entries(s, [entry])
     return _schedule_flush(ctx, s)
 
@@ -543,7 +543,7 @@ def _leader_add_follower(ctx: _Ctx, from_: Any, new_follower: Any, s: State) -> 
     assert leadership is not None
     if len(s.members.all) <= 1:
         # a lonely leader had no quorum to lose; its quorum clock starts now
-        leadership = dataclasses.replace(leadership, quorum_timer_started_at=ctx.now)
+        leadership = _replace_value(leadership, quorum_timer_started_at=ctx.now)
     s = _append_and_flush(ctx, s, logs, entry, members=result[1], leadership=leadership)
     ctx.reply(s, from_, ("ok", _make_install_snapshot(ctx, s, for_joiner=True)))
     return ("keep_state", s)
@@ -580,7 +580,7 @@ def _leader_replace_leader(ctx: _Ctx, from_: Any, new_leader: Any, s: State) -> 
     ):
         ctx.reply(s, from_, ("error", "new_leader_unresponsive"))
         return ("keep_state", s)
-    s = dataclasses.replace(s, members=result[1])
+    s = _replace_value(s, members=result[1])
     ctx.reply(s, from_, "ok")
     return ("keep_state", s)
 
@@ -588,16 +588,16 @@ def _leader_replace_leader(ctx: _Ctx, from_: Any, new_leader: Any, s: State) -> 
 def _become_leader(ctx: _Ctx, s: State) -> tuple:
     me = ctx.me
     logs, entry = Logs.add_entry_on_elected_leader(s.logs, s.members, s.current_term, me)
-    s = dataclasses.replace(
+    s = _replace_value(
         s,
         members=Members.put_leader(s.members, me),
         leadership=Leadership.new_for_leader(ctx.now, s.config),
-        election=dataclasses.replace(s.election, voted_for=me, votes=None, deadline=None),
+        election=_replace_value(s.election, voted_for=me, votes=None, deadline=None),
         logs=logs,
     )
     s = _persist_log_entries(s, [entry])
     if s.persistence is not None:
-        s = dataclasses.replace(s, persistence=s.persistence.sync())
+        s = _replace_value(s, persistence=s.persistence.sync())
     s = _broadcast_append_entries(ctx, s, heartbeat=True)
     return ("next_state", "leader", s)
 
@@ -609,14 +609,14 @@ def _broadcast_append_entries(ctx: _Ctx, s: State, heartbeat: bool) -> State:
         # no other member: nobody will answer, the leader decides alone
         logs, to_apply = Logs.commit_to_latest(s.logs)
         if logs is not s.logs:
-            s = dataclasses.replace(s, logs=logs)
+            s = _replace_value(s, logs=logs)
             s = _leader_apply_committed_log_entries(ctx, s, to_apply)
         return s
     for f in followers:
         s = _send_append_entries(ctx, s, f, heartbeat)
     if heartbeat:
         assert s.leadership is not None
-        s = dataclasses.replace(s, leadership=Leadership.heartbeat_sent(s.leadership, ctx.now, s.config))
+        s = _replace_value(s, leadership=Leadership.heartbeat_sent(s.leadership, ctx.now, s.config))
     return s
 
 
@@ -636,7 +636,7 @@ def _send_append_entries(ctx: _Ctx, s: State, follower: Any, heartbeat: bool) ->
         return _replace(s, logs=r[2])
     if kind == "snapshot":
         # the entries it needs are gone from memory: send the committed state instead
-        s = dataclasses.replace(s, logs=r[1])
+        s = _replace_value(s, logs=r[1])
         ctx.cast(s, follower, _make_install_snapshot(ctx, s, for_joiner=False))
         return s
     return s
@@ -692,7 +692,7 @@ def _candidate_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
         if msg.term < s.current_term or not msg.vote_granted:
             return ("keep_state", s)
         election, majority = Election.gain_vote(s.election, s.members.all, msg.from_)
-        s = dataclasses.replace(s, election=election)
+        s = _replace_value(s, election=election)
         if majority:
             return _become_leader(ctx, s)
         return ("keep_state", s)
@@ -707,12 +707,12 @@ def _become_candidate_and_start_new_election(ctx: _Ctx, s: State, replacing_lead
     term = s.current_term + 1
     if s.members.all == {me}:
         # a 1-member group already has the majority (itself): skip the candidate state
-        s = dataclasses.replace(s, current_term=term, election=Election.new_for_leader(me))
+        s = _replace_value(s, current_term=term, election=Election.new_for_leader(me))
         return _become_leader(ctx, s)
     election = Election.update_for_candidate(
         s.election, me, ctx.now, Election.random_timeout(s.config.election_timeout)
     )
-    s = dataclasses.replace(
+    s = _replace_value(
         s, members=Members.put_leader(s.members, None), current_term=term, election=election
     )
     last = Logs.last_entry(s.logs)
@@ -754,10 +754,10 @@ def _follower_timeout_now(ctx: _Ctx, msg: TimeoutNow, s: State) -> tuple:
     if r[0] != "ok":
         return ("keep_state", s)
     _, logs, members, to_apply, to_persist, _i_match = r
-    s = dataclasses.replace(s, logs=logs, members=members)
+    s = _replace_value(s, logs=logs, members=members)
     s = _persist_log_entries(s, to_persist)
     if s.persistence is not None:
-        s = dataclasses.replace(s, persistence=s.persistence.sync())
+        s = _replace_value(s, persistence=s.persistence.sync())
     s = _nonleader_apply_committed_log_entries(s, to_apply)
     # caught up with the old leader: start an election at once
     return _become_candidate_and_start_new_election(ctx, s, True)
@@ -775,9 +775,9 @@ def _handle_install_snapshot(ctx: _Ctx, snap: Snapshot, s: State) -> tuple:
         persistence = s.persistence
         if persistence is not None:
             persistence = persistence.unset_snapshot_metadata()  # our files no longer describe our state
-        s = dataclasses.replace(
+        s = _replace_value(
             s,
-            members=dataclasses.replace(snap.members, pending_leader_change=None),
+            members=_replace_value(snap.members, pending_leader_change=None),
             logs=Logs.new_for_new_follower(snap.last_committed_entry),
             data=snap.data,
             command_results=snap.command_results,
@@ -786,7 +786,7 @@ def _handle_install_snapshot(ctx: _Ctx, snap: Snapshot, s: State) -> tuple:
         )
     else:
         # a stale snapshot (we have moved past it): keep our state, tell the leader where we are
-        s = dataclasses.replace(s, members=Members.put_leader(s.members, leader_pid))
+        s = _replace_value(s, members=Members.put_leader(s.members, leader_pid))
         index = s.logs.i_committed
     s = _reset_election_timer_on_leader_message(ctx, s)
     # InstallSnapshot carries no timestamp: 0 never counts towards the leader's lease
@@ -809,7 +809,7 @@ def _convert_to_follower(ctx: _Ctx, s: State, new_term: int) -> State:
     election = Election.update_for_follower(
         s.election, ctx.now, Election.random_timeout(s.config.election_timeout), new_term > s.current_term
     )
-    return dataclasses.replace(
+    return _replace_value(
         s,
         members=Members.put_leader(s.members, None),
         current_term=new_term,
@@ -820,7 +820,7 @@ def _convert_to_follower(ctx: _Ctx, s: State, new_term: int) -> State:
 
 def _reset_election_timer_on_leader_message(ctx: _Ctx, s: State) -> State:
     timeout = Election.random_timeout(s.config.election_timeout)
-    return dataclasses.replace(s, election=Election.reset_timer(s.election, ctx.now, timeout))
+    return _replace_value(s, election=Election.reset_timer(s.election, ctx.now, timeout))
 
 
 def _queue_append_entries_response(ctx: _Ctx, s: State, dest: Any, resp: AppendEntriesResponse) -> State:
@@ -836,7 +836,7 @@ def _queue_append_entries_response(ctx: _Ctx, s: State, dest: Any, resp: AppendE
         resp.leader_timestamp = ts
     pending = dict(s.pending_responses)
     pending[dest] = resp
-    s = dataclasses.replace(s, pending_responses=pending)
+    s = _replace_value(s, pending_responses=pending)
     return _schedule_flush(ctx, s)
 
 
@@ -890,7 +890,7 @@ def _handle_request_vote_request(ctx: _Ctx, req: RequestVoteRequest, s: State, s
         if grant:
             timeout = Election.random_timeout(s.config.election_timeout)
             election = Election.vote_for(s.election, req.candidate_pid, ctx.now, timeout)
-            s = dataclasses.replace(s, election=election)
+            s = _replace_value(s, election=election)
         return ("keep_state", s)
     # we still trust a live leader: refuse without adopting the (possibly disruptive) newer term
     ctx.cast(s, req.candidate_pid, RequestVoteResponse(from_=me, term=s.current_term, vote_granted=False))
@@ -910,9 +910,9 @@ def _handle_call_common(ctx: _Ctx, from_: Any, req: Any, state_name: str, s: Sta
     if tag == "force_remove_member" and n == 2:
         # Removing a member may make a candidate the winner; the next time-out sorts that out.
         pid = req[1]
-        s = dataclasses.replace(s, members=Members.force_remove_member(s.members, pid))
+        s = _replace_value(s, members=Members.force_remove_member(s.members, pid))
         if s.leadership is not None:
-            s = dataclasses.replace(
+            s = _replace_value(
                 s,
                 logs=Logs.forget_follower(s.logs, pid),
                 leadership=Leadership.remove_follower_response_time_entry(s.leadership, pid),
@@ -923,7 +923,7 @@ def _handle_call_common(ctx: _Ctx, from_: Any, req: Any, state_name: str, s: Sta
         ctx.reply(s, from_, _status(ctx, state_name, s))
         return ("keep_state", s)
     if tag == "snapshot_created" and n == 5 and s.persistence is not None:
-        s = dataclasses.replace(s, persistence=s.persistence.snapshot_created(*req[1:]))
+        s = _replace_value(s, persistence=s.persistence.snapshot_created(*req[1:]))
         ctx.reply(s, from_, "ok")
         return ("keep_state", s)
     if state_name == "leader":
@@ -1015,59 +1015,58 @@ def _run_query(ctx: _Ctx, s: State, client: Any, arg: Any) -> None:
 
 def _leader_apply_committed_log_entries(ctx: _Ctx, s: State, entries: list[LogEntry]) -> State:
     me = ctx.me
+    # `w` is a fresh copy nobody else has seen: filling it in place costs one copy per batch
+    w = _replace_value(s)
     results: CommandResults | None = None
     for e in entries:
         kind = e[2]
         if kind == COMMAND:
             if results is None:
-                results = s.command_results.copy()
-            data, results = _run_command(ctx, s, s.data, results, e[3])
-            s = dataclasses.replace(s, data=data)
+                results = w.command_results.copy()
+            w.data, results = _run_command(ctx, w, w.data, results, e[3])
         elif kind == QUERY:
             client, arg = e[3]
-            _run_query(ctx, s, client, arg)
+            _run_query(ctx, w, client, arg)
         elif kind == CHANGE_CONFIG:
-            s = dataclasses.replace(s, config=e[3])
+            w.config = e[3]
         elif kind == LEADER_ELECTED:
             payload = e[3]
             elected = payload[0] if isinstance(payload, list) and payload else payload
             if elected == me:
-                ctx.hook(s, "on_elected", s.data)
+                ctx.hook(w, "on_elected", w.data)
         elif kind == ADD_FOLLOWER:
-            ctx.hook(s, "on_follower_added", s.data, e[3])
-            s = dataclasses.replace(s, members=Members.membership_change_committed(s.members, e[1]))
+            ctx.hook(w, "on_follower_added", w.data, e[3])
+            w.members = Members.membership_change_committed(w.members, e[1])
         elif kind == REMOVE_FOLLOWER:
             pid = e[3]
             # a cast rather than a stop: it stops `pid` only if it really is a follower
-            ctx.cast(s, pid, "remove_follower_completed")
-            ctx.hook(s, "on_follower_removed", s.data, pid)
-            s = dataclasses.replace(
-                s,
-                members=Members.membership_change_committed(s.members, e[1]),
-                logs=Logs.forget_follower(s.logs, pid) if pid not in s.members.all else s.logs,
-            )
+            ctx.cast(w, pid, "remove_follower_completed")
+            ctx.hook(w, "on_follower_removed", w.data, pid)
+            w.members = Members.membership_change_committed(w.members, e[1])
+            if pid not in w.members.all:
+                w.logs = Logs.forget_follower(w.logs, pid)
         # RESTORE_FROM_FILES: nothing to do
     if results is not None:
-        s = dataclasses.replace(s, command_results=results)
-    return _truncate_logs(s)
+        w.command_results = results
+    return _truncate_logs(w)
 
 
 def _nonleader_apply_committed_log_entries(s: State, entries: list[LogEntry]) -> State:
+    w = _replace_value(s)  # private copy, filled in place
     results: CommandResults | None = None
     for e in entries:
         kind = e[2]
         if kind == COMMAND:
             if results is None:
-                results = s.command_results.copy()
-            data, results = _run_command(None, s, s.data, results, e[3])
-            s = dataclasses.replace(s, data=data)
+                results = w.command_results.copy()
+            w.data, results = _run_command(None, w, w.data, results, e[3])
         elif kind == CHANGE_CONFIG:
-            s = dataclasses.replace(s, config=e[3])
+            w.config = e[3]
         elif kind == ADD_FOLLOWER or kind == REMOVE_FOLLOWER:
-            s = dataclasses.replace(s, members=Members.membership_change_committed(s.members, e[1]))
+            w.members = Members.membership_change_committed(w.members, e[1])
     if results is not None:
-        s = dataclasses.replace(s, command_results=results)
-    return _truncate_logs(s)
+        w.command_results = results
+    return _truncate_logs(w)
 
 
 def _truncate_logs(s: State) -> State:
@@ -1095,4 +1094,4 @@ def _persist_log_entries(s: State, entries: list[LogEntry]) -> State:
             command_results=s.command_results,
         )
         p = p.switch_log_file_and_spawn_snapshot_writer(snapshot, s.logs.i_max + 1)
-    return dataclasses.replace(s, persistence=p)
+    return _replace_value(s, persistence=p)
