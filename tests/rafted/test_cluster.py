@@ -734,3 +734,28 @@ def test_a_raising_data_module_fails_the_request_not_the_members(cluster: Cluste
     assert RaftedValue.command(leader, "inc") == ("ok", 1)
     wait_until(lambda: all(state_of(m)[1].data == 2 for m in [leader, *followers]), what="replication")
     assert all(nodes.is_alive(m) for m in [leader, *followers])
+
+
+def test_a_state_handed_out_by_get_state_never_changes(cluster: Cluster) -> None:
+    leader, [follower] = cluster.make(1)
+    name, before = state_of(leader)
+    snapshot = (
+        before.logs.i_max,
+        before.logs.i_committed,
+        dict(before.logs.map),
+        before.data,
+        len(before.command_results),
+    )
+    f_before = state_of(follower)[1]
+    f_snapshot = (f_before.logs.i_max, dict(f_before.logs.map), f_before.data)
+    for _ in range(150):
+        assert RaftedValue.command(leader, "inc")[0] == "ok"
+    assert (
+        before.logs.i_max,
+        before.logs.i_committed,
+        before.logs.map,
+        before.data,
+        len(before.command_results),
+    ) == snapshot
+    assert (f_before.logs.i_max, f_before.logs.map, f_before.data) == f_snapshot
+    assert state_of(leader)[1].data == 150

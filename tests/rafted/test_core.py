@@ -464,3 +464,14 @@ def test_messages_are_compact_and_picklable() -> None:
     m = AppendEntriesResponse(from_=A, term=1, success=True, i_replicated=3, leader_timestamp=9)
     assert not hasattr(m, "__dict__")
     assert pickle.loads(pickle.dumps(m)) == m
+
+
+def test_value_copies_leave_the_original_untouched() -> None:
+    from rafted._values import replace
+
+    m = Members.Members(leader=A, all={A, B})
+    m2 = replace(m, leader=B)
+    assert (m.leader, m2.leader, m2.all) == (A, B, {A, B}) and type(m2) is Members.Members
+    assert replace(m) == m and replace(m) is not m
+    with pytest.raises(TypeError, match="no field"):
+        replace(m, leeder=B)
