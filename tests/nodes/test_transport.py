@@ -414,6 +414,7 @@ def test_hostile_input_is_dropped_never_unpickled_and_service_continues(
     ctx: zmq.Context[Any] = zmq.Context()
     try:
         # Strangers: garbage, pickles, bad hellos, at both the in-test node and the peer process.
+        started = time.monotonic()
         for port in (t.port, a.port):
             for parts in hostile_messages(evil):
                 sock = raw_dealer(ctx, port)
@@ -430,7 +431,8 @@ def test_hostile_input_is_dropped_never_unpickled_and_service_continues(
         support.wait_until(lambda: t.transport.stats["dropped_frames"] >= hostile, 10, "t to drop them all")
         support.wait_until(lambda: "dropped a message" in a.log(), 10, "a to drop them")
         stranger_warnings = [r for r in caplog.records if "has not completed the handshake" in r.getMessage()]
-        assert 1 <= len(stranger_warnings) <= 3  # rate-limited: at most one a second
+        # Rate-limited: at most one warning a second (well under the dozen messages dropped).
+        assert 1 <= len(stranger_warnings) <= 2 + (time.monotonic() - started)
 
         # Wrong cookie, then a pickle anyway.
         sock, session = raw_handshake(ctx, t.port, f"intruder@{HOST}", T, b"wrong cookie")
