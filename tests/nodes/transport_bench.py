@@ -55,8 +55,9 @@ def main() -> int:
         def pct(p: float) -> float:
             return samples[min(n - 1, int(n * p))] * 1e6
 
+        woken = t.transport.stats["wakeups"] - wakeups
         print(f"round trip over {n}: p50 {pct(0.5):.0f} µs, p90 {pct(0.9):.0f} µs, p99 {pct(0.99):.0f} µs, "
-              f"max {samples[-1] * 1e6:.0f} µs; wake-ups of the I/O thread {t.transport.stats['wakeups'] - wakeups}")
+              f"max {samples[-1] * 1e6:.0f} µs; wake-ups of the I/O thread {woken}")
 
         m = args.messages
         frames = t.transport.stats["frames_sent"]
