@@ -134,7 +134,7 @@ class Demo:
 
     # -- the example ---------------------------------------------------------------------
     def run(self) -> None:
-        say(f"== starting node demo-{self.run_id} (this script) and three headless nodes")
+        say(f"== starting node demo{self.run_id} (this script) and three headless nodes")
         nodes.start(f"demo{self.run_id}")
         n1, n2, n3 = (self.start_node(f"{i}x{self.run_id}") for i in (1, 2, 3))
         say(f"   nodes up: {', '.join(nodes.list_nodes())}")
