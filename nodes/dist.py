@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,30 @@ def list_nodes() -> list[str]:
     if node.dist is None:
         return []
     return sorted(_transport.connected_nodes())
+
+
+def partition(blocked_nodes: Iterable[str]) -> None:
+    """Fault injection: cut this node off from ``blocked_nodes`` (a network partition).
+
+    The transport drops every frame to and from them, ticks and handshakes included, so
+    the connections die of silence and cannot come back until :func:`heal`.  Replaces the
+    previous set.  For a clean cut, call it on the nodes of both sides (e.g. with
+    ``nodes.rpc.call``) before anything else.  Raises RuntimeError when not distributed.
+    """
+    if _transport is None:
+        raise RuntimeError("partition: this node is not distributed (nodes.start first)")
+    _transport.set_blocked(blocked_nodes)
+
+
+def heal() -> None:
+    """Undo :func:`partition`: traffic flows again and lost connections come back by themselves."""
+    if _transport is not None:
+        _transport.set_blocked(())
+
+
+def blocked_nodes() -> list[str]:
+    """The nodes :func:`partition` currently cuts this node off from."""
+    return sorted(_transport.blocked_nodes()) if _transport is not None else []
 
 
 def stop() -> None:

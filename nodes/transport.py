@@ -54,6 +54,9 @@ until epmd on the peer's host no longer lists it, :meth:`disconnect` is called, 
 said bye; a peer that comes back with a new creation is reported down (old) then up (new).
 Frames from strangers or that fail their checks are dropped and logged (at most one warning
 per second per source, with a count) and never unpickled.
+
+**Fault injection.**  :meth:`Transport.set_blocked` is a partition switch: every frame to and
+from the chosen nodes is dropped (``nodes.dist.partition`` / ``nodes.dist.heal``).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -268,6 +271,8 @@ class Transport:
         self._closed = False
         self._stop_called = False
         self._valid_names: set[str] = set()
+        # Partition switch (fault injection, :meth:`set_blocked`): read and written by the I/O thread.
+        self._blocked: frozenset[str] = frozenset()
 
         # Owned by the I/O thread.
         self._peers: dict[str, _Peer] = {}
@@ -382,6 +387,28 @@ class Transport:
             return node in self._up
         return waiter.wait(10.0)
 
+    def set_blocked(self, nodes: Iterable[str]) -> None:
+        """Partition switch for fault injection: drop every frame to and from ``nodes``.
+
+        Data, ticks, handshakes and byes alike, in both directions, so a connection to a
+        blocked node dies of silence (after ``3 * tick_ms``) and reconnection attempts fail
+        until it is unblocked, as in a real network partition.  Set it on the nodes of both
+        sides.  ``set_blocked(())`` heals: handshakes that were talking into the void are
+        restarted at once.  Returns once the I/O thread applied the change.
+        """
+        blocked = frozenset(nodes)
+        for name in blocked:
+            split_node_name(name)
+        self._require_running()
+        waiter = _Waiter()
+        self._post(lambda: self._cmd_set_blocked(blocked, waiter))
+        if threading.current_thread() is not self._thread:
+            waiter.wait(10.0)
+
+    def blocked_nodes(self) -> frozenset[str]:
+        """The nodes :meth:`set_blocked` cut us off from."""
+        return self._blocked
+
     def connected_nodes(self) -> list[str]:
         """Nodes with an authenticated connection right now."""
         return sorted(self._up)
@@ -492,6 +519,20 @@ class Transport:
         self.stats["sleeps"] += 1
         return events
 
+    def _cmd_set_blocked(self, blocked: frozenset[str], waiter: _Waiter) -> None:
+        healed = self._blocked - blocked
+        self._blocked = blocked
+        for name in healed:
+            peer = self._peers.get(name)
+            if peer is None:
+                continue
+            if peer.hs is not None:
+                self._close(peer.hs, "partition healed: restarting the handshake", retry=True)
+            if peer.retry and peer.conn is None:
+                peer.backoff = INITIAL_BACKOFF
+                peer.retry_at = self._now
+        waiter.set(True)
+
     def _run_commands(self) -> None:
         cmds = self._cmds
         while cmds:
@@ -532,6 +573,9 @@ class Transport:
                 return
             rid, body = parts[0], parts[1:]
             conn = self._by_rid.get(rid)
+            if conn is not None and conn.peer in self._blocked:
+                self.stats["blocked_frames"] += 1
+                continue
             try:
                 if conn is None:
                     self._from_stranger(rid, body)
@@ -552,6 +596,9 @@ class Transport:
                 parts = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if conn.peer in self._blocked:
+                self.stats["blocked_frames"] += 1
+                continue
             try:
                 if parts == [RESET]:
                     self._close(conn, "the peer does not know this connection", retry=True)
@@ -732,6 +779,9 @@ class Transport:
             self._drop_stranger(f"malformed hello: {error}")
             return
         frm, to, creation = msg.get("from"), msg.get("to"), msg.get("creation")
+        if isinstance(frm, str) and frm in self._blocked:
+            self.stats["blocked_frames"] += 1
+            return
         if msg.get("v") != PROTOCOL_VERSION:
             self._rlog.warning("hello", "%s refused a connection: protocol version %r", self.node_name,
                                msg.get("v"))
@@ -981,6 +1031,9 @@ class Transport:
 
     def _zsend(self, conn: _Conn, parts: list[bytes]) -> bool:
         """Send without blocking; a send ZeroMQ refuses brings the connection down."""
+        if conn.peer in self._blocked:
+            self.stats["blocked_frames"] += 1
+            return True  # lost in the (simulated) network
         try:
             if conn.outgoing:
                 assert conn.sock is not None
@@ -1083,6 +1136,8 @@ class Transport:
     def _say_bye(self, conn: _Conn) -> None:
         """Best effort: the connection ends either way."""
         assert conn.session is not None
+        if conn.peer in self._blocked:
+            return
         try:
             parts = conn.session.seal(codec.BYE)
             if conn.outgoing:
