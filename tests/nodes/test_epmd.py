@@ -154,7 +154,7 @@ def test_registration_survives_an_epmd_restart(port: int) -> None:
                            "a new epmd")
         support.wait_until(lambda: epmd.lookup("127.0.0.1", "survivor", port) == (7000, 3), 10.0,
                            "the registration to come back")
-        assert reg.reregistrations == 1
+        support.wait_until(lambda: reg.reregistrations == 1, 5.0, "the registration to count it")
     finally:
         reg.close()
 
