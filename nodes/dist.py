@@ -113,15 +113,27 @@ def start(name: str, cookie: str | None = None, *, tick_ms: int | None = None) -
             on_message=_on_message, on_node_up=_on_node_up, on_node_down=process.node_down,
             bind_host=_bind_host(host), epmd_port=epmd_port, tick_ms=tick,
         )
-        process.rename_all(wanted, creation)
-        node.name, node.creation = wanted, creation
-        transport.start()
-        _transport = transport
-        node.dist = _Dist(transport)
         from . import registry
 
+        previous = (node.name, node.creation)
+        process.rename_all(wanted, creation)
+        node.name, node.creation = wanted, creation
+        # rex must be registered before the transport accepts connections: a peer may call
+        # it as soon as it is connected (a monitor arriving first would report noproc).
+        rex = None
         if registry.lookup(rpc.REX) is None:
-            registry.add(rpc.REX, process.spawn(rpc.serve))
+            rex = process.spawn(rpc.serve)
+            registry.add(rpc.REX, rex)
+        try:
+            transport.start()
+        except BaseException:
+            if rex is not None:  # e.g. the name is taken: stay the node we were
+                process.send_exit(rex, rex, "kill", "kill")
+            process.rename_all(*previous)
+            node.name, node.creation = previous
+            raise
+        _transport = transport
+        node.dist = _Dist(transport)
         return wanted
 
 

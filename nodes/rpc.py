@@ -5,6 +5,12 @@ starts; a call sends it the function and its arguments (pickled, with
 cloudpickle for functions defined in ``__main__`` or a shell), ``rex`` runs it in a
 fresh process and replies.  A call to the local node runs in a fresh local
 process the same way, so ``rpc.call(nodes.node(), ...)`` behaves like a remote one.
+
+Between nodes the function with its arguments, and the outcome, travel as pickled
+bytes inside the message and are unpickled by the worker and by the caller: a
+function the remote node cannot import (its module is not there) or a result or
+exception class the caller cannot load then becomes an exception at the caller,
+instead of a message the transport cannot decode and drops (a call that hangs).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from . import process
+from . import codec, process
 from . import this_node as node
 from .terms import CallReply, Exit, Pid, Ref, make_ref
 
@@ -35,12 +41,14 @@ def call(node_name: str, fn: Any, *args: Any, timeout: int | None = None) -> Any
     if timeout is not None and (not isinstance(timeout, int) or timeout < 0):
         raise TypeError(f"rpc.call: timeout must be a non-negative int of ms or None, got {timeout!r}")
     me = process.current()
+    remote = not node.is_local_node(node_name)
+    # an unpicklable fn or argument fails here, at the call site
+    payload = codec.dumps((fn, args)) if remote else b""
     tag = make_ref()  # tags the reply; the monitor only tells us the other side is gone
     me.mailbox.activate_alias(tag)
-    remote = not node.is_local_node(node_name)
     if remote:
         mref = process.monitor((REX, node_name))
-        node.route((REX, node_name), ("$rpc", me.pid, tag, fn, args))
+        node.route((REX, node_name), ("$rpc", me.pid, tag, payload))
     else:
         mref = process.monitor(process.spawn(_worker, me.pid, tag, fn, args))
 
@@ -65,11 +73,25 @@ def call(node_name: str, fn: Any, *args: Any, timeout: int | None = None) -> Any
     outcome = msg.value
     if outcome[0] == "ok":
         return outcome[1]
-    _, exc, remote_tb = outcome
-    if isinstance(exc, BaseException):
-        exc.add_note(f"remote traceback from {node_name}:\n{remote_tb}")
-        raise exc
-    raise RemoteError(f"{exc}\nremote traceback from {node_name}:\n{remote_tb}")
+    if outcome[0] == "ok_pickled":
+        try:
+            return codec.loads(outcome[1])
+        except Exception as error:
+            error.add_note(f"the result of the call on {node_name} cannot be loaded on {node.name}")
+            raise
+    remote_exc: Any
+    if outcome[0] == "raise_pickled":
+        _, pickled, text, remote_tb = outcome
+        try:
+            remote_exc = codec.loads(pickled) if pickled is not None else text
+        except Exception:  # noqa: BLE001 - its class does not load here: the text must do
+            remote_exc = text
+    else:
+        _, remote_exc, remote_tb = outcome
+    if isinstance(remote_exc, BaseException):
+        remote_exc.add_note(f"remote traceback from {node_name}:\n{remote_tb}")
+        raise remote_exc
+    raise RemoteError(f"{remote_exc}\nremote traceback from {node_name}:\n{remote_tb}")
 
 
 def _worker(caller: Pid, tag: Ref, fn: Any, args: tuple[Any, ...]) -> None:
@@ -80,10 +102,25 @@ def _worker(caller: Pid, tag: Ref, fn: Any, args: tuple[Any, ...]) -> None:
     node.route(caller, CallReply(tag, outcome))
 
 
+def _remote_worker(caller: Pid, tag: Ref, payload: bytes) -> None:
+    """A call from another node: unpickle here, and send the outcome back pickled."""
+    try:
+        fn, args = codec.loads(payload)
+        outcome: Any = ("ok_pickled", codec.dumps(fn(*args)))
+    except Exception as exc:  # noqa: BLE001 - the exception travels back to the caller
+        text = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+        try:
+            pickled: bytes | None = codec.dumps(exc)
+        except Exception:  # noqa: BLE001 - an unpicklable exception still travels as text
+            pickled = None
+        outcome = ("raise_pickled", pickled, text, traceback.format_exc())
+    node.route(caller, CallReply(tag, outcome))
+
+
 def serve() -> None:
     """The body of ``rex``: run each request in a process of its own."""
     while True:
         msg = process.receive()
-        if type(msg) is tuple and len(msg) == 5 and msg[0] == "$rpc":
-            _, caller, tag, fn, args = msg
-            process.spawn(_worker, caller, tag, fn, args)
+        if type(msg) is tuple and len(msg) == 4 and msg[0] == "$rpc" and type(msg[3]) is bytes:
+            _, caller, tag, payload = msg
+            process.spawn(_remote_worker, caller, tag, payload)

@@ -302,6 +302,167 @@ def nodes_local(args: argparse.Namespace) -> Figures:
     return figures
 
 
+# -- nodes-remote --------------------------------------------------------------------------------
+#
+# The bench process becomes a node and starts a second node as an OS process (``python -m nodes
+# --noshell``) on a private epmd port with a random cookie, both on 127.0.0.1.  The functions and
+# the gen_statem below run on the other node: this script is ``__main__``, so they travel by value
+# (cloudpickle), as code typed in a shell does.  The peer and the epmd are killed by PID at the end.
+
+REMOTE_WINDOW = 8  # batches in flight: a round trip between nodes is longer than within one
+
+
+def _echo() -> None:
+    import nodes
+
+    while True:
+        msg = nodes.receive()
+        if msg == "stop":
+            return
+        nodes.send(msg[0], msg[1])
+
+
+def _pinger(parent: Any, echo: Any, duration_s: float) -> None:
+    import nodes
+
+    me = nodes.self()
+    latencies_us: list[float] = []
+    clock = time.perf_counter_ns
+
+    def step() -> int:
+        started = clock()
+        nodes.send(echo, (me, started))
+        nodes.receive(match=lambda m: m == started)
+        latencies_us.append((clock() - started) / 1000)
+        return 1
+
+    pings, elapsed = run_for(duration_s, step)
+    nodes.send(parent, ("pings", pings, elapsed, latencies_us))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _RemotePeer:
+    """This process as node bench<pid>@127.0.0.1 and a second node as an OS process."""
+
+    def __init__(self, startup_timeout_s: float = 30.0) -> None:
+        import secrets
+        import subprocess
+        import tempfile
+
+        import nodes
+
+        self.epmd_port = _free_port()
+        os.environ["NODES_EPMD_PORT"] = str(self.epmd_port)
+        os.environ["NODES_COOKIE"] = secrets.token_hex(16)
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-peer-", suffix=".log", delete=False)  # noqa: SIM115
+        self.name = f"benchpeer{os.getpid()}@127.0.0.1"
+        nodes.start(f"bench{os.getpid()}@127.0.0.1")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                         os.environ.get("PYTHONPATH")]))}
+        self.popen = subprocess.Popen([sys.executable, "-m", "nodes", "--name", self.name, "--noshell"],
+                                      stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+                                      env=env, cwd=ROOT)
+        deadline = time.monotonic() + startup_timeout_s
+        while not nodes.connect(self.name):
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"the second node did not start; its log:\n{self.read_log()}")
+            time.sleep(0.05)
+
+    def read_log(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def close(self) -> None:
+        import signal
+        import subprocess
+
+        from nodes import dist, epmd
+
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+        dist.stop()
+        try:  # the epmd our node started on the private port
+            os.kill(epmd.pid(epmd_port=self.epmd_port), signal.SIGKILL)
+        except (OSError, KeyError, ValueError):
+            pass
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def _measure_remote_echo(peer: _RemotePeer, duration_s: float) -> Figures:
+    import nodes
+
+    echo = nodes.rpc.call(peer.name, nodes.spawn, _echo, timeout=10_000)
+    try:
+        nodes.spawn(_pinger, nodes.self(), echo, duration_s)
+        _, pings, elapsed, latencies_us = nodes.receive(int(duration_s * 1000) + 60_000,
+                                                        match=lambda m: m[0] == "pings")
+    finally:
+        nodes.send(echo, "stop")
+    return {"echo_round_trips_per_s": rate(pings, elapsed), "echo_latency_us": percentiles(latencies_us)}
+
+
+def _measure_remote_calls(peer: _RemotePeer, duration_s: float) -> Figures:
+    import nodes
+    from nodes import gen_statem
+
+    status, server = nodes.rpc.call(peer.name, gen_statem.start, _Counter, None, timeout=10_000)
+    if status != "ok":
+        raise RuntimeError(f"could not start the gen_statem on {peer.name}: {server!r}")
+    try:
+        nodes.spawn(_caller, nodes.self(), server, duration_s)
+        _, calls, elapsed, latencies_us = nodes.receive(int(duration_s * 1000) + 60_000,
+                                                        match=lambda m: m[0] == "calls")
+    finally:
+        gen_statem.stop(server)
+    return {"call_round_trips_per_s": rate(calls, elapsed), "call_latency_us": percentiles(latencies_us)}
+
+
+def _measure_remote_throughput(peer: _RemotePeer, duration_s: float) -> Figures:
+    import nodes
+
+    consumer = nodes.rpc.call(peer.name, nodes.spawn, _consumer, BATCH, timeout=10_000)
+    try:
+        nodes.spawn(_producer, nodes.self(), consumer, duration_s, BATCH, REMOTE_WINDOW)
+        _, received, elapsed, sent = nodes.receive(int(duration_s * 1000) + 60_000,
+                                                   match=lambda m: m[0] == "send_receive")
+    finally:
+        nodes.send(consumer, ("stop",))
+    assert received == sent, f"sent {sent} messages but {received} arrived"
+    return {"one_way_msgs_per_s": rate(received, elapsed)}
+
+
+def _add_remote_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=3.0, metavar="S",
+                        help="seconds per measurement (default: 3)")
+
+
+@scenario("nodes-remote", "two node OS processes: echo and gen_statem call round trips (latency), "
+          "one-way message throughput counted on the receiver", options=_add_remote_options)
+def nodes_remote(args: argparse.Namespace) -> Figures:
+    peer = _RemotePeer()
+    try:
+        figures: Figures = {"peer": peer.name}
+        figures.update(_measure_remote_echo(peer, args.duration))
+        figures.update(_measure_remote_calls(peer, args.duration))
+        figures.update(_measure_remote_throughput(peer, args.duration))
+        return figures
+    finally:
+        peer.close()
+
+
 # -- command line --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
