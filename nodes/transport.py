@@ -480,11 +480,13 @@ class Transport:
         try:
             while not self._stopping:
                 worked = False
-                if self._cmds:
-                    self._run_commands()
-                    worked = True
+                # sends before commands: a send queued before a disconnect() from the same
+                # thread must go out on the old connection, not revive it afterwards
                 if self._outq:
                     self._flush_outq()
+                    worked = True
+                if self._cmds:
+                    self._run_commands()
                     worked = True
                 if worked:
                     self._last_activity = time.perf_counter()

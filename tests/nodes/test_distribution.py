@@ -101,10 +101,6 @@ def test_disconnect_does_not_reconnect(node_cluster) -> None:
     assert rpc(peer.name, nodes.list_nodes) == [nodes.node()]
 
 
-@pytest.mark.xfail(reason="transport bug: Transport._run runs queued commands before queued sends, so "
-                   "send(n, x) then disconnect(n) from one thread disconnects first and the send then "
-                   "reconnects (rpc.call then disconnect does it too: rpc's demonitor is that send)",
-                   strict=False)  # a race: the I/O thread may send first
 def test_a_send_just_before_disconnect_does_not_reconnect(node_cluster) -> None:
     peer = h.start_peer(node_cluster)
     for i in range(6):
