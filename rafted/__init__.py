@@ -30,6 +30,7 @@ the original exits.
 
 from __future__ import annotations
 
+import os
 import sys as _sys
 from typing import Any
 
@@ -39,6 +40,7 @@ from rafted.communication import Communication, RemoteMessageGateway
 from rafted.config import Config, make_config
 from rafted.data import Data
 from rafted.leader_hook import LeaderHook, NoOp
+from rafted.persistence import PersistenceError
 from rafted.persistence import read_last_log_index as _read_last_log_index
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "NoOp",
     "Communication",
     "RemoteMessageGateway",
+    "PersistenceError",
     "make_config",
     "start_link",
     "command",
@@ -107,6 +110,18 @@ def start_link(
     When no leader is found, start-up fails with ``("error",
     "no_leader_found")`` and no process is left behind. ``name`` registers
     the member locally.
+
+    ``persistence_dir`` (created if missing) makes the member persist its log
+    and snapshots there (see :mod:`rafted.persistence` and the README's
+    "Persistence"). Creating a group in a directory that holds files recovers
+    from them: a new 1-member group with the restored value and config (the
+    ``config`` passed in is then ignored) that commits every entry found and
+    calls the hook's ``on_restored_from_files``. Joining with a directory
+    replaces whatever it held by the leader's snapshot. Damaged files that
+    cannot be recovered without losing data fail start-up with ``("error",
+    ("persistence_error", exc))``, ``str(exc)`` naming the file and offset.
+    A new log file and snapshot are started when the log file grows beyond
+    ``log_file_expansion_factor`` × the latest snapshot's size.
     """
     if type(group_info) is not tuple or len(group_info) != 2:
         raise TypeError(f"start_link: group_info must be {_GROUP_INFO_FORMS}, got {group_info!r}")
@@ -133,7 +148,11 @@ def start_link(
         )
     _check_timeout("start_link", join_timeout)
     if persistence_dir is not None:
-        raise NotImplementedError("rafted: persistence_dir is not supported yet; members are in-memory only")
+        if not isinstance(persistence_dir, (str, os.PathLike)) or os.fspath(persistence_dir) == "":
+            raise TypeError(
+                f"start_link: persistence_dir must be a directory path or None, got {persistence_dir!r}"
+            )
+        persistence_dir = os.path.abspath(os.fspath(persistence_dir))
     options = {
         "persistence_dir": persistence_dir,
         "log_file_expansion_factor": log_file_expansion_factor,
@@ -261,7 +280,12 @@ def status(server: Any, timeout: int | None = 5000) -> dict:
 
 
 def read_last_log_index(dir: str) -> int | None:
-    """Last log index in the log files of persistence directory ``dir``, ``None`` without log files."""
+    """Last log index in the newest log file of persistence directory ``dir``, read from its end.
+
+    ``None`` without log files or when that last entry is damaged (a torn
+    write). Useful to pick, among the directories of a stopped group, the one
+    to restore from (the most advanced log).
+    """
     return _read_last_log_index(dir)
 
 

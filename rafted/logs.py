@@ -139,10 +139,13 @@ def add_entry_on_elected_leader(
     return add_entry(new_logs, lambda i: (term, i, LEADER_ELECTED, [me, *others]))
 
 
-def add_entry_on_add_follower(logs: Logs, term: int, new_follower: Any) -> tuple[Logs, LogEntry]:
-    # the joiner receives a snapshot at i_committed: replicate everything after it
+def add_entry_on_add_follower(
+    logs: Logs, term: int, new_follower: Any, snapshot_index: int | None = None
+) -> tuple[Logs, LogEntry]:
+    # the joiner receives a snapshot at i_committed (or, from a persisting leader, its latest
+    # snapshot file at `snapshot_index`): replicate everything after it
     followers = dict(logs.followers or {})
-    followers[new_follower] = (logs.i_committed + 1, 0)
+    followers[new_follower] = ((logs.i_committed if snapshot_index is None else snapshot_index) + 1, 0)
     new_logs = _replace_value(logs, followers=followers)
     return add_entry(new_logs, lambda i: (term, i, ADD_FOLLOWER, new_follower))
 
@@ -177,12 +180,15 @@ def make_append_entries_req(
     heartbeat: bool,
     snapshot_retry_ms: int,
     max_in_flight: int = MAX_ENTRIES_IN_FLIGHT,
+    snapshot_index: int | None = None,
 ) -> tuple:
     """What to send to ``follower`` now.
 
     Returns ``("ok", request, logs)``; ``("snapshot", logs)`` when the follower
     needs entries already truncated (send it a snapshot of the committed
-    state; its next index becomes ``i_committed + 1``); ``("skip", logs)``
+    state, or of ``snapshot_index`` if given: a persisting leader sends its
+    latest snapshot file; the follower's next index becomes the snapshot's
+    index + 1); ``("skip", logs)``
     when there is nothing to send (no new entries and not a heartbeat, too
     many in flight, or a snapshot is already on its way); ``("unknown",
     logs)`` for a pid that is not a follower.
@@ -197,10 +203,11 @@ def make_append_entries_req(
         sent = logs.snapshots_in_flight.get(follower)
         if sent is not None and now - sent[1] < snapshot_retry_ms:
             return ("skip", logs)
+        i_snap = logs.i_committed if snapshot_index is None else snapshot_index
         new_followers = dict(followers)  # type: ignore[arg-type]
-        new_followers[follower] = (logs.i_committed + 1, i_rep)
+        new_followers[follower] = (i_snap + 1, i_rep)
         in_flight = dict(logs.snapshots_in_flight)
-        in_flight[follower] = (logs.i_committed, now)
+        in_flight[follower] = (i_snap, now)
         return ("snapshot", _replace_value(logs, followers=new_followers, snapshots_in_flight=in_flight))
     hi = min(logs.i_max, i_rep + max_in_flight)
     if i_next > hi and not heartbeat:

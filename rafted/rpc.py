@@ -1,7 +1,7 @@
 """Member-to-member messages (``RaftedValue.RPC``): compact slotted dataclasses.
 
-All of them but :class:`InstallSnapshotCompressed` and :class:`TimeoutNow`
-carry the sender's ``term``. A test communication module can recognise them
+All of them carry the sender's ``term`` (:class:`TimeoutNow` in its
+request; :class:`InstallSnapshotCompressed` optionally). A test communication module can recognise them
 by type to drop or delay them. ``from`` is a Python keyword, so the sender
 field is ``from_``.
 
@@ -94,9 +94,16 @@ class InstallSnapshot:
 
 @dataclass(slots=True)
 class InstallSnapshotCompressed:
-    """A snapshot file's bytes, sent by persisting leaders (see :mod:`rafted.snapshot`)."""
+    """A snapshot file's bytes, sent by persisting leaders (see :mod:`rafted.snapshot`).
+
+    The file was written earlier, perhaps under another term or leader, so
+    (beyond the original) the sender adds its current ``term`` and its pid
+    as ``leader_pid``; ``None`` means: take them from the snapshot.
+    """
 
     bin: bytes
+    term: int | None = None
+    leader_pid: Any = None
 
 
 @dataclass(slots=True)

@@ -74,6 +74,13 @@ from rafted.log_entry import (
     REMOVE_FOLLOWER,
     LogEntry,
 )
+from rafted.persistence import (
+    SNAPSHOT_CREATED,
+    Persistence,
+    PersistenceError,
+    Recovered,
+    read_latest_snapshot_and_logs_if_available,
+)
 from rafted.rpc import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -178,49 +185,132 @@ def init(args: tuple) -> tuple:
     group_info, options = args
     me = nodes.self()
     ctx = _Ctx(me, _now())
-    if group_info[0] == "create_new_consensus_group":
-        s = _initialize_leader_state(ctx, group_info[1])
-        name = "leader"
-    else:
-        result = _call_add_server(list(group_info[1]), me, options.get("join_timeout", JOIN_TIMEOUT))
-        if result[0] == "error":
-            return ("stop", result[1])
-        s = _initialize_follower_state(ctx, result[1])
-        name = "follower"
+    try:
+        if group_info[0] == "create_new_consensus_group":
+            s = _initialize_leader_state(ctx, group_info[1], options)
+            name = "leader"
+        else:
+            result = _call_add_server(list(group_info[1]), me, options.get("join_timeout", JOIN_TIMEOUT))
+            if result[0] == "error":
+                return ("stop", result[1])
+            s = _initialize_follower_state(ctx, result[1], options)
+            name = "follower"
+    except (PersistenceError, OSError) as e:
+        # damaged files or an unusable directory: refuse to start rather than lose data
+        log.error("rafted member cannot start from %r: %s", options.get("persistence_dir"), e)
+        return ("stop", ("persistence_error", e))
     s = _ensure_timer(ctx, name, s)
     ctx.run()
     return ("ok", name, s)
 
 
-def _initialize_leader_state(ctx: _Ctx, config: Config) -> State:
+def _initialize_leader_state(ctx: _Ctx, config: Config, options: dict | None = None) -> State:
     me = ctx.me
+    dir = (options or {}).get("persistence_dir")
+    factor = (options or {}).get("log_file_expansion_factor", 10)
+    if dir is not None:
+        recovered = read_latest_snapshot_and_logs_if_available(dir)
+        if recovered is not None:
+            return _recover_state_from_snapshot_and_log(ctx, dir, factor, recovered)
     members = Members.new_for_lonely_leader(me)
+    first_entry = (0, 1, LEADER_ELECTED, [me])
+    data = config.data_module.new()
+    persistence = None
+    if dir is not None:
+        snapshot = Snapshot(members, 0, first_entry, config, data, CommandResults())
+        persistence = Persistence.new_with_initial_snapshot(dir, factor, snapshot)
     return State(
         members=members,
         current_term=0,
         leadership=Leadership.new_for_leader(ctx.now, config),
         election=Election.new_for_leader(me),
-        logs=Logs.new_for_lonely_leader((0, 1, LEADER_ELECTED, [me])),
-        data=config.data_module.new(),
+        logs=Logs.new_for_lonely_leader(first_entry),
+        data=data,
         command_results=CommandResults(),
         config=config,
-        persistence=None,
+        persistence=persistence,
     )
 
 
-def _initialize_follower_state(ctx: _Ctx, snapshot: Snapshot) -> State:
+def _recover_state_from_snapshot_and_log(ctx: _Ctx, dir: str, factor: float, r: Recovered) -> State:
+    """A new 1-member group from a persistence dir: the config passed in is ignored in favour of
+    the restored one, the membership on disk too (``me`` is the sole member); every entry found
+    is committed, even those that were not before, after a ``restore_from_files`` entry."""
+    me = ctx.me
+    snapshot = r.snapshot
+    # terms never decrease along a log: the restore entry gets the newest term found
+    term = max([snapshot.term, *(e[0] for e in r.entries)])
+    logs = Logs.new_for_lonely_leader(snapshot.last_committed_entry, r.entries)
+    logs, entry_restore = Logs.add_entry_on_restored_from_files(logs, term, me)
+    persistence = Persistence.new_with_disk_snapshot(dir, factor, r.metadata, entry_restore)
+    logs, to_apply = Logs.commit_to_latest(logs)
+    w = State(
+        members=Members.new_for_lonely_leader(me),
+        current_term=term,
+        leadership=Leadership.new_for_leader(ctx.now, snapshot.config),
+        election=Election.new_for_leader(me),
+        logs=logs,
+        data=snapshot.data,
+        command_results=snapshot.command_results,
+        config=snapshot.config,
+        persistence=persistence,
+    )
+    # apply without replies, hooks or membership changes (the membership is the new one)
+    results: CommandResults | None = None
+    for e in to_apply:
+        kind = e[2]
+        if kind == COMMAND:
+            if results is None:
+                results = w.command_results.copy()
+            w.data, results = _run_command(None, w, w.data, results, e[3])
+        elif kind == CHANGE_CONFIG:
+            w.config = e[3]
+    if results is not None:
+        w.command_results = results
+    w.leadership = Leadership.new_for_leader(ctx.now, w.config)
+    _call_hook(w.config.leader_hook_module, "on_restored_from_files", (w.data,))
+    return _truncate_logs(w)
+
+
+def _initialize_follower_state(ctx: _Ctx, received: tuple | Snapshot, options: dict | None = None) -> State:
+    """A joiner's state from what the leader sent: a Snapshot, or ``(snapshot, file bytes or
+    None, sender's term, leader pid)`` (see :func:`_received_snapshot`)."""
+    if isinstance(received, Snapshot):
+        received = (received, None, received.term, received.members.leader)
+    snapshot, data, term, leader = received
     config = snapshot.config
+    members = snapshot.members
+    if leader is not None and members.leader != leader:
+        members = _replace_value(members, leader=leader, pending_leader_change=None)
+    persistence = None
+    dir = (options or {}).get("persistence_dir")
+    if dir is not None:
+        factor = (options or {}).get("log_file_expansion_factor", 10)
+        persistence = Persistence.new_with_snapshot_sent_from_leader(dir, factor, snapshot, data)
     return State(
-        members=snapshot.members,
-        current_term=snapshot.term,
+        members=members,
+        current_term=max(term, snapshot.term),
         leadership=None,
         election=Election.new_for_follower(ctx.now, Election.random_timeout(config.election_timeout)),
         logs=Logs.new_for_new_follower(snapshot.last_committed_entry),
         data=snapshot.data,
         command_results=snapshot.command_results,
         config=config,
-        persistence=None,
+        persistence=persistence,
     )
+
+
+def _received_snapshot(m: Any) -> tuple | None:
+    """``(snapshot, file bytes or None, sender's term, leader pid)`` of a snapshot message."""
+    if isinstance(m, InstallSnapshot):
+        snap = Snapshot.from_install_snapshot(m)
+        return (snap, None, m.term, snap.members.leader)
+    if isinstance(m, InstallSnapshotCompressed):
+        snap = decode_snapshot(m.bin)
+        term = snap.term if m.term is None else m.term
+        leader = snap.members.leader if m.leader_pid is None else m.leader_pid
+        return (snap, m.bin, term, leader)
+    return None
 
 
 def _exit_reason_head(reason: Any) -> Any:
@@ -228,7 +318,8 @@ def _exit_reason_head(reason: Any) -> Any:
 
 
 def _call_add_server(known_members: list, me: Any, timeout_ms: int) -> tuple:
-    """Ask the known members, in turn, to add ``me``; ``("ok", Snapshot)`` or ``("error", reason)``.
+    """Ask the known members, in turn, to add ``me``: ``("ok", received)`` (see
+    :func:`_received_snapshot`) or ``("error", reason)``.
 
     Follows ``not_leader`` hints, skips dead or unresponsive members and,
     while a leader answers that a membership change is under way, waits and
@@ -253,11 +344,9 @@ def _call_add_server(known_members: list, me: Any, timeout_ms: int) -> tuple:
                     continue
                 raise
             if type(r) is tuple and len(r) == 2 and r[0] == "ok":
-                m = r[1]
-                if isinstance(m, InstallSnapshot):
-                    return ("ok", Snapshot.from_install_snapshot(m))
-                if isinstance(m, InstallSnapshotCompressed):
-                    return ("ok", decode_snapshot(m.bin))
+                received = _received_snapshot(r[1])
+                if received is not None:
+                    return ("ok", received)
                 return ("error", ("unexpected_reply", r))
             err = r[1] if type(r) is tuple and len(r) == 2 and r[0] == "error" else ("unexpected_reply", r)
             if type(err) is tuple and len(err) == 2 and err[0] == "not_leader":
@@ -301,6 +390,12 @@ def follower(event_type: Any, event_content: Any, data: State) -> tuple:
 
 
 def terminate(reason: Any, state_name: Any, data: Any) -> None:
+    p = getattr(data, "persistence", None)
+    if p is not None:
+        try:
+            p.close()  # sync and close the log file, let a running snapshot writer finish
+        except OSError:
+            log.exception("closing the persistence of %r failed", nodes.self())
     return None
 
 
@@ -318,6 +413,12 @@ def _dispatch(ctx: _Ctx, state_name: str, event_type: Any, msg: Any, s: State) -
             return _on_tick(ctx, state_name, msg[1], s)
         if msg == FLUSH:
             return _on_flush(ctx, state_name, s)
+        if type(msg) is tuple and len(msg) == 5 and s.persistence is not None:
+            p = s.persistence
+            if msg[0] == SNAPSHOT_CREATED:
+                return ("keep_state", _replace_value(s, persistence=p.snapshot_created(*msg[1:])))
+            if msg[0] == "DOWN":
+                return ("keep_state", _replace_value(s, persistence=p.snapshot_writer_down(msg[1], msg[4])))
         event_type = "cast"  # member messages delivered as plain messages
     if event_type == "cast":
         if state_name == "leader":
@@ -425,6 +526,8 @@ def _leader_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
     if t is AppendEntriesRequest or t is RequestVoteResponse or t is InstallSnapshot:
         # a newer term makes us a follower; otherwise neglect (this term's or an older one's)
         return _become_follower_if_new_term_started(ctx, msg, s) or ("keep_state", s)
+    if t is InstallSnapshotCompressed:
+        return _become_follower_if_new_term_started(ctx, _with_term(msg), s) or ("keep_state", s)
     # neglect "remove_follower_completed", TimeoutNow, InstallSnapshotCompressed and anything else
     return ("keep_state", s)
 
@@ -534,7 +637,9 @@ def _leader_add_follower(ctx: _Ctx, from_: Any, new_follower: Any, s: State) -> 
     if not _membership_change_allowed(s):
         ctx.reply(s, from_, ("error", "uncommitted_membership_change"))
         return ("keep_state", s)
-    logs, entry = Logs.add_entry_on_add_follower(s.logs, s.current_term, new_follower)
+    file_snapshot = _read_snapshot_file_for_sending(ctx, s)
+    snapshot_index = None if file_snapshot is None else file_snapshot[1]
+    logs, entry = Logs.add_entry_on_add_follower(s.logs, s.current_term, new_follower, snapshot_index)
     result = Members.start_adding_follower(s.members, entry)
     if result[0] == "error":
         ctx.reply(s, from_, result)  # the appended entry is simply dropped with `logs`
@@ -545,7 +650,10 @@ def _leader_add_follower(ctx: _Ctx, from_: Any, new_follower: Any, s: State) -> 
         # a lonely leader had no quorum to lose; its quorum clock starts now
         leadership = _replace_value(leadership, quorum_timer_started_at=ctx.now)
     s = _append_and_flush(ctx, s, logs, entry, members=result[1], leadership=leadership)
-    ctx.reply(s, from_, ("ok", _make_install_snapshot(ctx, s, for_joiner=True)))
+    if file_snapshot is not None:
+        ctx.reply(s, from_, ("ok", file_snapshot[0]))
+    else:
+        ctx.reply(s, from_, ("ok", _make_install_snapshot(ctx, s, for_joiner=True)))
     return ("keep_state", s)
 
 
@@ -621,6 +729,7 @@ def _broadcast_append_entries(ctx: _Ctx, s: State, heartbeat: bool) -> State:
 
 
 def _send_append_entries(ctx: _Ctx, s: State, follower: Any, heartbeat: bool) -> State:
+    meta = s.persistence.latest_snapshot_metadata if s.persistence is not None else None
     r = Logs.make_append_entries_req(
         s.logs,
         s.current_term,
@@ -629,17 +738,40 @@ def _send_append_entries(ctx: _Ctx, s: State, follower: Any, heartbeat: bool) ->
         ctx.me,
         heartbeat=heartbeat,
         snapshot_retry_ms=Leadership.max_election_timeout(s.config),
+        snapshot_index=None if meta is None else meta.last_committed_index,
     )
     kind = r[0]
     if kind == "ok":
         ctx.cast(s, follower, r[1])
         return _replace(s, logs=r[2])
     if kind == "snapshot":
-        # the entries it needs are gone from memory: send the committed state instead
+        # the entries it needs are gone from memory: send a snapshot instead
         s = _replace_value(s, logs=r[1])
-        ctx.cast(s, follower, _make_install_snapshot(ctx, s, for_joiner=False))
+        file_snapshot = _read_snapshot_file_for_sending(ctx, s)
+        if file_snapshot is not None:
+            ctx.cast(s, follower, file_snapshot[0])
+        else:
+            # (if the file could not be read, the follower acknowledges i_committed instead)
+            ctx.cast(s, follower, _make_install_snapshot(ctx, s, for_joiner=False))
         return s
     return s
+
+
+def _read_snapshot_file_for_sending(ctx: _Ctx, s: State) -> tuple[InstallSnapshotCompressed, int] | None:
+    """A persisting leader sends its latest snapshot file's bytes (as the original): the message
+    and the snapshot's index, or None (in memory, or the file cannot be read)."""
+    p = s.persistence
+    meta = p.latest_snapshot_metadata if p is not None else None
+    if meta is None:
+        return None
+    try:
+        with open(meta.path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        log.warning("cannot read snapshot file %s to send it: %s", meta.path, e)
+        return None
+    msg = InstallSnapshotCompressed(bin=data, term=s.current_term, leader_pid=ctx.me)
+    return msg, meta.last_committed_index
 
 
 def _make_install_snapshot(ctx: _Ctx, s: State, for_joiner: bool) -> InstallSnapshot:
@@ -675,7 +807,8 @@ def _candidate_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
     t = type(msg)
     if t is AppendEntriesRequest:
         return _handle_append_entries_request(ctx, msg, s, "candidate")
-    if t is InstallSnapshot:
+    if t is InstallSnapshot or t is InstallSnapshotCompressed:
+        msg = _with_term(msg)
         res = _become_follower_if_new_term_started(ctx, msg, s)
         if res is not None:
             return res
@@ -737,10 +870,8 @@ def _follower_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
         return _become_follower_if_new_term_started(ctx, msg, s) or ("keep_state", s)
     if t is TimeoutNow:
         return _follower_timeout_now(ctx, msg, s)
-    if t is InstallSnapshot:
-        return _handle_install_snapshot(ctx, Snapshot.from_install_snapshot(msg), s)
-    if t is InstallSnapshotCompressed:
-        return _handle_install_snapshot(ctx, decode_snapshot(msg.bin), s)
+    if t is InstallSnapshot or t is InstallSnapshotCompressed:
+        return _handle_install_snapshot(ctx, msg, s)
     if msg == "remove_follower_completed":
         return ("stop", "normal", s)
     return ("keep_state", s)
@@ -755,29 +886,42 @@ def _follower_timeout_now(ctx: _Ctx, msg: TimeoutNow, s: State) -> tuple:
         return ("keep_state", s)
     _, logs, members, to_apply, to_persist, _i_match = r
     s = _replace_value(s, logs=logs, members=members)
+    s = _nonleader_apply_committed_log_entries(s, to_apply)
     s = _persist_log_entries(s, to_persist)
     if s.persistence is not None:
         s = _replace_value(s, persistence=s.persistence.sync())
-    s = _nonleader_apply_committed_log_entries(s, to_apply)
     # caught up with the old leader: start an election at once
     return _become_candidate_and_start_new_election(ctx, s, True)
 
 
-def _handle_install_snapshot(ctx: _Ctx, snap: Snapshot, s: State) -> tuple:
-    res = _become_follower_if_new_term_started(ctx, snap, s)
+def _with_term(msg: Any) -> Any:
+    """An InstallSnapshotCompressed without a term (from a sender that does not add it) gets the
+    snapshot's term and leader."""
+    if type(msg) is InstallSnapshotCompressed and msg.term is None:
+        snap = decode_snapshot(msg.bin)
+        return InstallSnapshotCompressed(bin=msg.bin, term=snap.term, leader_pid=snap.members.leader)
+    return msg
+
+
+def _handle_install_snapshot(ctx: _Ctx, msg: Any, s: State) -> tuple:
+    msg = _with_term(msg)
+    res = _become_follower_if_new_term_started(ctx, msg, s)
     if res is not None:
         return res
-    if snap.term < s.current_term:
+    if msg.term < s.current_term:
         return ("keep_state", s)  # from a deposed leader
-    leader_pid = snap.members.leader
+    received = _received_snapshot(msg)
+    assert received is not None
+    snap, data, _term, leader_pid = received
     index = snap.last_committed_entry[1]
     if index > s.logs.i_committed:
         persistence = s.persistence
         if persistence is not None:
-            persistence = persistence.unset_snapshot_metadata()  # our files no longer describe our state
+            # on disk before it is acknowledged; our old files no longer describe our state
+            persistence = persistence.install_snapshot(snap, data)
         s = _replace_value(
             s,
-            members=_replace_value(snap.members, pending_leader_change=None),
+            members=_replace_value(snap.members, leader=leader_pid, pending_leader_change=None),
             logs=Logs.new_for_new_follower(snap.last_committed_entry),
             data=snap.data,
             command_results=snap.command_results,
@@ -799,8 +943,6 @@ def _become_follower_if_new_term_started(ctx: _Ctx, msg: Any, s: State) -> tuple
     """If ``msg`` carries a newer term, become its follower and handle ``msg`` again as one."""
     if msg.term > s.current_term:
         s = _convert_to_follower(ctx, s, msg.term)
-        if isinstance(msg, Snapshot):
-            msg = msg.to_install_snapshot()
         return ("next_state", "follower", s, [("next_event", "cast", msg)])
     return None
 
@@ -853,9 +995,9 @@ def _handle_append_entries_request(ctx: _Ctx, req: AppendEntriesRequest, s: Stat
     if r[0] == "ok":
         _, logs, members, to_apply, to_persist, i_match = r
         s = _replace(s, logs=logs, members=Members.put_leader(members, leader_pid))
-        s = _persist_log_entries(s, to_persist)
         if to_apply:
             s = _nonleader_apply_committed_log_entries(s, to_apply)
+        s = _persist_log_entries(s, to_persist)
         resp = AppendEntriesResponse(me, req.term, True, i_match, req.leader_timestamp)
     else:
         # we lack or contradict `prev_log`: tell the leader where to resume
@@ -1085,8 +1227,14 @@ def _persist_log_entries(s: State, entries: list[LogEntry]) -> State:
         return s
     p = p.write_log_entries(entries)
     if p.log_compaction_runnable():
+        # the membership as of the last committed entry: an uncommitted change is in the log after it
+        m = s.members
+        all_ = m.all
+        change = m.uncommitted_membership_change
+        if change is not None and change[1] > s.logs.i_committed:
+            all_ = Members.revert_entry(all_, change)
         snapshot = Snapshot(
-            members=s.members,
+            members=Members.Members(leader=m.leader, all=set(all_)),
             term=s.current_term,
             last_committed_entry=Logs.last_committed_entry(s.logs),
             config=s.config,

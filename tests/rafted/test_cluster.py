@@ -177,8 +177,8 @@ def test_bad_arguments_raise_at_the_call_site() -> None:
         RaftedValue.start_link(("create_new_consensus_group", {"data_module": None}))
     with pytest.raises(TypeError, match="non-empty list"):
         RaftedValue.start_link(("join_existing_consensus_group", []))
-    with pytest.raises(NotImplementedError, match="persistence"):
-        RaftedValue.start_link(("create_new_consensus_group", CONF), persistence_dir="/tmp/x")
+    with pytest.raises(TypeError, match="persistence_dir"):
+        RaftedValue.start_link(("create_new_consensus_group", CONF), persistence_dir=42)
     with pytest.raises(TypeError, match="pid"):
         RaftedValue.remove_follower("foo", "bar")
     with pytest.raises(TypeError, match="hashable"):

@@ -1,0 +1,37 @@
+"""Objects ↔ bytes for what rafted writes to disk: pickle protocol 5, cloudpickle when needed.
+
+Plain pickle is fast and stores classes by reference; that is wrong for a
+class defined in ``__main__`` (a script, a shell) or inside a function: such
+a data module must survive in a config or a snapshot read by another process,
+so it is stored by value with cloudpickle (the same rule as ``nodes``'
+message codec). ``loads`` is plain :func:`pickle.loads`; only ever call it on
+bytes whose checksum was verified, or on a trusted file: unpickling runs code.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import cloudpickle
+
+__all__ = ["dumps", "loads", "PICKLE_PROTOCOL"]
+
+PICKLE_PROTOCOL = 5
+_MAIN_MARKER = b"__main__"
+
+
+def dumps(obj: Any) -> bytes:
+    """Plain pickle when the result loads anywhere, else cloudpickle (classes by value)."""
+    try:
+        data = pickle.dumps(obj, protocol=PICKLE_PROTOCOL)
+    except Exception:  # local classes, lambdas, classes of modules the reader may lack, ...
+        return cloudpickle.dumps(obj, protocol=PICKLE_PROTOCOL)
+    if _MAIN_MARKER in data:
+        # refers to something defined in __main__: by reference it would not load elsewhere
+        return cloudpickle.dumps(obj, protocol=PICKLE_PROTOCOL)
+    return data
+
+
+def loads(data: bytes | memoryview) -> Any:
+    return pickle.loads(data)
