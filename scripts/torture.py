@@ -57,10 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--think-ms", type=float, default=10.0, help="mean pause between a client's operations")
     p.add_argument("--election-timeout", type=int, default=1000, help="ms (default 1000)")
     p.add_argument("--lease-margin", type=int, default=300, help="clock drift margin, ms (default 300)")
-    p.add_argument("--kinds", default=",".join(nemesis.KINDS),
+    p.add_argument("--kinds", default=None,
                    help=f"faults to draw from (default {','.join(nemesis.KINDS)}; netns adds isolate)")
     p.add_argument("--net", choices=["switch", "netns"], default="switch",
                    help="how partitions are made (default: the transport switch)")
+    p.add_argument("--netns-tag", default=None, help="name tag of the namespaces (default: random)")
     p.add_argument("--out", type=Path, default=ROOT / "jepsen-histories",
                    help="where failing histories go (default ./jepsen-histories)")
     p.add_argument("--save-all", action="store_true", help="save every run's history")
@@ -70,7 +71,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    kinds = tuple(k for k in args.kinds.split(",") if k)
+    if args.kinds is None:
+        kinds = nemesis.KINDS + (("isolate",) if args.net == "netns" else ())
+    else:
+        kinds = tuple(k for k in args.kinds.split(",") if k)
     for k in kinds:
         if k not in (*nemesis.KINDS, "isolate"):
             raise SystemExit(f"unknown fault kind {k!r}")
@@ -95,7 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["NODES_TICK_MS"] = str(args.tick_ms)  # this node and, inherited, every node it starts
     logging.basicConfig(level=logging.ERROR if not args.verbose else logging.WARNING)
     netns_env = None
-    epmd_port = None
     if args.net == "netns":
         from jepsen import netns
 
@@ -103,13 +106,20 @@ def main(argv: list[str] | None = None) -> int:
         if reason:
             print(f"--net netns: unavailable here: {reason}", file=sys.stderr)
             return 2
-        netns_env = netns.Netns()
-        netns_env.setup()
-        netns_env.start_harness_node()
+        print(f"--net netns: tc netem: {netns.netem_unavailable() or 'available'} "
+              "(not used: cuts are blackhole routes, isolation is a link taken down)", flush=True)
+    epmd_port = args.epmd_port or nodecluster.free_port()
+    os.environ["NODES_EPMD_PORT"] = str(epmd_port)
+    os.environ.setdefault("NODES_COOKIE", f"torture-{uuid.uuid4().hex}")
+    if args.net == "netns":
+        netns_env = netns.Netns(args.netns_tag)
+        try:
+            netns_env.setup()
+            netns_env.start_harness_node()
+        except BaseException:
+            netns_env.close()
+            raise
     else:
-        epmd_port = args.epmd_port or nodecluster.free_port()
-        os.environ["NODES_EPMD_PORT"] = str(epmd_port)
-        os.environ.setdefault("NODES_COOKIE", f"torture-{uuid.uuid4().hex}")
         nodes.start(f"torture{os.getpid()}")
     end = time.monotonic() + args.minutes * 60
     totals = {"runs": 0, "ops": 0, "ok": 0, "fail": 0, "unknown": 0, "faults": 0, "bad": 0}
@@ -126,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                                      schedule=schedule, stale_reads=args.stale_reads,
                                      think_s=args.think_ms / 1000)
             if netns_env is not None:
-                launcher = netns_env.launcher()
-                result = campaign.run(cfg, launcher=launcher, network=netns_env.network(), log=log)
+                result = campaign.run(cfg, launcher=netns_env.launcher, network=netns_env.network(), log=log)
             else:
                 result = campaign.run(cfg, log=log)
             print(f"run {run_no}: {result.summary()}", flush=True)
@@ -152,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         dist.stop()
         if netns_env is not None:
             netns_env.close()
-        elif epmd_port is not None:
-            nodecluster.kill_epmd(epmd_port)
+        nodecluster.kill_epmd(epmd_port)
     verdict = "ALL LINEARIZABLE" if totals["bad"] == 0 and totals["runs"] else f"{totals['bad']} BAD RUN(S)"
     print(f"campaign: {totals['runs']} run(s), {totals['ops']} ops (ok {totals['ok']}, "
           f"failed {totals['fail']}, unknown {totals['unknown']}), {totals['faults']} faults, {verdict}",

@@ -104,8 +104,9 @@ class LocalLauncher:
         self.nc.close()
 
 
-def run(cfg: RunConfig, *, launcher: Any = None, network: Network | None = None,
+def run(cfg: RunConfig, *, launcher: Callable[[Path], Any] | None = None, network: Network | None = None,
         log: Callable[[str], None] = lambda s: None) -> RunResult:
+    """One run; ``launcher(workdir)`` makes the node launcher (default: :class:`LocalLauncher`)."""
     assert nodes.node() != "nonode@nohost", "the harness process must be a node (nodes.start)"
     t_start = time.monotonic()
     tmp = None
@@ -115,7 +116,7 @@ def run(cfg: RunConfig, *, launcher: Any = None, network: Network | None = None,
     else:
         workdir = cfg.workdir
         workdir.mkdir(parents=True, exist_ok=True)
-    launcher = launcher or LocalLauncher(workdir)
+    nodes_launcher = (launcher or LocalLauncher)(workdir)
     network = network or SwitchNetwork()
     config = make_config(cfg.heartbeat_timeout, cfg.election_timeout, cfg.lease_margin)
     schedule = cfg.schedule if cfg.schedule is not None else random_schedule(
@@ -133,7 +134,7 @@ def run(cfg: RunConfig, *, launcher: Any = None, network: Network | None = None,
         "node_logs": str(workdir),
     })
     problems: list[str] = []
-    cluster = RaftCluster(launcher, config, cfg.size, log=log)
+    cluster = RaftCluster(nodes_launcher, config, cfg.size, log=log)
     stop_nemesis = threading.Event()
     stop_clients = threading.Event()
     clients: list[Client] = []

@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import nodecluster
@@ -72,3 +73,28 @@ def test_bounded_campaign_is_linearizable(tmp_path: Path) -> None:
     assert ok >= 200, f"too few operations succeeded: {line}"
     assert faults >= 4, f"too few faults: {line}"
     print(line)
+
+
+def test_bounded_campaign_over_network_namespaces(tmp_path: Path) -> None:
+    """The same with real network faults: a node per namespace, blackhole routes, links down."""
+    from jepsen import netns
+
+    reason = netns.unavailable()
+    if reason is not None:
+        pytest.skip(f"network namespaces unavailable: {reason}")
+    seed = os.environ.get("JEPSEN_SEED", "11")
+    seconds = float(os.environ.get("JEPSEN_NETNS_SECONDS", "35"))
+    tag = uuid.uuid4().hex[:5]
+    try:
+        rc, out = run_torture(tmp_path, "--net", "netns", "--netns-tag", tag, "--seconds", str(seconds),
+                              "--seed", seed, "--clients", "3", "--think-ms", "20",
+                              "--kinds", "partition,isolate,pause_leader", timeout=seconds + 180)
+    finally:
+        leftover = netns.cleanup_tag(tag)  # nothing, unless the script was killed
+    assert not leftover, f"the run left namespaces behind: {leftover}"
+    lines = [line for line in out.splitlines() if line.startswith("run 1:")]
+    assert rc == 0 and lines, f"torture run failed (rc {rc}):\n{out}"
+    assert "verdict=linearizable" in lines[0], out
+    m = re.search(r"ops=\d+ \(ok (\d+),.* faults=(\d+)", lines[0])
+    assert m and int(m.group(1)) >= 100 and int(m.group(2)) >= 2, lines[0]
+    print(lines[0])
