@@ -467,7 +467,9 @@ def nodes_remote(args: argparse.Namespace) -> Figures:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bench.py", description="Benchmarks for nodes and rafted; one sub-command per scenario.")
+        prog="bench.py", description="Benchmarks for nodes and rafted; one sub-command per scenario.",
+        epilog="With no scenario, or 'all': every rafted scenario (scripts/bench_rafted.py; "
+               "bench.py all --help lists its options, e.g. --compare pysyncobj).")
     commands = parser.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
     for entry in SCENARIOS.values():
         sub = commands.add_parser(entry.name, help=entry.help, description=entry.help)
@@ -480,6 +482,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] == "all" or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        _ensure_project_python()  # the rafted suite, with its own options: scripts/bench_rafted.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_rafted
+
+        return bench_rafted.main(argv)
     args = build_parser().parse_args(argv)
     _ensure_project_python()
     figures = SCENARIOS[args.scenario].run(args)
