@@ -19,6 +19,9 @@ Faults (``Fault.kind``):
 ``partition``
     cut the network between a minority of ``size`` nodes (with the leader when
     ``leader_side == "minority"``) and the rest, for ``duration`` s, then heal.
+``bridge``
+    a non-transitive cut: two pairs of nodes cannot talk to each other, and the fifth node
+    talks to both (each pair has a majority with it); the leader is in a pair.
 ``isolate``
     (network namespaces only) take one node's link down for ``duration`` s, then up.
 
@@ -41,7 +44,7 @@ from lincheck import Recorder
 from .cluster import ClusterError, Member, RaftCluster
 from .netsplit import Network
 
-KINDS = ("kill", "pause_leader", "pause_minority", "partition")
+KINDS = ("kill", "pause_leader", "pause_minority", "partition", "bridge")
 
 
 @dataclass
@@ -85,6 +88,8 @@ def random_schedule(seed: int, total_s: float, election_timeout_ms: int,
         elif kind == "partition":
             f.size = rng.choice((1, 2))
             f.leader_side = rng.choice(("minority", "majority"))
+            f.duration = rng.uniform(2.0 * et, 6.0 * et)
+        elif kind == "bridge":
             f.duration = rng.uniform(2.0 * et, 6.0 * et)
         elif kind == "isolate":
             f.duration = rng.uniform(2.0 * et, 5.0 * et)
@@ -161,6 +166,15 @@ class Nemesis(threading.Thread):
             majority = [m for m in live if m not in minority]
             record["minority"] = [m.node.name for m in minority]
             self.partition(f, minority, majority)
+        elif f.kind == "bridge":
+            if leader is None or len(live) < 5:
+                self.note("skip", fault=f.kind, why="no leader or fewer than 5 members")
+                return
+            others = rng.sample(followers, len(followers))
+            bridge, side_a, side_b = others[0], [leader, others[1]], others[2:4]
+            record["bridge"] = bridge.node.name
+            record["sides"] = [[m.node.name for m in side_a], [m.node.name for m in side_b]]
+            self.partition(f, side_a, side_b)
         elif f.kind == "isolate":
             victim = rng.choice(live)
             record["victim"] = victim.node.name
@@ -199,7 +213,7 @@ class Nemesis(threading.Thread):
     def partition(self, f: Fault, minority: list[Member], majority: list[Member]) -> None:
         a = [m.node.name for m in minority]
         b = [m.node.name for m in majority]
-        self.note("partition", minority=a, majority=b, seconds=round(f.duration, 2), via=self.net.kind)
+        self.note(f.kind, side_a=a, side_b=b, seconds=round(f.duration, 2), via=self.net.kind)
         try:
             self.net.cut(a, b)
             self.stop_event.wait(f.duration)

@@ -127,7 +127,7 @@ class Client(threading.Thread):
                  stop: threading.Event, *, op_timeout_s: float = 8.0,
                  attempt_timeouts_ms: tuple[int, ...] = (500, 1500, 5000),
                  think_s: float = 0.01, mix: tuple[float, float, float] = (0.4, 0.3, 0.3),
-                 stale_reads: bool = False) -> None:
+                 stale_reads: bool = False, explore: float = 0.15) -> None:
         super().__init__(name=f"jepsen-client-{cid}", daemon=True)
         self.cid = cid
         self.rec = recorder
@@ -144,6 +144,9 @@ class Client(threading.Thread):
         # harness self-test: read any member's possibly stale copy (query_non_leader), which
         # the checker must catch under faults
         self.stale_reads = stale_reads
+        # this share of operations first goes to a random member, whatever the client believes:
+        # a deposed or paused old leader must refuse it, or at least never answer it wrongly
+        self.explore = explore
         self.seq = 0
         self.target: nodes.Pid | None = None
         self.last_seen: dict[str, Any] = {}
@@ -179,7 +182,11 @@ class Client(threading.Thread):
 
     # -- targets ----------------------------------------------------------------------------
 
-    def pick_target(self) -> nodes.Pid | None:
+    def pick_target(self, first: bool = False) -> nodes.Pid | None:
+        if first and self.explore and self.rng.random() < self.explore:
+            members = self.dir.members()
+            if members:
+                return self.rng.choice(members)
         if self.target is not None:
             return self.target
         guess = self.dir.leader
@@ -190,14 +197,14 @@ class Client(threading.Thread):
             self.target = self.rng.choice(members)
         return self.target
 
-    def follow(self, hint: Any) -> None:
+    def follow(self, tried: nodes.Pid, hint: Any) -> None:
         members = self.dir.members()
-        if isinstance(hint, nodes.Pid) and hint != self.target and hint in members:
+        if isinstance(hint, nodes.Pid) and hint != tried and hint in members:
             self.target = hint
             self.dir.leader = hint
         else:
             # no (usable) hint: an election is on, or the member is cut off; ask another one
-            others = [m for m in members if m != self.target]
+            others = [m for m in members if m != tried]
             self.target = self.rng.choice(others) if others else None
 
     # -- operations -------------------------------------------------------------------------
@@ -212,8 +219,10 @@ class Client(threading.Thread):
         h = self.rec.invoke(self.cid, f, value, key=key)
         deadline = time.monotonic() + self.op_timeout_s
         maybe_applied = False
+        first = True
         while True:
-            target = self.pick_target()
+            target = self.pick_target(first)
+            first = False
             if target is None:
                 self.counts["attempt no_target"] += 1
             else:
@@ -235,14 +244,14 @@ class Client(threading.Thread):
                 reason = res[1]
                 if type(reason) is tuple and reason and reason[0] == "not_leader":
                     self.counts["attempt not_leader"] += 1
-                    self.follow(reason[1])
+                    self.follow(target, reason[1])
                 elif type(reason) is tuple and reason and reason[0] == "command_failed":
                     # the data module raised: deterministic on every member, nothing applied
                     raise AssertionError(f"KV command {arg!r} failed: {reason!r}")
                 else:
                     maybe_applied = True
                     self.counts[f"attempt {reason}"] += 1
-                    self.follow(None)
+                    self.follow(target, None)
             if time.monotonic() >= deadline or (self.stop_event.is_set() and not maybe_applied):
                 break
             time.sleep(0.02)  # back off a little before the next attempt
@@ -256,8 +265,10 @@ class Client(threading.Thread):
     def read(self, key: str) -> None:
         h = self.rec.invoke(self.cid, "read", None, key=key)
         deadline = time.monotonic() + self.op_timeout_s
+        first = True
         while True:
-            target = self.pick_target()
+            target = self.pick_target(first)
+            first = False
             if target is not None:
                 timeout = self.attempt_timeout(deadline)
                 if self.stale_reads:
@@ -279,10 +290,10 @@ class Client(threading.Thread):
                 reason = res[1]
                 if type(reason) is tuple and reason and reason[0] == "not_leader":
                     self.counts["attempt not_leader"] += 1
-                    self.follow(reason[1])
+                    self.follow(target, reason[1])
                 else:
                     self.counts[f"attempt {reason}"] += 1
-                    self.follow(None)
+                    self.follow(target, None)
             if time.monotonic() >= deadline or self.stop_event.is_set():
                 break
             time.sleep(0.02)
