@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=ROOT / "jepsen-histories",
                    help="where failing histories go (default ./jepsen-histories)")
     p.add_argument("--save-all", action="store_true", help="save every run's history")
+    p.add_argument("--logs", type=Path, default=None,
+                   help="keep the node logs under DIR/run<N> (default: kept only for failing runs)")
     p.add_argument("--verbose", "-v", action="store_true", help="print nemesis events as they happen")
     return p
 
@@ -134,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                                      election_timeout=args.election_timeout, lease_margin=args.lease_margin,
                                      kinds=kinds, out_dir=args.out, save_always=args.save_all,
                                      schedule=schedule, stale_reads=args.stale_reads,
-                                     think_s=args.think_ms / 1000)
+                                     think_s=args.think_ms / 1000,
+                                     workdir=args.logs / f"run{run_no}" if args.logs else None)
             if netns_env is not None:
                 result = campaign.run(cfg, launcher=netns_env.launcher, network=netns_env.network(), log=log)
             else:

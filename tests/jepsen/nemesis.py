@@ -22,6 +22,9 @@ Faults (``Fault.kind``):
 ``bridge``
     a non-transitive cut: two pairs of nodes cannot talk to each other, and the fifth node
     talks to both (each pair has a majority with it); the leader is in a pair.
+``pause_and_cut``
+    two faults at once: SIGSTOP one node (the leader when ``target == "leader"``) and cut
+    another one off from the rest, for ``duration`` s; three nodes remain.
 ``isolate``
     (network namespaces only) take one node's link down for ``duration`` s, then up.
 
@@ -44,7 +47,7 @@ from lincheck import Recorder
 from .cluster import ClusterError, Member, RaftCluster
 from .netsplit import Network
 
-KINDS = ("kill", "pause_leader", "pause_minority", "partition", "bridge")
+KINDS = ("kill", "pause_leader", "pause_minority", "partition", "bridge", "pause_and_cut")
 
 
 @dataclass
@@ -91,6 +94,9 @@ def random_schedule(seed: int, total_s: float, election_timeout_ms: int,
             f.duration = rng.uniform(2.0 * et, 6.0 * et)
         elif kind == "bridge":
             f.duration = rng.uniform(2.0 * et, 6.0 * et)
+        elif kind == "pause_and_cut":
+            f.target = rng.choice(("leader", "follower"))
+            f.duration = rng.uniform(2.0 * et, 4.0 * et)
         elif kind == "isolate":
             f.duration = rng.uniform(2.0 * et, 5.0 * et)
         out.append(f)
@@ -175,6 +181,12 @@ class Nemesis(threading.Thread):
             record["bridge"] = bridge.node.name
             record["sides"] = [[m.node.name for m in side_a], [m.node.name for m in side_b]]
             self.partition(f, side_a, side_b)
+        elif f.kind == "pause_and_cut":
+            paused = leader if (f.target == "leader" and leader is not None) else rng.choice(followers)
+            cut = rng.choice([m for m in live if m is not paused])
+            rest = [m for m in live if m is not paused and m is not cut]
+            record["paused"], record["cut"] = paused.node.name, cut.node.name
+            self.pause_and_cut(f, paused, cut, rest)
         elif f.kind == "isolate":
             victim = rng.choice(live)
             record["victim"] = victim.node.name
@@ -218,6 +230,23 @@ class Nemesis(threading.Thread):
             self.net.cut(a, b)
             self.stop_event.wait(f.duration)
             self.note("during", leaders=self.cluster.leaders())
+        finally:
+            self.net.heal()
+            self.note("heal", via=self.net.kind)
+
+    def pause_and_cut(self, f: Fault, paused: Member, cut: Member, rest: list[Member]) -> None:
+        others = [paused.node.name, *(m.node.name for m in rest)]
+        self.note("pause_and_cut", paused=paused.node.name, cut=cut.node.name, seconds=round(f.duration, 2),
+                  via=self.net.kind)
+        try:
+            self.net.cut([cut.node.name], others)  # while every node still answers the switch
+            self.cluster.pause([paused])
+            try:
+                self.stop_event.wait(f.duration)
+                self.note("during", leaders=self.cluster.leaders())
+            finally:
+                self.cluster.resume([paused])
+                self.note("resume", nodes=[paused.node.name])
         finally:
             self.net.heal()
             self.note("heal", via=self.net.kind)
