@@ -98,6 +98,7 @@ __all__ = [
     "SnapshotMetadata",
     "Persistence",
     "PersistenceError",
+    "UnpersistableEntry",
     "Recovered",
     "LogFileContents",
     "SNAPSHOT_CREATED",
@@ -187,9 +188,16 @@ def _maybe_die(name: str) -> None:
 # -- the entry format ------------------------------------------------------------------------
 
 
+class UnpersistableEntry(TypeError):
+    """An entry's payload cannot be serialized (neither pickle nor cloudpickle can do it)."""
+
+
 def entry_to_binary(entry: LogEntry) -> bytes:
     term, index, kind, payload = entry
-    body = dumps(payload)
+    try:
+        body = dumps(payload)
+    except Exception as e:
+        raise UnpersistableEntry(f"cannot serialize the {kind} entry {index}: {type(e).__name__}: {e}") from e
     header = _HEADER.pack(term, index, _TAG_OF[kind], len(body))
     crc = zlib.crc32(body, zlib.crc32(header))
     return b"".join((header, body, _TRAILER.pack(crc, len(body))))
@@ -687,16 +695,19 @@ class Persistence:
     # -- the seam the server calls ---------------------------------------------------------
 
     def write_log_entries(self, entries: list[LogEntry]) -> Persistence:
-        """Append ``entries`` (contiguous; the first may rewind the log) to the batch to sync."""
+        """Append ``entries`` (contiguous; the first may rewind the log) to the batch to sync.
+
+        Raises :class:`UnpersistableEntry`, with nothing written, if one cannot be serialized.
+        """
         if not entries:
             return self
+        data = entries_to_binary(entries)
         p = self
         first = entries[0][1]
         if first < self.log.first_index:
             # a follower overwrites entries older than this file: every file from `first` on is
             # superseded (those entries conflict with the leader's, so none was committed)
             p = self._rewind_to(first)
-        data = entries_to_binary(entries)
         p.log.append(data)
         return _replace_value(p, log_size_written=p.log_size_written + len(data))
 

@@ -79,6 +79,7 @@ from rafted.persistence import (
     Persistence,
     PersistenceError,
     Recovered,
+    UnpersistableEntry,
     read_latest_snapshot_and_logs_if_available,
 )
 from rafted.rpc import (
@@ -596,10 +597,21 @@ def _append_and_flush(ctx: _Ctx, s: State, logs: Logs.Logs, entry: LogEntry, **c
     return _schedule_flush(ctx, s)
 
 
+def _append_or_refuse(ctx: _Ctx, from_: Any, s: State, logs: Logs.Logs, entry: LogEntry, what: str) -> State:
+    """Append ``entry``; a persisting leader refuses one it cannot serialize (``("error",
+    (what, text))`` to the caller) instead of crashing."""
+    try:
+        return _append_and_flush(ctx, s, logs, entry)
+    except UnpersistableEntry as e:
+        log.error("refusing a request that cannot be persisted: %s", e)
+        ctx.reply(s, from_, ("error", (what, str(e))))
+        return s
+
+
 def _leader_command(ctx: _Ctx, from_: Any, arg: Any, cmd_id: Any, s: State) -> tuple:
     term = s.current_term
     logs, entry = Logs.add_entry(s.logs, lambda i: (term, i, COMMAND, (from_, arg, cmd_id)))
-    return ("keep_state", _append_and_flush(ctx, s, logs, entry))
+    return ("keep_state", _append_or_refuse(ctx, from_, s, logs, entry, "command_failed"))
 
 
 def _leader_query(ctx: _Ctx, from_: Any, arg: Any, s: State) -> tuple:
@@ -612,7 +624,7 @@ def _leader_query(ctx: _Ctx, from_: Any, arg: Any, s: State) -> tuple:
     # otherwise confirm leadership by replicating the query like a command
     term = s.current_term
     logs, entry = Logs.add_entry(s.logs, lambda i: (term, i, QUERY, (from_, arg)))
-    return ("keep_state", _append_and_flush(ctx, s, logs, entry))
+    return ("keep_state", _append_or_refuse(ctx, from_, s, logs, entry, "query_failed"))
 
 
 def _leader_change_config(ctx: _Ctx, from_: Any, new_config: Any, s: State) -> tuple:
@@ -621,9 +633,10 @@ def _leader_change_config(ctx: _Ctx, from_: Any, new_config: Any, s: State) -> t
         return ("keep_state", s)
     term = s.current_term
     logs, entry = Logs.add_entry(s.logs, lambda i: (term, i, CHANGE_CONFIG, new_config))
-    s = _append_and_flush(ctx, s, logs, entry)
-    ctx.reply(s, from_, "ok")
-    return ("keep_state", s)
+    s2 = _append_or_refuse(ctx, from_, s, logs, entry, "invalid_config")
+    if s2 is not s:
+        ctx.reply(s2, from_, "ok")
+    return ("keep_state", s2)
 
 
 def _membership_change_allowed(s: State) -> bool:
@@ -921,6 +934,8 @@ def _handle_install_snapshot(ctx: _Ctx, msg: Any, s: State) -> tuple:
             persistence = persistence.install_snapshot(snap, data)
         s = _replace_value(
             s,
+            # answers not sent yet describe the log just replaced: acknowledge the snapshot only
+            pending_responses={},
             members=_replace_value(snap.members, leader=leader_pid, pending_leader_change=None),
             logs=Logs.new_for_new_follower(snap.last_committed_entry),
             data=snap.data,
