@@ -161,7 +161,13 @@ def start_link(
     return nodes.gen_statem.start_link(_server, (group_info, options), name=name)
 
 
-_DEAD = frozenset({"noproc", "normal", "shutdown", "killed", "noconnection", "nodedown"})
+# The original's catch_exit turns exactly :noproc and :normal into {:error, :noproc}: the
+# member was not there, so the request was certainly not handled.  A server that was killed,
+# or whose node was lost, while the request was on its way or being handled may have logged
+# it, and a later leader may commit it: like a time-out, the outcome is unknown (the original
+# exits there; returning "timeout" keeps these functions from raising for a dead member).
+_NOT_THERE = frozenset({"noproc", "normal"})
+_LOST = frozenset({"shutdown", "killed", "noconnection", "nodedown"})
 
 
 def _call_catching_exit(server: Any, request: Any, timeout: int | None) -> Any:
@@ -170,9 +176,9 @@ def _call_catching_exit(server: Any, request: Any, timeout: int | None) -> Any:
     except nodes.Exit as e:
         reason = e.reason
         head = reason[0] if type(reason) is tuple and reason else reason
-        if head == "timeout":
+        if head == "timeout" or head in _LOST:
             return ("error", "timeout")
-        if head in _DEAD:
+        if head in _NOT_THERE:
             return ("error", "noproc")
         raise
 
@@ -183,7 +189,9 @@ def command(server: Any, arg: Any, timeout: int | None = 5000, id: Any = None) -
     ``id`` (default ``nodes.make_ref()``) identifies the command: retrying
     with the same id never applies it twice (the cached result comes back,
     as long as it is among the last ``max_retained_command_results``).
-    Errors: ``"noproc"``, ``"timeout"``, ``("not_leader", leader_or_None)``.
+    Errors: ``"noproc"`` (the member does not exist: not applied), ``"timeout"``
+    (outcome unknown -- also when the member was killed or its node was lost during
+    the call: retry with the same id), ``("not_leader", leader_or_None)`` (not applied).
     """
     _check_server("command", server)
     _check_timeout("command", timeout)

@@ -55,6 +55,7 @@ class RunConfig:
     out_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "jepsen-histories")
     save_always: bool = False
     stale_reads: bool = False  # harness self-test: reads from any member, must be caught
+    trust_noproc: bool = False  # take ("error", "noproc") as "not applied" (the original's meaning)
     workdir: Path | None = None  # node logs; a temporary directory if None
 
 
@@ -146,7 +147,8 @@ def run(cfg: RunConfig, *, launcher: Callable[[Path], Any] | None = None, networ
             raise RuntimeError("the new group never became healthy")
         rec.note("started", members=[m.node.name for m in cluster.live()])
         clients = [Client(i + 1, rec, cluster.directory, keys, cfg.seed * 1000 + i, stop_clients,
-                          think_s=cfg.think_s, stale_reads=cfg.stale_reads) for i in range(cfg.clients)]
+                          think_s=cfg.think_s, stale_reads=cfg.stale_reads,
+                          trust_noproc=cfg.trust_noproc) for i in range(cfg.clients)]
         for c in clients:
             c.start()
         nemesis = Nemesis(cluster, network, rec, schedule, stop_nemesis, log=log)

@@ -127,7 +127,7 @@ class Client(threading.Thread):
                  stop: threading.Event, *, op_timeout_s: float = 8.0,
                  attempt_timeouts_ms: tuple[int, ...] = (500, 1500, 5000),
                  think_s: float = 0.01, mix: tuple[float, float, float] = (0.4, 0.3, 0.3),
-                 stale_reads: bool = False, explore: float = 0.15) -> None:
+                 stale_reads: bool = False, explore: float = 0.15, trust_noproc: bool = False) -> None:
         super().__init__(name=f"jepsen-client-{cid}", daemon=True)
         self.cid = cid
         self.rec = recorder
@@ -147,6 +147,9 @@ class Client(threading.Thread):
         # this share of operations first goes to a random member, whatever the client believes:
         # a deposed or paused old leader must refuse it, or at least never answer it wrongly
         self.explore = explore
+        # take ("error", "noproc") as "certainly not applied", as the Elixir original means it
+        # (it returns it only for :noproc / :normal exits; a lost node is an exit there)
+        self.trust_noproc = trust_noproc
         self.seq = 0
         self.target: nodes.Pid | None = None
         self.last_seen: dict[str, Any] = {}
@@ -248,6 +251,13 @@ class Client(threading.Thread):
                 elif type(reason) is tuple and reason and reason[0] == "command_failed":
                     # the data module raised: deterministic on every member, nothing applied
                     raise AssertionError(f"KV command {arg!r} failed: {reason!r}")
+                elif reason == "noproc" and self.trust_noproc:
+                    # as the original promises: the member did not exist, nothing was sent;
+                    # a client that believes it gives the operation up (it failed)
+                    self.counts["attempt noproc"] += 1
+                    self.follow(target, None)
+                    if not maybe_applied:
+                        break
                 else:
                     maybe_applied = True
                     self.counts[f"attempt {reason}"] += 1
