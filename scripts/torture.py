@@ -50,8 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tick-ms", type=int, default=2000,
                    help="NODES_TICK_MS of every node (default 2000: a 4 s pause is not a nodedown)")
     p.add_argument("--epmd-port", type=int, default=None, help="port-mapper port (default: a free one)")
-    p.add_argument("--trust-noproc", action="store_true",
-                   help="clients take ('error', 'noproc') as 'not applied', as the original means it")
+    p.add_argument("--distrust-noproc", action="store_true",
+                   help="clients take ('error', 'noproc') as 'unknown' (default: 'not applied', give up)")
     p.add_argument("--stale-reads", action="store_true",
                    help="self-test: read with query_non_leader from any member; must be NOT linearizable")
     p.add_argument("--clients", type=int, default=4)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                                      election_timeout=args.election_timeout, lease_margin=args.lease_margin,
                                      kinds=kinds, out_dir=args.out, save_always=args.save_all,
                                      schedule=schedule, stale_reads=args.stale_reads,
-                                     trust_noproc=args.trust_noproc,
+                                     trust_noproc=not args.distrust_noproc,
                                      think_s=args.think_ms / 1000,
                                      workdir=args.logs / f"run{run_no}" if args.logs else None)
             if netns_env is not None:

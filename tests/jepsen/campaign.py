@@ -55,7 +55,7 @@ class RunConfig:
     out_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "jepsen-histories")
     save_always: bool = False
     stale_reads: bool = False  # harness self-test: reads from any member, must be caught
-    trust_noproc: bool = False  # take ("error", "noproc") as "not applied" (the original's meaning)
+    trust_noproc: bool = True  # take ("error", "noproc") as "not applied": rafted promises it
     workdir: Path | None = None  # node logs; a temporary directory if None
 
 

@@ -21,10 +21,12 @@ attempt's answer proves:
   appended nothing -- *this attempt* certainly did nothing; retry at the hint;
 * ``("error", "timeout")``: unknown -- the member may have logged it and a
   later leader may commit it;
-* ``("error", "noproc")``: unknown as well.  ``rafted`` folds a lost
-  connection (``noconnection`` / ``nodedown``: the request may have been
-  delivered and logged before the node died or the link broke) into
-  ``noproc``, so it does not prove that nothing happened;
+* ``("error", "noproc")``: the member does not exist -- not applied; the client
+  gives the operation up (``trust_noproc``, the default; the operation is ``fail``
+  unless an earlier attempt may have been applied).  rafted used to fold a lost
+  connection or a killed member (the request may have been logged already) into
+  ``noproc``; the campaign caught it (see ``test_regressions``), it now answers
+  ``"timeout"`` then.  With ``trust_noproc=False`` it is unknown, like a time-out;
 * a raised ``nodes.Exit``: unknown.
 
 The operation ends ``ok`` on the first ``ok`` attempt; when its time runs
