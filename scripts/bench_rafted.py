@@ -580,7 +580,8 @@ def print_table(fig: dict[str, Any]) -> None:
     pso = (fig.get("compare") or {}).get("pysyncobj")
     print(f"rafted benchmark: 3 members on 3 node OS processes over loopback, clients on the leader's node; "
           f"{fig['duration_s']:g} s per load scenario; Python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs; load average {fig['loadavg_1min'][0]:g} before, "
+          f"{fig['loadavg_1min'][1]:g} after")
     header = f"{'scenario':<22}{'clients':>8}{'rafted ops/s':>14}{'p50 ms':>9}{'p99 ms':>9}"
     if pso:
         header += f"{'PySyncObj ops/s':>17}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}"
@@ -664,6 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     figures = run_rafted(args)
     if args.compare == "pysyncobj":
         import bench_pysyncobj
@@ -671,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["compare"] = {"pysyncobj": bench_pysyncobj.run(args)}
     figures["targets"] = [{"target": t, "measured": m, "met": ok} for t, m, ok in targets(figures)]
     figures["wall_s"] = round(time.monotonic() - started, 1)
+    figures["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # other work on the box
     print_table(figures)
     if args.json:
         print(json.dumps(figures), flush=True)

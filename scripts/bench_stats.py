@@ -6,7 +6,8 @@ module, so it must not import anything outside the standard library.
 
 A client loop issues one operation after the other until a deadline; every operation that
 completes inside the measured interval ``[t_start, t_start + duration)`` counts, with its latency
-(``time.perf_counter``) and the 0.5 s window it completed in.  ``perf_counter`` is
+(``time.perf_counter``, kept in a histogram of 0.5 %-wide buckets) and the 0.5 s window it
+completed in.  ``perf_counter`` is
 CLOCK_MONOTONIC on Linux, the same clock in every process of the machine, so a start time handed
 from one process to another means the same instant.
 """
@@ -21,19 +22,36 @@ from typing import Any
 WINDOW_S = 0.5
 
 
-class ClientResult:
-    """What one client measured: latencies (s) of successful operations, per-window counts, errors."""
+BUCKETS_PER_E = 200  # latency histogram: buckets e**(1/200) apart, i.e. 0.5 % wide
 
-    __slots__ = ("latencies", "windows", "errors", "last_error")
+
+def bucket(latency_s: float) -> int:
+    return int(math.log(max(latency_s, 1e-7) * 1e6) * BUCKETS_PER_E)
+
+
+def bucket_value_s(b: int) -> float:
+    return math.exp((b + 0.5) / BUCKETS_PER_E) / 1e6
+
+
+class ClientResult:
+    """What one client measured: a latency histogram of successful operations (bucket -> count),
+    the slowest one, per-window counts and errors.
+
+    A histogram rather than a list of samples, so that the client's own memory stays flat however
+    long it runs: the clients run on a member's node, whose resident memory is measured.
+    """
+
+    __slots__ = ("hist", "max_s", "windows", "errors", "last_error")
 
     def __init__(self, n_windows: int) -> None:
-        self.latencies: list[float] = []
+        self.hist: dict[int, int] = {}
+        self.max_s = 0.0
         self.windows = [0] * n_windows
         self.errors = 0
         self.last_error: Any = None
 
     def as_tuple(self) -> tuple:
-        return (self.latencies, self.windows, self.errors, repr(self.last_error))
+        return (self.hist, self.max_s, self.windows, self.errors, repr(self.last_error))
 
 
 def n_windows(duration_s: float, window_s: float = WINDOW_S) -> int:
@@ -50,8 +68,9 @@ def client_loop(op: Callable[[], Any], ok: Callable[[Any], bool], t_start: float
     clock = time.perf_counter
     deadline = t_start + duration_s
     result = ClientResult(n_windows(duration_s, window_s))
-    latencies = result.latencies
+    hist = result.hist
     windows = result.windows
+    log = math.log
     last = len(windows) - 1
     while True:
         began = clock()
@@ -69,26 +88,39 @@ def client_loop(op: Callable[[], Any], ok: Callable[[Any], bool], t_start: float
             result.errors += 1
             result.last_error = ret
             continue
-        latencies.append(ended - began)
+        latency = ended - began
+        b = int(log(latency * 1e6) * BUCKETS_PER_E) if latency > 1e-7 else 0
+        hist[b] = hist.get(b, 0) + 1
+        if latency > result.max_s:
+            result.max_s = latency
         windows[min(last, int((ended - t_start) / window_s))] += 1
     return result
 
 
-def nearest_rank(ordered: list[float], point: float) -> float:
-    rank = max(1, math.ceil(point / 100 * len(ordered)))
-    return ordered[rank - 1]
+def hist_percentile(ordered: list[tuple[int, int]], total: int, point: float) -> float:
+    """Nearest-rank percentile (s) of a histogram given as sorted (bucket, count) pairs."""
+    rank = max(1, math.ceil(point / 100 * total))
+    seen = 0
+    for b, count in ordered:
+        seen += count
+        if seen >= rank:
+            return bucket_value_s(b)
+    return bucket_value_s(ordered[-1][0])
 
 
 def summarize(results: Iterable[tuple], duration_s: float, window_s: float = WINDOW_S) -> dict[str, Any]:
-    """Merge ``ClientResult.as_tuple()`` values into ops/s, p50/p99 (ms), errors and window rates."""
-    latencies: list[float] = []
+    """Merge ``ClientResult.as_tuple()`` values into ops/s, p50/p99 (ms, to 0.5 %), errors, window rates."""
+    hist: dict[int, int] = {}
     windows: list[int] = []
     errors = 0
     clients = 0
+    max_s = 0.0
     last_error = None
-    for lat, win, err, last in results:
+    for h, mx, win, err, last in results:
         clients += 1
-        latencies.extend(lat)
+        for b, count in h.items():
+            hist[b] = hist.get(b, 0) + count
+        max_s = max(max_s, mx)
         if not windows:
             windows = list(win)
         else:
@@ -96,14 +128,15 @@ def summarize(results: Iterable[tuple], duration_s: float, window_s: float = WIN
         errors += err
         if err:
             last_error = last
-    latencies.sort()
+    ordered = sorted(hist.items())
+    ops = sum(hist.values())
     figures: dict[str, Any] = {
         "clients": clients,
-        "ops": len(latencies),
-        "ops_per_s": round(len(latencies) / duration_s),
-        "p50_ms": round(nearest_rank(latencies, 50) * 1000, 3) if latencies else None,
-        "p99_ms": round(nearest_rank(latencies, 99) * 1000, 3) if latencies else None,
-        "max_ms": round(latencies[-1] * 1000, 1) if latencies else None,
+        "ops": ops,
+        "ops_per_s": round(ops / duration_s),
+        "p50_ms": round(hist_percentile(ordered, ops, 50) * 1000, 3) if ops else None,
+        "p99_ms": round(hist_percentile(ordered, ops, 99) * 1000, 3) if ops else None,
+        "max_ms": round(max_s * 1000, 1) if ops else None,
         "errors": errors,
         "window_rates": [round(count / window_s) for count in windows],
     }
