@@ -265,7 +265,7 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None) -> Any:
         mailbox.deactivate_alias(ref)
         process.demonitor(ref)
         raise Exit("timeout") from None
-    mailbox.deactivate_alias(ref)
+    mailbox.deactivate_alias(ref, purge=False)  # its one reply was just taken
     if type(msg) is CallReply:
         process.demonitor(ref)
         return msg.value

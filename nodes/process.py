@@ -432,7 +432,7 @@ def demonitor(ref: Ref, flush: bool = True) -> bool:
                 target.monitored_by.pop(ref, None)
     if entry is not None and not node.is_local_node(entry[0]):
         _remote(entry[0], ("demonitor", me.pid, entry[1], ref))
-    if flush:
+    if flush and len(me.mailbox):
         try:
             me.mailbox.receive(lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN"
                                and m[1] == ref, 0)
