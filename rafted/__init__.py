@@ -40,6 +40,7 @@ from rafted.communication import Communication, RemoteMessageGateway
 from rafted.config import Config, make_config
 from rafted.data import Data
 from rafted.leader_hook import LeaderHook, NoOp
+from rafted.persistence import DEFAULT_LOG_FILE_MIN_SIZE as _DEFAULT_LOG_FILE_MIN_SIZE
 from rafted.persistence import PersistenceError
 from rafted.persistence import read_last_log_index as _read_last_log_index
 
@@ -99,6 +100,7 @@ def start_link(
     persistence_dir: str | None = None,
     log_file_expansion_factor: int = 10,
     join_timeout: int = _server.JOIN_TIMEOUT,
+    log_file_min_size: int = _DEFAULT_LOG_FILE_MIN_SIZE,
 ) -> tuple[str, Any]:
     """Start one member, linked to the caller: ``("ok", pid)`` or ``("error", reason)``.
 
@@ -121,7 +123,8 @@ def start_link(
     cannot be recovered without losing data fail start-up with ``("error",
     ("persistence_error", exc))``, ``str(exc)`` naming the file and offset.
     A new log file and snapshot are started when the log file grows beyond
-    ``log_file_expansion_factor`` × the latest snapshot's size.
+    ``log_file_expansion_factor`` × the latest snapshot's size and (beyond the
+    original) ``log_file_min_size`` bytes (1 MiB; 0 gives the original's rule).
     """
     if type(group_info) is not tuple or len(group_info) != 2:
         raise TypeError(f"start_link: group_info must be {_GROUP_INFO_FORMS}, got {group_info!r}")
@@ -147,6 +150,10 @@ def start_link(
             f"start_link: log_file_expansion_factor must be positive, got {log_file_expansion_factor!r}"
         )
     _check_timeout("start_link", join_timeout)
+    if not isinstance(log_file_min_size, int) or isinstance(log_file_min_size, bool) or log_file_min_size < 0:
+        raise ValueError(
+            f"start_link: log_file_min_size must be a non-negative int of bytes, got {log_file_min_size!r}"
+        )
     if persistence_dir is not None:
         if not isinstance(persistence_dir, (str, os.PathLike)) or os.fspath(persistence_dir) == "":
             raise TypeError(
@@ -157,6 +164,7 @@ def start_link(
         "persistence_dir": persistence_dir,
         "log_file_expansion_factor": log_file_expansion_factor,
         "join_timeout": join_timeout,
+        "log_file_min_size": log_file_min_size,
     }
     return nodes.gen_statem.start_link(_server, (group_info, options), name=name)
 

@@ -41,7 +41,8 @@ acknowledges them. A new log file and a renamed snapshot are made durable
 by fsyncing the directory before anything depends on them.
 
 Compaction (as the original): when the current log file has grown beyond
-``log_file_expansion_factor`` × the size of the latest snapshot, the member
+``log_file_expansion_factor`` × the size of the latest snapshot (and, beyond
+the original, beyond ``log_file_min_size``, 1 MiB by default), the member
 fsyncs and closes it, starts ``log_<next index>`` and hands the current
 state (an immutable value, so a consistent copy) to a helper process that
 writes the snapshot without stalling the member; when the member hears of
@@ -127,6 +128,10 @@ _TAG_OF = {t: i for i, t in enumerate(ENTRY_TYPES)}
 _SNAPSHOT_RE = re.compile(r"snapshot_(\d+)_(\d+)\Z")
 _LOG_RE = re.compile(r"log_(\d+)\Z")
 _TMP_RE = re.compile(r"snapshot_\d+_\d+\..*\.tmp\Z")
+
+#: no compaction before the current log file has this size (beyond the original: a small value
+#: would otherwise be snapshotted every few dozen commands); ``start_link(log_file_min_size=...)``
+DEFAULT_LOG_FILE_MIN_SIZE = 1 << 20
 
 # how many later indices a damaged entry is checked against before it counts as a torn tail
 _RESYNC_WINDOW = 64
@@ -653,11 +658,14 @@ class Persistence:
     log_expansion_factor: float
     latest_snapshot_metadata: SnapshotMetadata | None
     snapshot_writer: Any = None
+    log_min_size: int = 0
 
     # -- constructors --------------------------------------------------------------------
 
     @classmethod
-    def new_with_initial_snapshot(cls, dir: str, factor: float, snapshot: Snapshot) -> Persistence:
+    def new_with_initial_snapshot(
+        cls, dir: str, factor: float, snapshot: Snapshot, min_size: int = DEFAULT_LOG_FILE_MIN_SIZE
+    ) -> Persistence:
         """A new group's first member: ``snapshot`` (of the empty value) and its entry on disk."""
         os.makedirs(dir, exist_ok=True)
         _remove_temp_files(dir)
@@ -665,21 +673,31 @@ class Persistence:
             _unlink(path)  # empty files left by a crash before the first snapshot (checked by the caller)
         entry = snapshot.last_committed_entry
         meta = _write_snapshot(dir, snapshot, None)
-        p = cls(dir, _LogFile(dir, entry[1]), 0, factor, meta)
+        p = cls(dir, _LogFile(dir, entry[1]), 0, factor, meta, log_min_size=min_size)
         return p.write_log_entries([entry]).sync()
 
     @classmethod
     def new_with_disk_snapshot(
-        cls, dir: str, factor: float, meta: SnapshotMetadata, entry_restore: LogEntry
+        cls,
+        dir: str,
+        factor: float,
+        meta: SnapshotMetadata,
+        entry_restore: LogEntry,
+        min_size: int = DEFAULT_LOG_FILE_MIN_SIZE,
     ) -> Persistence:
         """After recovery: a new log file starting with the ``restore_from_files`` entry."""
         _remove_temp_files(dir)
-        p = cls(dir, _LogFile(dir, entry_restore[1]), 0, factor, meta)
+        p = cls(dir, _LogFile(dir, entry_restore[1]), 0, factor, meta, log_min_size=min_size)
         return p.write_log_entries([entry_restore]).sync()
 
     @classmethod
     def new_with_snapshot_sent_from_leader(
-        cls, dir: str, factor: float, snapshot: Snapshot, data: bytes | None = None
+        cls,
+        dir: str,
+        factor: float,
+        snapshot: Snapshot,
+        data: bytes | None = None,
+        min_size: int = DEFAULT_LOG_FILE_MIN_SIZE,
     ) -> Persistence:
         """A joiner: whatever ``dir`` held is replaced by the leader's snapshot (``data``: its
         file's bytes, when the leader sent them) and a log file for the entries after it."""
@@ -690,7 +708,8 @@ class Persistence:
         for _first, path in list_log_files(dir):
             _unlink(path)
         meta = _write_snapshot(dir, snapshot, data)
-        return cls(dir, _LogFile(dir, snapshot.last_committed_entry[1] + 1), 0, factor, meta)
+        new_log = _LogFile(dir, snapshot.last_committed_entry[1] + 1)
+        return cls(dir, new_log, 0, factor, meta, log_min_size=min_size)
 
     # -- the seam the server calls ---------------------------------------------------------
 
@@ -717,7 +736,7 @@ class Persistence:
         return self
 
     def log_compaction_runnable(self) -> bool:
-        if self.snapshot_writer is not None:
+        if self.snapshot_writer is not None or self.log_size_written < self.log_min_size:
             return False
         meta = self.latest_snapshot_metadata
         return meta is None or meta.size * self.log_expansion_factor < self.log_size_written

@@ -75,6 +75,7 @@ from rafted.log_entry import (
     LogEntry,
 )
 from rafted.persistence import (
+    DEFAULT_LOG_FILE_MIN_SIZE,
     SNAPSHOT_CREATED,
     Persistence,
     PersistenceError,
@@ -209,17 +210,18 @@ def _initialize_leader_state(ctx: _Ctx, config: Config, options: dict | None = N
     me = ctx.me
     dir = (options or {}).get("persistence_dir")
     factor = (options or {}).get("log_file_expansion_factor", 10)
+    min_size = (options or {}).get("log_file_min_size", DEFAULT_LOG_FILE_MIN_SIZE)
     if dir is not None:
         recovered = read_latest_snapshot_and_logs_if_available(dir)
         if recovered is not None:
-            return _recover_state_from_snapshot_and_log(ctx, dir, factor, recovered)
+            return _recover_state_from_snapshot_and_log(ctx, dir, factor, recovered, min_size)
     members = Members.new_for_lonely_leader(me)
     first_entry = (0, 1, LEADER_ELECTED, [me])
     data = config.data_module.new()
     persistence = None
     if dir is not None:
         snapshot = Snapshot(members, 0, first_entry, config, data, CommandResults())
-        persistence = Persistence.new_with_initial_snapshot(dir, factor, snapshot)
+        persistence = Persistence.new_with_initial_snapshot(dir, factor, snapshot, min_size)
     return State(
         members=members,
         current_term=0,
@@ -233,7 +235,9 @@ def _initialize_leader_state(ctx: _Ctx, config: Config, options: dict | None = N
     )
 
 
-def _recover_state_from_snapshot_and_log(ctx: _Ctx, dir: str, factor: float, r: Recovered) -> State:
+def _recover_state_from_snapshot_and_log(
+    ctx: _Ctx, dir: str, factor: float, r: Recovered, min_size: int = 0
+) -> State:
     """A new 1-member group from a persistence dir: the config passed in is ignored in favour of
     the restored one, the membership on disk too (``me`` is the sole member); every entry found
     is committed, even those that were not before, after a ``restore_from_files`` entry."""
@@ -243,7 +247,7 @@ def _recover_state_from_snapshot_and_log(ctx: _Ctx, dir: str, factor: float, r: 
     term = max([snapshot.term, *(e[0] for e in r.entries)])
     logs = Logs.new_for_lonely_leader(snapshot.last_committed_entry, r.entries)
     logs, entry_restore = Logs.add_entry_on_restored_from_files(logs, term, me)
-    persistence = Persistence.new_with_disk_snapshot(dir, factor, r.metadata, entry_restore)
+    persistence = Persistence.new_with_disk_snapshot(dir, factor, r.metadata, entry_restore, min_size)
     logs, to_apply = Logs.commit_to_latest(logs)
     w = State(
         members=Members.new_for_lonely_leader(me),
@@ -287,7 +291,8 @@ def _initialize_follower_state(ctx: _Ctx, received: tuple | Snapshot, options: d
     dir = (options or {}).get("persistence_dir")
     if dir is not None:
         factor = (options or {}).get("log_file_expansion_factor", 10)
-        persistence = Persistence.new_with_snapshot_sent_from_leader(dir, factor, snapshot, data)
+        min_size = (options or {}).get("log_file_min_size", DEFAULT_LOG_FILE_MIN_SIZE)
+        persistence = Persistence.new_with_snapshot_sent_from_leader(dir, factor, snapshot, data, min_size)
     return State(
         members=members,
         current_term=max(term, snapshot.term),
@@ -503,9 +508,18 @@ def _schedule_flush(ctx: _Ctx, s: State) -> State:
 
 def _on_flush(ctx: _Ctx, state_name: str, s: State) -> tuple:
     s = _replace_value(s, flush_pending=False)
-    if s.persistence is not None:
-        # entries must be durable before the leader counts its own copy or a follower acknowledges
-        s = _replace_value(s, persistence=s.persistence.sync())
+    p = s.persistence
+    if p is not None:
+        if state_name == "leader" and len(s.members.all) > 1:
+            # Send the batch first, then sync it while the followers write theirs (one fsync for
+            # the batch). The leader counts its own copy only when it handles their answers:
+            # events after this one, so after the sync, which runs right after the sends.
+            s = _broadcast_append_entries(ctx, s, heartbeat=False)
+            ctx.effects.append((p.sync, ()))
+            state_name = ""  # sent already
+        else:
+            # a lonely leader commits at once, a follower acknowledges: durable first
+            s = _replace_value(s, persistence=p.sync())
     if state_name == "leader":
         s = _broadcast_append_entries(ctx, s, heartbeat=False)
     if s.pending_responses:

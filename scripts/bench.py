@@ -463,6 +463,70 @@ def nodes_remote(args: argparse.Namespace) -> Figures:
         peer.close()
 
 
+# -- rafted-persist ------------------------------------------------------------------------------
+#
+# A 3-member group on 3 node OS processes (bench_rafted's Cluster: private epmd port, random
+# cookie, every process killed by PID at the end), every member persisting into its own directory
+# of a temporary directory (fsync on: a leader syncs a batch before sending it, a follower before
+# acknowledging).  Clients run on the leader's node (bench_rafted.run_clients).  The directory is
+# removed at the end, after its size is reported.
+
+def _add_persist_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=5.0, metavar="S",
+                        help="seconds per measurement (default: 5)")
+    parser.add_argument("--clients", type=int, default=32, metavar="N",
+                        help="concurrent clients of the throughput run (default: 32)")
+    parser.add_argument("--dir", type=Path, default=None, metavar="DIR",
+                        help="where the members persist (default: a temporary directory; its disk "
+                             "decides the fsync cost)")
+
+
+def _dir_usage(path: Path) -> dict[str, int]:
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return {"files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+
+
+@scenario("rafted-persist", "3 persisting members on 3 node processes (fsync on): sequential command "
+          "latency and --clients (32) concurrent clients' throughput", options=_add_persist_options)
+def rafted_persist(args: argparse.Namespace) -> Figures:
+    import shutil
+    import tempfile
+
+    _ensure_project_python()
+    scripts = str(Path(__file__).resolve().parent)
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import bench_rafted
+
+    work = Path(tempfile.mkdtemp(prefix="bench-persist-"))
+    data_root = (args.dir.resolve() / f"bench-persist-{os.getpid()}") if args.dir else work / "data"
+    cluster = bench_rafted.Cluster(work)
+    try:
+        bench = bench_rafted.RaftedBench(args, cluster)
+        bench.member_nodes = [cluster.start_node() for _ in range(3)]
+        bench.create_group(bench_rafted.PNAME, persistence_root=data_root)
+        seq = bench.load(0)
+        conc = bench.load(args.clients)
+        figures: Figures = {
+            "members": "3 node processes, every member persisting (fsync on)",
+            "dir": str(data_root),
+            "seq_ops_per_s": seq["ops_per_s"],
+            "seq_latency_ms": {"p50": seq["p50_ms"], "p99": seq["p99_ms"], "max": seq["max_ms"]},
+            "seq_errors": seq["errors"],
+            f"clients_{args.clients}_ops_per_s": conc["ops_per_s"],
+            f"clients_{args.clients}_latency_ms": {"p50": conc["p50_ms"], "p99": conc["p99_ms"],
+                                                   "max": conc["max_ms"]},
+            f"clients_{args.clients}_errors": conc["errors"],
+            "disk": _dir_usage(data_root),
+        }
+        return figures
+    finally:
+        cluster.close()
+        shutil.rmtree(work, ignore_errors=True)
+        if args.dir:
+            shutil.rmtree(data_root, ignore_errors=True)
+
+
 # -- command line --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:

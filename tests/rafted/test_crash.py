@@ -62,7 +62,7 @@ def _make_start_member() -> Any:
         import rafted as r
 
         return r.RaftedValue.start_link(group_info, name="bag", persistence_dir=dir,
-                                        log_file_expansion_factor=factor)
+                                        log_file_expansion_factor=factor, log_file_min_size=0)
 
     return start_member
 

@@ -55,7 +55,12 @@ def wire() -> Iterator[type[Wire]]:
     Wire.reset()
 
 
+# the original's compaction rule (log file > factor × snapshot), without this port's 1 MiB floor
+ORIGINAL_RULE = {"log_file_min_size": 0}
+
+
 def start(cluster: Cluster, dir: Any, config: rafted.Config = CONF, **kw: Any) -> Any:
+    kw = {**ORIGINAL_RULE, **kw}
     r = cluster.start(("create_new_consensus_group", config), persistence_dir=str(dir), **kw)
     assert r[0] == "ok", r
     return r[1]
@@ -63,7 +68,7 @@ def start(cluster: Cluster, dir: Any, config: rafted.Config = CONF, **kw: Any) -
 
 def join(cluster: Cluster, leader: Any, dir: Any = None, **kw: Any) -> Any:
     r = cluster.start(("join_existing_consensus_group", [leader]),
-                      persistence_dir=None if dir is None else str(dir), **kw)
+                      persistence_dir=None if dir is None else str(dir), **{**ORIGINAL_RULE, **kw})
     assert r[0] == "ok", r
     wait_until_member_change_completes(leader)
     return r[1]
@@ -326,6 +331,20 @@ def test_old_snapshots_and_committed_log_files_are_deleted(cluster: Cluster, tmp
     stop(leader)
     start(cluster, d, name="again")
     assert value("again") == 300
+
+
+def test_no_compaction_below_the_minimum_log_file_size(cluster: Cluster, tmp_path: Path) -> None:
+    leader = start(cluster, tmp_path, log_file_expansion_factor=1, log_file_min_size=20_000)
+    incs(leader, 0, 59)  # about 9 KB of log: 16 × the snapshot, below the minimum
+    assert snapshot_indices(str(tmp_path)) == [1] and log_firsts(str(tmp_path)) == [1]
+    i = 60
+    while snapshot_indices(str(tmp_path)) == [1]:
+        assert RaftedValue.command(leader, "inc") == ("ok", i)
+        i += 1
+        assert i < 400, "no compaction after 20 KB of log"
+    assert os.path.getsize(os.path.join(str(tmp_path), "log_1")) >= 20_000
+    with pytest.raises(ValueError, match="log_file_min_size"):
+        RaftedValue.start_link(("create_new_consensus_group", CONF), log_file_min_size=-1)
 
 
 def test_a_graceful_stop_waits_for_the_snapshot_being_written(cluster: Cluster, tmp_path: Path) -> None:
