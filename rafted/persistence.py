@@ -35,10 +35,12 @@ a checksum before the trailing size.
 
 Durability. Entries are appended to an in-memory batch by
 :meth:`Persistence.write_log_entries`; :meth:`Persistence.sync` writes the
-batch with one ``write`` and one ``fdatasync`` (group commit). The server
-syncs before a leader sends (and so counts) entries and before a follower
-acknowledges them. A new log file and a renamed snapshot are made durable
-by fsyncing the directory before anything depends on them.
+batch with one ``write`` and one ``fdatasync`` (group commit). A follower
+syncs before it acknowledges; a leader sends the batch to its followers and
+then syncs it, before it handles their answers (so before it counts its own
+copy); a lonely leader syncs before it commits. A new log file and a renamed
+snapshot are made durable by fsyncing the directory before anything depends
+on them.
 
 Compaction (as the original): when the current log file has grown beyond
 ``log_file_expansion_factor`` × the size of the latest snapshot (and, beyond
