@@ -613,6 +613,17 @@ class _LogFile:
     def __repr__(self) -> str:
         return f"<log file {self.path}>"
 
+    def __del__(self) -> None:
+        # a member killed without terminate (an exit signal "kill") leaves its last state to the
+        # garbage collector: do not leak the descriptor (nothing is synced: that is a crash)
+        fd = self.fd
+        if fd is not None:
+            self.fd = None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def append(self, data: bytes) -> None:
         self.pending.append(data)
 

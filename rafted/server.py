@@ -509,19 +509,18 @@ def _schedule_flush(ctx: _Ctx, s: State) -> State:
 def _on_flush(ctx: _Ctx, state_name: str, s: State) -> tuple:
     s = _replace_value(s, flush_pending=False)
     p = s.persistence
-    if p is not None:
-        if state_name == "leader" and len(s.members.all) > 1:
-            # Send the batch first, then sync it while the followers write theirs (one fsync for
-            # the batch). The leader counts its own copy only when it handles their answers:
-            # events after this one, so after the sync, which runs right after the sends.
-            s = _broadcast_append_entries(ctx, s, heartbeat=False)
-            ctx.effects.append((p.sync, ()))
-            state_name = ""  # sent already
-        else:
+    if p is not None and state_name == "leader" and len(s.members.all) > 1:
+        # Send the batch first, then sync it while the followers write theirs (one fsync for the
+        # batch). The leader counts its own copy only when it handles their answers: events
+        # after this one, so after the sync, which runs right after the sends.
+        s = _broadcast_append_entries(ctx, s, heartbeat=False)
+        ctx.effects.append((p.sync, ()))
+    else:
+        if p is not None:
             # a lonely leader commits at once, a follower acknowledges: durable first
             s = _replace_value(s, persistence=p.sync())
-    if state_name == "leader":
-        s = _broadcast_append_entries(ctx, s, heartbeat=False)
+        if state_name == "leader":
+            s = _broadcast_append_entries(ctx, s, heartbeat=False)
     if s.pending_responses:
         for dest, resp in s.pending_responses.items():
             ctx.cast(s, dest, resp)
