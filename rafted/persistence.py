@@ -512,7 +512,8 @@ def read_latest_snapshot_and_logs_if_available(dir: str, repair: bool = True) ->
         break
     if snapshot is None:
         first = errors[0]
-        raise PersistenceError(f"{first} and no older snapshot to fall back to", first.path)
+        older = "no readable older snapshot" if len(errors) > 1 else "no older snapshot"
+        raise PersistenceError(f"{first}, and {older} to fall back to; refusing to start", first.path)
     c, term, path = chosen
     if repair:
         for err in errors:
