@@ -33,6 +33,15 @@ of a batch: it arrives after every request already queued, so a burst goes
 out as one request per follower. Followers likewise answer once per batch
 of AppendEntries (the answers are merged).
 
+Persistence (``state.persistence``, :mod:`rafted.persistence`): entries are
+written as they are appended and synced once per batch at ``FLUSH`` (a
+follower before it answers; a leader right after sending the batch, before
+it handles any answer, so before it counts its own copy). A persisting
+leader sends its latest snapshot file's bytes (``InstallSnapshotCompressed``
+with its term and pid); a persisting follower writes a snapshot it installs
+before acknowledging it. Creating a group on a directory with files
+recovers from them (:func:`_recover_state_from_snapshot_and_log`).
+
 Beyond the original (see the README / reference):
 
 - membership changes are refused with ``"uncommitted_membership_change"``
