@@ -161,6 +161,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_command(node_cluster: A
     assert r[0] == "ok", r
     server = (NAME, node.name)
     kills = []
+    seen: dict[str, int] = {}
     started = time.monotonic()
     for k in range(RANDOM_KILLS):
         clients = Clients(server, rng.choice([1, 4, 16]), history.counter)
@@ -170,13 +171,31 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_command(node_cluster: A
         clients.join()
         history.add(clients)
         kills.append(len(clients.acked))
+        for what in found_after_a_crash(d):
+            seen[what] = seen.get(what, 0) + 1
         node, server, value = recover(node_cluster, d, history, 1.0)
     elapsed = time.monotonic() - started
     snapshots = len(P.list_snapshot_files(d))
     print(f"\ncrash test (seed {SEED}): {len(kills)} SIGKILLs in {elapsed:.1f} s, "
           f"{len(history.acked)} commands acknowledged, {len(history.attempted)} attempted, "
-          f"{len(value)} recovered; {snapshots} snapshot files kept")
+          f"{len(value)} recovered; {snapshots} snapshot files kept; found after the kills: {seen}")
     assert len(history.acked) >= RANDOM_KILLS
+
+
+def found_after_a_crash(dir: str) -> list[str]:
+    """What a kill left behind: a torn final write, a snapshot being written, one not yet cleaned."""
+    found = []
+    names = os.listdir(dir)
+    if any(n.endswith(".tmp") for n in names):
+        found.append("snapshot temp file")
+    if len(P.list_snapshot_files(dir)) > 2:
+        found.append("obsolete snapshot")
+    first, newest = P.list_log_files(dir)[-1]
+    if os.path.getsize(newest) == 0:
+        found.append("empty new log file")
+    elif P.read_log_file(newest, allow_torn_tail=True, first_index=first).torn_at is not None:
+        found.append("torn final entry")
+    return found
 
 
 # (crash point, how many times it is passed before the process kills itself)
