@@ -229,6 +229,7 @@ class PySyncObjBench:
         self.addrs = [f"127.0.0.1:{_free_port()}" for _ in range(3)]
         self.workers: dict[str, Worker] = {}
         self.all_workers: list[Worker] = []
+        self.notes: list[str] = []
 
     def start(self, addr: str) -> Worker:
         partners = [a for a in self.addrs if a != addr]
@@ -262,10 +263,34 @@ class PySyncObjBench:
                 if leader.request("wait_commit", deadline=5.0, timeout_s=10.0)["t"] is not None:
                     return leader, leader.request("status")
             time.sleep(0.1)
-        raise RuntimeError(f"PySyncObj group not healthy after {timeout_s} s: {last!r}")
+        if isinstance(last, dict):
+            states = {0: "follower", 1: "candidate", 2: "leader"}
+            last = "; ".join(f"{addr.split(':')[1]} {states.get(st['state'], st['state'])} term {st['term']} "
+                             f"commit {st['commit_idx']}" for addr, st in last.items())
+        raise RuntimeError(f"group not healthy after {timeout_s:g} s ({last})")
+
+    def restart_all(self) -> None:
+        """Kill the three nodes and start a fresh group on new ports."""
+        for worker in self.workers.values():
+            worker.kill()
+        self.workers = {}
+        self.addrs = [f"127.0.0.1:{_free_port()}" for _ in range(3)]
+        for addr in self.addrs:
+            self.start(addr)
+        self.wait_healthy()
+
+    def healthy_or_restart(self, when: str) -> tuple[Worker, dict]:
+        """The group's leader; a group stuck for 20 s is noted and replaced by a fresh one."""
+        try:
+            return self.wait_healthy(timeout_s=20.0)
+        except RuntimeError as e:
+            self.notes.append(f"{when}: {e}; restarted all three nodes")
+            say(f"   PySyncObj {when}: {e}; restarting all three nodes")
+        self.restart_all()
+        return self.wait_healthy()
 
     def load(self, clients: int, duration_s: float) -> dict[str, Any]:
-        leader, _ = self.wait_healthy()
+        leader, _ = self.healthy_or_restart(f"before the {clients}-client run")
         warmup = 1.0 + clients * 0.005
         return leader.request("load", timeout_s=warmup + duration_s + 120, clients=clients,
                               duration=duration_s, warmup=warmup)
@@ -274,7 +299,7 @@ class PySyncObjBench:
         times: list[float] = []
         elections: list[int] = []
         for i in range(tries):
-            self.wait_healthy()
+            self.healthy_or_restart(f"before failover try {i + 1}")
             time.sleep(0.5)
             leader, st = self.wait_healthy()
             term0 = st["term"]
@@ -329,6 +354,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                       **window_figures(figures["conc"][str(long_clients)]["window_rates"])}
         if "failover" in only and args.failover_tries > 0:
             figures["failover_s"] = bench.failover(args.failover_tries)
+        if bench.notes:
+            figures["incidents"] = bench.notes
         return figures
     finally:
         if bench is not None:

@@ -633,6 +633,10 @@ def print_table(fig: dict[str, Any]) -> None:
         print("member RSS MB start->mid->end of the windowed run:\n  " + "\n  ".join(parts))
     if pso and pso.get("version"):
         print(f"PySyncObj {pso['version']} ({pso.get('note', '')})")
+    for incident in (pso or {}).get("incidents", []):
+        print(f"PySyncObj incident: {incident}")
+    if pso and pso.get("error"):
+        print(f"PySyncObj comparison failed: {pso['error']}")
     rows = targets(fig)
     if rows:
         print("targets:")
@@ -670,7 +674,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare == "pysyncobj":
         import bench_pysyncobj
 
-        figures["compare"] = {"pysyncobj": bench_pysyncobj.run(args)}
+        try:
+            figures["compare"] = {"pysyncobj": bench_pysyncobj.run(args)}
+        except Exception as e:  # noqa: BLE001 - keep rafted's figures; say what went wrong
+            say(f"   PySyncObj comparison failed: {e!r}")
+            figures["compare"] = {"pysyncobj": {"error": repr(e)}}
     figures["targets"] = [{"target": t, "measured": m, "met": ok} for t, m, ok in targets(figures)]
     figures["wall_s"] = round(time.monotonic() - started, 1)
     figures["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # other work on the box
