@@ -52,9 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epmd-port", type=int, default=None, help="port-mapper port (default: a free one)")
     p.add_argument("--distrust-noproc", action="store_true",
                    help="clients take ('error', 'noproc') as 'unknown' (default: 'not applied', give up)")
+    p.add_argument("--mutate", choices=["lease", "dedup"], default=None,
+                   help="self-test: break every node (lease never expires / ids not de-duplicated); "
+                        "the campaign must then find violations")
     p.add_argument("--stale-reads", action="store_true",
                    help="self-test: read with query_non_leader from any member; must be NOT linearizable")
     p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--probers", type=int, default=1,
+                   help="extra clients that send each operation to a random member first (default 1)")
     p.add_argument("--keys", type=int, default=6)
     p.add_argument("--think-ms", type=float, default=10.0, help="mean pause between a client's operations")
     p.add_argument("--election-timeout", type=int, default=1000, help="ms (default 1000)")
@@ -134,11 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             seed = args.seed + run_no
             run_no += 1
             seconds = min(args.run_seconds, max(20.0, end - time.monotonic() - 20.0))
-            cfg = campaign.RunConfig(seconds=seconds, seed=seed, clients=args.clients, keys=args.keys,
+            cfg = campaign.RunConfig(seconds=seconds, seed=seed, clients=args.clients, probers=args.probers,
+                                     keys=args.keys,
                                      election_timeout=args.election_timeout, lease_margin=args.lease_margin,
                                      kinds=kinds, out_dir=args.out, save_always=args.save_all,
                                      schedule=schedule, stale_reads=args.stale_reads,
-                                     trust_noproc=not args.distrust_noproc,
+                                     trust_noproc=not args.distrust_noproc, mutation=args.mutate,
                                      think_s=args.think_ms / 1000,
                                      workdir=args.logs / f"run{run_no}" if args.logs else None)
             if netns_env is not None:

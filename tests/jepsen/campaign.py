@@ -34,6 +34,7 @@ from lincheck import Recorder, Verdict, check, register_model, render, save_hist
 from .cluster import RaftCluster
 from .nemesis import KINDS, Fault, Nemesis, random_schedule
 from .netsplit import Network, SwitchNetwork
+from .regressions import MUTATIONS
 from .workload import Client, make_config
 
 
@@ -42,6 +43,7 @@ class RunConfig:
     seconds: float = 75.0
     seed: int = 1
     clients: int = 4
+    probers: int = 1  # extra clients that ask random members first (see run)
     keys: int = 6
     size: int = 5
     heartbeat_timeout: int = 100
@@ -55,6 +57,7 @@ class RunConfig:
     out_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "jepsen-histories")
     save_always: bool = False
     stale_reads: bool = False  # harness self-test: reads from any member, must be caught
+    mutation: str | None = None  # harness self-test: break every node (regressions.MUTATIONS)
     trust_noproc: bool = True  # take ("error", "noproc") as "not applied": rafted promises it
     workdir: Path | None = None  # node logs; a temporary directory if None
 
@@ -135,7 +138,15 @@ def run(cfg: RunConfig, *, launcher: Callable[[Path], Any] | None = None, networ
         "node_logs": str(workdir),
     })
     problems: list[str] = []
-    cluster = RaftCluster(nodes_launcher, config, cfg.size, log=log)
+    on_node = None
+    if cfg.mutation is not None:
+        mutate = MUTATIONS[cfg.mutation]
+
+        def on_node(name: str) -> None:
+            log(f"mutating {name}: {nodes.rpc.call(name, mutate, timeout=10_000)}")
+
+        rec.metadata["mutation"] = cfg.mutation
+    cluster = RaftCluster(nodes_launcher, config, cfg.size, log=log, on_node=on_node)
     stop_nemesis = threading.Event()
     stop_clients = threading.Event()
     clients: list[Client] = []
@@ -149,6 +160,14 @@ def run(cfg: RunConfig, *, launcher: Callable[[Path], Any] | None = None, networ
         clients = [Client(i + 1, rec, cluster.directory, keys, cfg.seed * 1000 + i, stop_clients,
                           think_s=cfg.think_s, stale_reads=cfg.stale_reads,
                           trust_noproc=cfg.trust_noproc) for i in range(cfg.clients)]
+        for j in range(cfg.probers):
+            # mostly reads, each sent first to a random member and waited for: a deposed,
+            # cut-off or paused (old) leader gets asked right after the new leader has
+            # committed writes -- that is where a broken lease would show
+            cid = cfg.clients + j + 1
+            clients.append(Client(cid, rec, cluster.directory, keys, cfg.seed * 1000 + cid, stop_clients,
+                                  think_s=cfg.think_s, trust_noproc=cfg.trust_noproc, explore=1.0,
+                                  mix=(0.8, 0.1, 0.1), attempt_timeouts_ms=(5000,)))
         for c in clients:
             c.start()
         nemesis = Nemesis(cluster, network, rec, schedule, stop_nemesis, log=log)

@@ -62,8 +62,10 @@ class ClusterError(Exception):
 
 class RaftCluster:
     def __init__(self, launcher: Launcher, config: Any, size: int = 5,
-                 log: Callable[[str], None] = lambda s: None, join_timeout_ms: int = 30_000) -> None:
+                 log: Callable[[str], None] = lambda s: None, join_timeout_ms: int = 30_000,
+                 on_node: Callable[[str], None] | None = None) -> None:
         self.launcher = launcher
+        self.on_node = on_node  # called with each new node's name before its member starts
         self.config = config
         self.size = size
         self.log = log
@@ -83,6 +85,8 @@ class RaftCluster:
 
     def start(self) -> None:
         first = self.launcher.start_node()
+        if self.on_node is not None:
+            self.on_node(first.name)
         res = nodes.rpc.call(first.name, start_member, ("create_new_consensus_group", self.config),
                              GROUP_NAME, self.join_timeout_ms, timeout=30_000)
         if res[0] != "ok":
@@ -94,6 +98,8 @@ class RaftCluster:
 
     def add_member(self) -> Member:
         node = self.launcher.start_node()
+        if self.on_node is not None:
+            self.on_node(node.name)
         known = [m.pid for m in self.live() if not m.paused]
         res = nodes.rpc.call(node.name, start_member, ("join_existing_consensus_group", known),
                              GROUP_NAME, self.join_timeout_ms, timeout=self.join_timeout_ms + 15_000)

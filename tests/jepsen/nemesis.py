@@ -11,9 +11,14 @@ Faults (``Fault.kind``):
     SIGKILL one node (``target``: ``"leader"`` or ``"follower"``), start a new node, join
     a new member there, remove the dead member.
 ``pause_leader``
-    SIGSTOP the leader's node for ``duration`` s -- longer than the largest election
-    timeout, so the others elect a new leader meanwhile -- then SIGCONT.  The old leader
+    SIGSTOP the leader's node for ``duration`` s (1.3 to 3.5 election timeouts, so the
+    others may elect a new leader meanwhile), then SIGCONT.  The old leader
     wakes up believing it leads: it must neither answer a stale read nor commit.
+``pause_leader_cut``
+    the same, but the old leader is also cut off from the other nodes (not from the
+    clients) from the start of the pause until ``awake`` s after it resumes: it wakes up
+    without having heard of the new leader, and only its lease and its quorum check stand
+    between it and a stale read.
 ``pause_minority``
     SIGSTOP ``size`` random nodes (1 or 2) for ``duration`` s, then SIGCONT.
 ``partition``
@@ -47,7 +52,8 @@ from lincheck import Recorder
 from .cluster import ClusterError, Member, RaftCluster
 from .netsplit import Network
 
-KINDS = ("kill", "pause_leader", "pause_minority", "partition", "bridge", "pause_and_cut")
+KINDS = ("kill", "pause_leader", "pause_leader_cut", "pause_minority", "partition", "bridge",
+         "pause_and_cut")
 
 
 @dataclass
@@ -57,6 +63,7 @@ class Fault:
     duration: float = 0.0
     size: int = 1
     target: str = "follower"  # kill: leader | follower
+    awake: float = 0.0  # pause_leader_cut: seconds awake but still cut off
     leader_side: str = "majority"  # partition: the leader's side
     pick: int = 0  # seed for the random choices made when the fault happens
 
@@ -83,8 +90,13 @@ def random_schedule(seed: int, total_s: float, election_timeout_ms: int,
             f.target = rng.choice(("leader", "follower"))
             f.duration = 0.0
         elif kind == "pause_leader":
-            # longer than the largest election timeout (2 * et) plus failure detection
-            f.duration = rng.uniform(2.5 * et, 4.0 * et)
+            # longer than the election timeout: a new leader may be elected meanwhile.  Under
+            # 2 * et the old leader wakes up before its quorum check deposes it, and only its
+            # lease keeps it from answering stale reads; beyond, the quorum check also fires
+            f.duration = rng.uniform(1.3 * et, 3.5 * et)
+        elif kind == "pause_leader_cut":
+            f.duration = rng.uniform(1.3 * et, 3.5 * et)
+            f.awake = rng.uniform(0.3 * et, 1.5 * et)
         elif kind == "pause_minority":
             f.size = rng.choice((1, 2))
             f.duration = rng.uniform(0.5 * et, 4.0 * et)
@@ -163,6 +175,12 @@ class Nemesis(threading.Thread):
                 return
             record["victim"] = leader.node.name
             self.pause(f, [leader])
+        elif f.kind == "pause_leader_cut":
+            if leader is None:
+                self.note("skip", fault=f.kind, why="no leader")
+                return
+            record["victim"] = leader.node.name
+            self.pause_leader_cut(f, leader, followers)
         elif f.kind == "pause_minority":
             victims = rng.sample(live, min(f.size, len(live) // 2))
             record["victims"] = [m.node.name for m in victims]
@@ -230,6 +248,24 @@ class Nemesis(threading.Thread):
             self.net.cut(a, b)
             self.stop_event.wait(f.duration)
             self.note("during", leaders=self.cluster.leaders())
+        finally:
+            self.net.heal()
+            self.note("heal", via=self.net.kind)
+
+    def pause_leader_cut(self, f: Fault, leader: Member, others: list[Member]) -> None:
+        name = leader.node.name
+        self.note("pause_leader_cut", node=name, seconds=round(f.duration, 2), awake=round(f.awake, 2),
+                  via=self.net.kind)
+        try:
+            self.net.cut([name], [m.node.name for m in others])  # while it still answers the switch
+            self.cluster.pause([leader])
+            try:
+                self.stop_event.wait(f.duration)
+                self.note("during", leaders=self.cluster.leaders())
+            finally:
+                self.cluster.resume([leader])
+                self.note("resume", nodes=[name])
+            self.stop_event.wait(f.awake)  # awake, cut off from the group, reachable by clients
         finally:
             self.net.heal()
             self.note("heal", via=self.net.kind)
