@@ -551,7 +551,7 @@ def _leader_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
         return _become_follower_if_new_term_started(ctx, msg, s) or ("keep_state", s)
     if t is InstallSnapshotCompressed:
         return _become_follower_if_new_term_started(ctx, _with_term(msg), s) or ("keep_state", s)
-    # neglect "remove_follower_completed", TimeoutNow, InstallSnapshotCompressed and anything else
+    # neglect "remove_follower_completed", TimeoutNow and anything else
     return ("keep_state", s)
 
 
@@ -672,8 +672,9 @@ def _leader_add_follower(ctx: _Ctx, from_: Any, new_follower: Any, s: State) -> 
     if not _membership_change_allowed(s):
         ctx.reply(s, from_, ("error", "uncommitted_membership_change"))
         return ("keep_state", s)
-    file_snapshot = _read_snapshot_file_for_sending(ctx, s)
-    snapshot_index = None if file_snapshot is None else file_snapshot[1]
+    # a persisting leader sends its latest snapshot file: the joiner's log starts after it
+    meta = s.persistence.latest_snapshot_metadata if s.persistence is not None else None
+    snapshot_index = None if meta is None else meta.last_committed_index
     logs, entry = Logs.add_entry_on_add_follower(s.logs, s.current_term, new_follower, snapshot_index)
     result = Members.start_adding_follower(s.members, entry)
     if result[0] == "error":
@@ -685,9 +686,11 @@ def _leader_add_follower(ctx: _Ctx, from_: Any, new_follower: Any, s: State) -> 
         # a lonely leader had no quorum to lose; its quorum clock starts now
         leadership = _replace_value(leadership, quorum_timer_started_at=ctx.now)
     s = _append_and_flush(ctx, s, logs, entry, members=result[1], leadership=leadership)
+    file_snapshot = _read_snapshot_file_for_sending(ctx, s)
     if file_snapshot is not None:
         ctx.reply(s, from_, ("ok", file_snapshot[0]))
     else:
+        # in memory (or the file could not be read: the joiner then is ahead of its next index)
         ctx.reply(s, from_, ("ok", _make_install_snapshot(ctx, s, for_joiner=True)))
     return ("keep_state", s)
 
