@@ -88,7 +88,7 @@ def test_bounded_campaign_over_network_namespaces(tmp_path: Path) -> None:
     try:
         rc, out = run_torture(tmp_path, "--net", "netns", "--netns-tag", tag, "--seconds", str(seconds),
                               "--seed", seed, "--clients", "3", "--think-ms", "20",
-                              "--kinds", "partition,isolate,pause_leader", timeout=seconds + 180)
+                              "--kinds", "partition,isolate,pause_leader_cut", timeout=seconds + 180)
     finally:
         leftover = netns.cleanup_tag(tag)  # nothing, unless the script was killed
     assert not leftover, f"the run left namespaces behind: {leftover}"
