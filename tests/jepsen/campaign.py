@@ -124,7 +124,7 @@ def run(cfg: RunConfig, *, launcher: Callable[[Path], Any] | None = None, networ
     network = network or SwitchNetwork()
     config = make_config(cfg.heartbeat_timeout, cfg.election_timeout, cfg.lease_margin)
     schedule = cfg.schedule if cfg.schedule is not None else random_schedule(
-        cfg.seed, cfg.seconds, cfg.election_timeout, cfg.kinds)
+        cfg.seed, 2 * cfg.seconds, cfg.election_timeout, cfg.kinds)  # more than enough: cut at the end
     keys = [f"k{i}" for i in range(cfg.keys)]
     rec = Recorder(metadata={
         "model": register_model().spec(),
@@ -216,7 +216,8 @@ def run(cfg: RunConfig, *, launcher: Callable[[Path], Any] | None = None, networ
         for c in clients:
             c.join(30)
         cluster.close()
-    history = rec.history(metadata={"final_values": _jsonable(final_values), "problems": problems})
+    history = rec.history(metadata={"final_values": _jsonable(final_values), "problems": problems,
+                                    "faults_done": _jsonable(nemesis.done if nemesis else [])})
     statuses = Counter(op.status.value for op in history)
     by_op = Counter(f"{op.f} {op.status.value}" for op in history)
     attempts: Counter[str] = Counter()
