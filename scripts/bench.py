@@ -468,8 +468,8 @@ def nodes_remote(args: argparse.Namespace) -> Figures:
 # A 3-member group on 3 node OS processes (bench_rafted's Cluster: private epmd port, random
 # cookie, every process killed by PID at the end), every member persisting into its own directory
 # of a temporary directory (fsync on: a leader syncs each batch before it counts its own copy, a
-# follower before it acknowledges).  Clients run on the leader's node (bench_rafted.run_clients).  The directory is
-# removed at the end, after its size is reported.
+# follower before it acknowledges).  Clients run on the leader's node (bench_rafted.run_clients).
+# The directory is removed at the end, after its size is reported.
 
 def _add_persist_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=5.0, metavar="S",
