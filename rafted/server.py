@@ -270,17 +270,7 @@ def _recover_state_from_snapshot_and_log(
         persistence=persistence,
     )
     # apply without replies, hooks or membership changes (the membership is the new one)
-    results: CommandResults | None = None
-    for e in to_apply:
-        kind = e[2]
-        if kind == COMMAND:
-            if results is None:
-                results = w.command_results.copy()
-            w.data, results = _run_command(None, w, w.data, results, e[3])
-        elif kind == CHANGE_CONFIG:
-            w.config = e[3]
-    if results is not None:
-        w.command_results = results
+    _apply_quietly(w, to_apply, membership=False)
     w.leadership = Leadership.new_for_leader(ctx.now, w.config)
     _call_hook(w.config.leader_hook_module, "on_restored_from_files", (w.data,))
     return _truncate_logs(w)
@@ -1235,6 +1225,12 @@ def _leader_apply_committed_log_entries(ctx: _Ctx, s: State, entries: list[LogEn
 
 def _nonleader_apply_committed_log_entries(s: State, entries: list[LogEntry]) -> State:
     w = _replace_value(s)  # private copy, filled in place
+    _apply_quietly(w, entries, membership=True)
+    return _truncate_logs(w)
+
+
+def _apply_quietly(w: State, entries: list[LogEntry], membership: bool) -> None:
+    """Apply committed entries to the private copy ``w`` without replies or hooks (not a leader)."""
     results: CommandResults | None = None
     for e in entries:
         kind = e[2]
@@ -1244,11 +1240,10 @@ def _nonleader_apply_committed_log_entries(s: State, entries: list[LogEntry]) ->
             w.data, results = _run_command(None, w, w.data, results, e[3])
         elif kind == CHANGE_CONFIG:
             w.config = e[3]
-        elif kind == ADD_FOLLOWER or kind == REMOVE_FOLLOWER:
+        elif membership and (kind == ADD_FOLLOWER or kind == REMOVE_FOLLOWER):
             w.members = Members.membership_change_committed(w.members, e[1])
     if results is not None:
         w.command_results = results
-    return _truncate_logs(w)
 
 
 def _truncate_logs(s: State) -> State:
