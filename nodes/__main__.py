@@ -75,9 +75,10 @@ def _headless() -> int:
 
 
 def _stop_node() -> None:
-    from . import dist
+    from . import dist, process
 
     try:
+        process.shutdown_all("shutdown")  # like init:stop(): every process goes, links and monitors fire
         dist.stop()
     except Exception:  # noqa: BLE001 - leaving anyway
         logging.getLogger("nodes").exception("stopping the node failed")

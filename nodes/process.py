@@ -553,6 +553,12 @@ def node_down(node_name: str) -> None:
         proc.mailbox.put(("nodedown", node_name))
 
 
+def shutdown_all(reason: Any = "shutdown") -> None:
+    """The node is stopping: every local process exits with ``reason`` (links and monitors fire)."""
+    for proc in list(node.procs.values()):
+        terminate(proc, reason)
+
+
 def rename_all(new_name: str, new_creation: int) -> None:
     """Distribution started: local processes take pids of the new node name.
 
