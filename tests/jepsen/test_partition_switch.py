@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+from nodecluster import wait_until
 
 import nodes
 from nodes import dist
@@ -14,13 +15,7 @@ pytestmark = [pytest.mark.distributed, pytest.mark.timeout(90)]
 
 
 def _wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
+    return wait_until(pred, timeout, what, interval=0.05)
 
 
 def _peers(node: str) -> list[str]:

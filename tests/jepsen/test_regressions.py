@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from typing import Any
 
 import pytest
+from nodecluster import wait_until
 
 import nodes
 from rafted import RaftedValue
@@ -28,13 +28,7 @@ pytestmark = [pytest.mark.distributed, pytest.mark.timeout(120)]
 
 
 def _wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
+    return wait_until(pred, timeout, what, interval=0.05)
 
 
 def test_a_command_lost_with_the_leaders_node_is_unknown_not_noproc(node_cluster: Any) -> None:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nodecluster
 import pytest
 
 import nodes
@@ -108,13 +109,7 @@ class Clients:
 
 
 def wait_until(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.005)
+    return nodecluster.wait_until(pred, timeout, what, interval=0.005)
 
 
 class History:

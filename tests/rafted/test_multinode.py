@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
+import nodecluster
 import pytest
 
 import nodes
@@ -48,15 +49,7 @@ def find_leader(servers: list) -> Any:
 
 
 def wait_until(pred: Any, timeout: float, what: str) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    return nodecluster.wait_until(pred, timeout, what, interval=0.02)
 
 
 def test_seed_example_across_three_nodes_and_failover(node_cluster: Any) -> None:
