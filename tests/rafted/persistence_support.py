@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from rafted_support import Netsplit
 
 import nodes
 from rafted import persistence as P
@@ -59,7 +60,7 @@ def log_firsts(dir: str) -> list[int]:
     return [first for first, _p in P.list_log_files(dir)]
 
 
-class Wire:
+class Wire(Netsplit):
     """A communication module that records what it carries and can isolate processes."""
 
     lock = threading.Lock()
@@ -76,18 +77,12 @@ class Wire:
 
     @classmethod
     def isolate(cls, pids: Any) -> None:
-        with cls.lock:
-            cls.isolated = frozenset(pids)
+        cls.set(pids)
 
     @classmethod
     def types_sent_to(cls, dest: Any) -> list[str]:
         with cls.lock:
             return [t for d, t in cls.sent if d == dest]
-
-    @classmethod
-    def _reachable(cls, to: Any) -> bool:
-        isolated = cls.isolated
-        return nodes.self() not in isolated and to not in isolated
 
     @classmethod
     def cast(cls, server: Any, msg: Any) -> None:
@@ -96,16 +91,14 @@ class Wire:
             hook(nodes.self(), server, msg)
         with cls.lock:
             cls.sent.append((server, type(msg).__name__))
-        if cls._reachable(server):
-            nodes.gen_statem.cast(server, msg)
+        super().cast(server, msg)
 
     @classmethod
     def reply(cls, from_: Any, reply: Any) -> None:
         if type(reply) is tuple and len(reply) == 2 and reply[0] == "ok":
             with cls.lock:
                 cls.sent.append((from_[0], type(reply[1]).__name__))
-        if cls._reachable(from_[0]):
-            nodes.gen_statem.reply(from_, reply)
+        super().reply(from_, reply)
 
 
 class SyncRecorder:

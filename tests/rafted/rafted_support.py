@@ -11,6 +11,7 @@ message) fails the test.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,6 +52,34 @@ CONF = RaftedValue.make_config(
     election_timeout_clock_drift_margin=MARGIN,
     max_retained_command_results=10,
 )
+
+
+class Netsplit:
+    """A communication module that drops every message from or to an isolated process (replies to
+    clients included); ``Netsplit.set(pids)`` chooses the isolated ones."""
+
+    lock = threading.Lock()
+    isolated: frozenset = frozenset()
+
+    @classmethod
+    def set(cls, pids: Any) -> None:
+        with cls.lock:
+            cls.isolated = frozenset(pids)
+
+    @classmethod
+    def _reachable(cls, to: Any) -> bool:
+        isolated = cls.isolated
+        return nodes.self() not in isolated and to not in isolated
+
+    @classmethod
+    def cast(cls, server: Any, msg: Any) -> None:
+        if cls._reachable(server):
+            nodes.gen_statem.cast(server, msg)
+
+    @classmethod
+    def reply(cls, from_: Any, reply: Any) -> None:
+        if cls._reachable(from_[0]):
+            nodes.gen_statem.reply(from_, reply)
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005, what: str = "") -> Any:

@@ -17,6 +17,7 @@ from rafted_support import (
     ELECTION,
     T_MAX_ELECTION,
     Cluster,
+    Netsplit,
     receive_matching,
     state_name,
     state_of,
@@ -527,47 +528,20 @@ def test_lease_reads_expire_on_time_with_delayed_messages(cluster: Cluster) -> N
 #
 # netsplits
 #
-class CommunicationWithNetsplit:
-    """Drops every message from or to an isolated process."""
-
-    lock = threading.Lock()
-    isolated: frozenset = frozenset()
-
-    @classmethod
-    def set(cls, pids: Any) -> None:
-        with cls.lock:
-            cls.isolated = frozenset(pids)
-
-    @classmethod
-    def _reachable(cls, to: Any) -> bool:
-        isolated = cls.isolated
-        return nodes.self() not in isolated and to not in isolated
-
-    @classmethod
-    def cast(cls, server: Any, msg: Any) -> None:
-        if cls._reachable(server):
-            nodes.gen_statem.cast(server, msg)
-
-    @classmethod
-    def reply(cls, from_: Any, reply: Any) -> None:
-        if cls._reachable(from_[0]):
-            nodes.gen_statem.reply(from_, reply)
-
-
 def test_netsplits(cluster: Cluster) -> None:
-    config = with_(CONF, communication_module=CommunicationWithNetsplit)
-    CommunicationWithNetsplit.set([])
+    config = with_(CONF, communication_module=Netsplit)
+    Netsplit.set([])
     try:
         leader, followers = cluster.make(4, config)
         members = [leader, *followers]
         assert RaftedValue.command(leader, "inc") == ("ok", 0)
         # a minority of followers is cut off: the leader carries on and reports them
-        CommunicationWithNetsplit.set(followers[:2])
+        Netsplit.set(followers[:2])
         assert RaftedValue.command(leader, "inc") == ("ok", 1)
         wait_until(lambda: unresponsive(leader) == sorted(followers[:2]), what="the split to show in status")
         assert state_name(leader) == "leader"
         # the leader is cut off with one follower: the majority elects a new leader
-        CommunicationWithNetsplit.set([leader, followers[0]])
+        Netsplit.set([leader, followers[0]])
         majority = followers[1:]
         new_leader = wait_until_someone_is_leader(majority)
         assert RaftedValue.command(new_leader, "inc") == ("ok", 2)
@@ -577,7 +551,7 @@ def test_netsplits(cluster: Cluster) -> None:
             what="the old leader to step down",
         )
         # heal: one leader, everybody up to date
-        CommunicationWithNetsplit.set([])
+        Netsplit.set([])
         assert RaftedValue.command(new_leader, "inc") == ("ok", 3)
 
         def converged() -> bool:
@@ -588,7 +562,7 @@ def test_netsplits(cluster: Cluster) -> None:
         wait_until(converged, 5.0, what="the group to converge after healing")
         assert all(state_of(m)[1].data == 4 for m in members)
     finally:
-        CommunicationWithNetsplit.set([])
+        Netsplit.set([])
 
 
 #

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +23,7 @@ from rafted_support import (
     T_MAX_ELECTION,
     Cluster,
     JustAnInt,
+    Netsplit,
     receive_matching,
     wait_until,
     with_,
@@ -32,6 +32,7 @@ from rafted_support import (
 import nodes
 from rafted import RaftedValue
 from rafted import logs as Logs
+from rafted.leader_hook import LeaderHook
 
 RUNNER = "rafted_random_runner"
 SEED = int(os.environ.get("RAFTED_SEED", random.randrange(2**32)))
@@ -39,15 +40,7 @@ STEPS = int(os.environ.get("RAFTED_STEPS", "40"))
 HOOK_TAGS = ("follower_added", "follower_removed", "elected")
 
 
-class MessageSendingHook:
-    @staticmethod
-    def on_command_committed(data_before: Any, arg: Any, ret: Any, data_after: Any) -> None:
-        return None
-
-    @staticmethod
-    def on_query_answered(data: Any, arg: Any, ret: Any) -> None:
-        return None
-
+class MessageSendingHook(LeaderHook):
     @staticmethod
     def on_follower_added(data: Any, pid: Any) -> None:
         nodes.send(RUNNER, ("follower_added", pid))
@@ -59,34 +52,6 @@ class MessageSendingHook:
     @staticmethod
     def on_elected(data: Any) -> None:
         nodes.send(RUNNER, ("elected", nodes.self()))
-
-    @staticmethod
-    def on_restored_from_files(data: Any) -> None:
-        return None
-
-
-class Netsplit:
-    """Drops every message from or to an isolated member (replies to clients included)."""
-
-    lock = threading.Lock()
-    isolated: frozenset = frozenset()
-
-    @classmethod
-    def set(cls, pids: Any) -> None:
-        with cls.lock:
-            cls.isolated = frozenset(pids)
-
-    @classmethod
-    def cast(cls, server: Any, msg: Any) -> None:
-        isolated = cls.isolated
-        if nodes.self() not in isolated and server not in isolated:
-            nodes.gen_statem.cast(server, msg)
-
-    @classmethod
-    def reply(cls, from_: Any, reply: Any) -> None:
-        isolated = cls.isolated
-        if nodes.self() not in isolated and from_[0] not in isolated:
-            nodes.gen_statem.reply(from_, reply)
 
 
 CONFIG = with_(CONF, leader_hook_module=MessageSendingHook, communication_module=Netsplit)
