@@ -48,6 +48,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         time.sleep(interval)
 
 
+def node_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """A node OS process's environment: ours updated with ``env``, the project and ``tests`` importable."""
+    child_env = {**os.environ, **(env or {})}
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"),
+                                                            child_env.get("PYTHONPATH", "")]))
+    return child_env
+
+
 class NodeProcess:
     """One ``python -m nodes --noshell`` OS process."""
 
@@ -81,6 +89,16 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def connect(self, timeout: float, error: type[Exception] = AssertionError) -> None:
+        """Connect to the node, retrying until it is up; ``error`` if it exits or ``timeout`` s pass."""
+        deadline = time.monotonic() + timeout
+        while not nodes.connect(self.name):
+            if self.popen.poll() is not None:
+                raise error(f"node {self.name} exited with {self.popen.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise error(f"could not connect to {self.name} within {timeout} s:\n{self.log()}")
+            time.sleep(0.05)
+
 
 class NodeCluster:
     """Starts nodes on this host for one test; ``close`` kills every one of them by PID."""
@@ -95,24 +113,15 @@ class NodeCluster:
         short = short or f"n{uuid.uuid4().hex[:8]}"
         name = f"{short}@{HOST}"
         log_path = self.tmp_path / f"{short}.log"
-        child_env = {**os.environ, **(env or {})}
-        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"),
-                                                                child_env.get("PYTHONPATH", "")]))
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "nodes", "--sname", short, "--noshell", *(args or [])],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=ROOT,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=node_env(env), cwd=ROOT,
             )
         proc = NodeProcess(name, popen, log_path)
         self.procs.append(proc)
         if connect:
-            deadline = time.monotonic() + timeout
-            while not nodes.connect(name):
-                if popen.poll() is not None:
-                    raise AssertionError(f"node {name} exited with {popen.returncode}:\n{proc.log()}")
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"could not connect to {name} within {timeout} s:\n{proc.log()}")
-                time.sleep(0.05)
+            proc.connect(timeout)
         return proc
 
     def close(self) -> None:

@@ -28,47 +28,25 @@ import ipaddress
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import netns_hosts
 import nodecluster
+from netns_hosts import ip
 
 import nodes
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
-
-
 def unavailable() -> str | None:
-    """Why namespaces cannot be used here, or None."""
-    if sys.platform != "linux":
-        return "network namespaces need Linux"
-    if shutil.which("ip") is None:
-        return "the ip command (iproute2) is not installed"
-    if os.geteuid() != 0:
-        return "creating network namespaces needs root"
-    probe = f"jprobe{uuid.uuid4().hex[:6]}"
-    done = ip("netns", "add", probe, check=False)
-    if done.returncode != 0:
-        return f"'ip netns add' is not permitted here: {done.stderr.strip()}"
-    try:
-        for args in (["link", "add", "pa", "type", "veth", "peer", "name", "pb"],
-                     ["link", "add", "pbr", "type", "bridge"],
-                     ["route", "add", "blackhole", "198.51.100.7/32"]):
-            done = ip("-n", probe, *args, check=False)
-            if done.returncode != 0:
-                return f"'ip {' '.join(args)}' fails in a namespace: {done.stderr.strip()}"
-    finally:
-        ip("netns", "del", probe, check=False)
-    return None
+    """Why namespaces (with veths, bridges and blackhole routes) cannot be used here, or None."""
+    return netns_hosts.unavailable("jprobe", [*netns_hosts.VETH_AND_BRIDGE,
+                                              ["route", "add", "blackhole", "198.51.100.7/32"]])
 
 
 def netem_unavailable() -> str | None:
@@ -115,10 +93,8 @@ class Netns:
 
     def setup(self) -> None:
         ipaddress.ip_address(self.harness_address)
-        ip("netns", "add", self.bridge_ns)
+        netns_hosts.add_bridge(self.bridge_ns)
         self.namespaces.append(self.bridge_ns)
-        ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
-        ip("-n", self.bridge_ns, "link", "set", "br0", "up")
         ip("link", "add", self.root_veth, "type", "veth", "peer", "name", "up0", "netns", self.bridge_ns)
         ip("-n", self.bridge_ns, "link", "set", "up0", "master", "br0", "up")
         ip("addr", "add", f"{self.harness_address}/24", "dev", self.root_veth)
@@ -134,14 +110,8 @@ class Netns:
             raise RuntimeError("out of addresses")
         ns = f"jn{self.tag}-{self.index}"
         address = f"{self.prefix}.{10 + self.index}"
-        ip("netns", "add", ns)
+        netns_hosts.add_host(ns, address, self.bridge_ns, self.index)
         self.namespaces.append(ns)
-        ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"v{self.index}", "netns",
-           self.bridge_ns)
-        ip("-n", self.bridge_ns, "link", "set", f"v{self.index}", "master", "br0", "up")
-        ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
-        ip("-n", ns, "link", "set", "eth0", "up")
-        ip("-n", ns, "link", "set", "lo", "up")
         return ns, address
 
     def launcher(self, workdir: Path) -> NetnsLauncher:
@@ -153,15 +123,8 @@ class Netns:
     def close(self) -> None:
         for proc in self.procs:  # our nodes, by PID
             proc.kill()
-        for ns in self.namespaces:
-            # whatever else runs there is ours too: the port-mapper its first node started
-            for pid in ip("netns", "pids", ns, check=False).stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-        for ns in reversed(self.namespaces):
-            ip("netns", "del", ns, check=False)  # takes its veth ends (and the root's peer) along
+        # whatever else runs there is ours too: the port-mapper its first node started
+        netns_hosts.remove(self.namespaces)  # each takes its veth ends (and the root's peer) along
         ip("link", "del", self.root_veth, check=False)
 
 
@@ -169,14 +132,7 @@ def cleanup_tag(tag: str) -> list[str]:
     """Remove whatever a run with this tag left behind (if it was killed); returns the namespaces."""
     mine = [ns for ns in ip("netns", "list", check=False).stdout.split()
             if ns.startswith((f"jb{tag}", f"jn{tag}-"))]
-    for ns in mine:
-        for pid in ip("netns", "pids", ns, check=False).stdout.split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-    for ns in mine:
-        ip("netns", "del", ns, check=False)
+    netns_hosts.remove(mine)
     ip("link", "del", f"jh{tag}", check=False)
     return mine
 
@@ -193,24 +149,16 @@ class NetnsLauncher:
         short = f"j{self.env.index}"
         name = f"{short}@{address}"
         log_path = self.workdir / f"{short}.log"
-        child_env = dict(os.environ)
-        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"),
-                                                                os.environ.get("PYTHONPATH", "")]))
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(
                 ["ip", "netns", "exec", ns, sys.executable, "-m", "nodes", "--name", name, "--noshell"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=ROOT)
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=nodecluster.node_env(),
+                cwd=ROOT)
         proc = nodecluster.NodeProcess(name, popen, log_path)
         self.env.procs.append(proc)
         self.env.node_ns[name] = ns
         self.env.node_addr[name] = address
-        deadline = time.monotonic() + timeout
-        while not nodes.connect(name):
-            if popen.poll() is not None:
-                raise RuntimeError(f"node {name} exited with {popen.returncode}:\n{proc.log()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"could not connect to {name} within {timeout} s:\n{proc.log()}")
-            time.sleep(0.05)
+        proc.connect(timeout, error=RuntimeError)
         return proc
 
     def close(self) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import netns_hosts
 import pytest
+from netns_hosts import ip
 
 try:
     from . import dist_peer_helpers as h
@@ -36,33 +37,6 @@ pytestmark = pytest.mark.timeout(180)
 ROOT = h.HERE.parent.parent
 SUBNET = "192.0.2.{}"
 GHOST = SUBNET.format(99)  # in the test subnet, no host there
-
-
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
-
-
-def _skip_reason() -> str | None:
-    if sys.platform != "linux":
-        return "network namespaces need Linux"
-    if shutil.which("ip") is None:
-        return "the ip command (iproute2) is not installed"
-    if os.geteuid() != 0:
-        return "creating network namespaces needs root"
-    probe = f"nodes-probe-{uuid.uuid4().hex[:6]}"
-    done = ip("netns", "add", probe, check=False)
-    if done.returncode != 0:
-        return f"'ip netns add' is not permitted here: {done.stderr.strip()}"
-    try:
-        done = ip("-n", probe, "link", "add", "pa", "type", "veth", "peer", "name", "pb", check=False)
-        if done.returncode != 0:
-            return f"cannot create veth pairs here: {done.stderr.strip()}"
-        done = ip("-n", probe, "link", "add", "pbr", "type", "bridge", check=False)
-        if done.returncode != 0:
-            return f"cannot create bridges here: {done.stderr.strip()}"
-    finally:
-        ip("netns", "del", probe, check=False)
-    return None
 
 
 class Hosts:
@@ -85,19 +59,11 @@ class Hosts:
         }
 
     def build(self) -> None:
-        ip("netns", "add", self.bridge_ns)
+        netns_hosts.add_bridge(self.bridge_ns)
         self.created.append(self.bridge_ns)
-        ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
-        ip("-n", self.bridge_ns, "link", "set", "br0", "up")
         for i, (ns, address) in enumerate(zip(self.host_ns, self.addresses, strict=True), start=1):
-            ip("netns", "add", ns)
+            netns_hosts.add_host(ns, address, self.bridge_ns, i)
             self.created.append(ns)
-            ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"v{i}", "netns",
-               self.bridge_ns)
-            ip("-n", self.bridge_ns, "link", "set", f"v{i}", "master", "br0", "up")
-            ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
-            ip("-n", ns, "link", "set", "eth0", "up")
-            ip("-n", ns, "link", "set", "lo", "up")
 
     def start_node(self, index: int, alive: str) -> str:
         name = f"{alive}@{self.addresses[index]}"
@@ -130,21 +96,13 @@ class Hosts:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
-        for ns in self.created:
-            # whatever else runs there is ours too (the epmd each host's first node started)
-            pids = ip("netns", "pids", ns, check=False).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-        for ns in reversed(self.created):
-            ip("netns", "del", ns, check=False)  # takes its veth ends and the bridge with it
+        # whatever else runs there is ours too (the epmd each host's first node started)
+        netns_hosts.remove(self.created)
 
 
 @pytest.fixture
 def hosts(tmp_path: Path) -> Iterator[Hosts]:
-    reason = _skip_reason()
+    reason = netns_hosts.unavailable("nodes-probe-")
     if reason is not None:
         pytest.skip(reason)
     hosts = Hosts(tmp_path)
