@@ -3,8 +3,8 @@ that run on peer nodes, and small polling helpers.
 
 Peer nodes import this module (and the test modules) *by name*, as an Erlang node loads the
 modules a remote call names: :func:`start_peer` puts ``tests/nodes`` on the peer's
-``PYTHONPATH``.  Code that must travel by value instead is written in a ``__main__``-like
-namespace by the tests themselves.
+``PYTHONPATH`` (``tests``, for ``nodecluster``, is there already).  Code that must travel by
+value instead is written in a ``__main__``-like namespace by the tests themselves.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import nodecluster
 
 import nodes
 from nodes import epmd
@@ -54,14 +56,7 @@ def wait_gone(node_name: str, timeout: float = 10.0) -> None:
 
 def wait_until_true(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+    return nodecluster.wait_until(predicate, timeout, what, interval=0.02)
 
 
 def stays(predicate: Callable[[], Any], duration: float) -> bool:

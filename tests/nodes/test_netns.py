@@ -52,7 +52,7 @@ class Hosts:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(h.HERE)]),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(h.HERE), str(h.HERE.parent)]),
             "NODES_EPMD_PORT": str(20_000 + int(tag, 16) % 20_000),
             "NODES_COOKIE": f"netns-{uuid.uuid4().hex}",
             "NODES_TICK_MS": "500",

@@ -11,7 +11,6 @@ import os
 import queue
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,18 +19,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nodecluster import free_port
+
 from nodes import epmd
 from nodes.transport import Transport
 
 PEER_SCRIPT = Path(__file__).with_name("transport_peer.py")
 COOKIE = "transport-test-cookie"
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
