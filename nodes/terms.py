@@ -8,7 +8,9 @@ pid of an earlier incarnation is never delivered to a new process.
 
 from __future__ import annotations
 
+import copyreg
 import itertools
+import operator
 import os
 from typing import Any
 
@@ -19,30 +21,38 @@ NONODE = "nonode@nohost"
 class Pid:
     """A process identifier: ``<node.id.0>`` as Erlang prints it."""
 
-    __slots__ = ("node", "id", "creation", "_hash")
+    __slots__ = ("node", "id", "creation", "_hash", "_reduced")
 
     node: str
     id: int
     creation: int
     _hash: int
+    _reduced: tuple[Any, ...]
 
-    def __init__(self, node: str, id: int, creation: int = 0) -> None:
-        object.__setattr__(self, "node", node)
-        object.__setattr__(self, "id", id)
-        object.__setattr__(self, "creation", creation)
-        object.__setattr__(self, "_hash", hash((node, id, creation)))
+    def __new__(cls, node: str, id: int, creation: int = 0) -> Pid:
+        # slot descriptors set directly: several times cheaper than object.__setattr__ by name,
+        # and pids are made on every unpickle of a message that names one
+        self = _new(cls)
+        _set_pid_node(self, node)
+        _set_pid_id(self, id)
+        _set_pid_creation(self, creation)
+        args = (node, id, creation)
+        _set_pid_hash(self, hash(args))
+        _set_pid_reduced(self, (cls, args))
+        return self
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Pid is immutable")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Pid, (self.node, self.id, self.creation))
+        return self._reduced
 
     def _key(self) -> tuple[str, int, int]:
         return (self.node, self.id, self.creation)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Pid and self._key() == other._key()
+        return self is other or (type(other) is Pid and self.id == other.id
+                                 and self.node == other.node and self.creation == other.creation)
 
     def __ne__(self, other: object) -> bool:
         return not self == other
@@ -83,22 +93,27 @@ _ref_counter = itertools.count(1)
 class Ref:
     """A unique reference, as made by ``make_ref()``."""
 
-    __slots__ = ("prefix", "n", "_hash")
+    __slots__ = ("prefix", "n", "_hash", "_reduced")
 
     prefix: int
     n: int
     _hash: int
+    _reduced: tuple[Any, ...]
 
-    def __init__(self, prefix: int, n: int) -> None:
-        object.__setattr__(self, "prefix", prefix)
-        object.__setattr__(self, "n", n)
-        object.__setattr__(self, "_hash", hash((prefix, n)))
+    def __new__(cls, prefix: int, n: int) -> Ref:
+        self = _new(cls)
+        _set_ref_prefix(self, prefix)
+        _set_ref_n(self, n)
+        args = (prefix, n)
+        _set_ref_hash(self, hash(args))
+        _set_ref_reduced(self, (cls, args))
+        return self
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Ref is immutable")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Ref, (self.prefix, self.n))
+        return self._reduced
 
     def __eq__(self, other: object) -> bool:
         return type(other) is Ref and self.n == other.n and self.prefix == other.prefix
@@ -133,9 +148,32 @@ class Ref:
         return f"#Ref<{self.prefix % 100000}.{self.n}>"
 
 
+_new = object.__new__
+_set_pid_node = Pid.__dict__["node"].__set__
+_set_pid_id = Pid.__dict__["id"].__set__
+_set_pid_creation = Pid.__dict__["creation"].__set__
+_set_pid_hash = Pid.__dict__["_hash"].__set__
+_set_ref_prefix = Ref.__dict__["prefix"].__set__
+_set_ref_n = Ref.__dict__["n"].__set__
+_set_ref_hash = Ref.__dict__["_hash"].__set__
+_set_pid_reduced = Pid.__dict__["_reduced"].__set__
+_set_ref_reduced = Ref.__dict__["_reduced"].__set__
+# pickle asks copyreg first: a C attribute getter returns the cached (class, args) without a
+# Python frame (``__reduce__`` stays for anyone calling it directly)
+copyreg.pickle(Pid, operator.attrgetter("_reduced"))
+copyreg.pickle(Ref, operator.attrgetter("_reduced"))
+
+
 def make_ref() -> Ref:
     """A new reference, unique across nodes (``make_ref()``)."""
-    return Ref(_REF_PREFIX, next(_ref_counter))
+    n = next(_ref_counter)
+    self = _new(Ref)
+    _set_ref_prefix(self, _REF_PREFIX)
+    _set_ref_n(self, n)
+    args = (_REF_PREFIX, n)
+    _set_ref_hash(self, hash(args))
+    _set_ref_reduced(self, (Ref, args))
+    return self
 
 
 class Exit(Exception):
