@@ -29,7 +29,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ SCRIPTS = Path(__file__).resolve().parent
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
 
-from bench_stats import client_loop, summarize, window_figures  # noqa: E402
+from bench_stats import client_loop, failover_figures, free_port, summarize, window_figures  # noqa: E402
 
 REPLY = "@@bench "  # prefix of the worker's answer lines (anything else on stdout is ignored)
 CALL_TIMEOUT_S = 5.0
@@ -143,12 +142,6 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Worker:
     """One PySyncObj node OS process, driven through JSON lines on its stdin/stdout."""
 
@@ -226,7 +219,7 @@ class PySyncObjBench:
         self.python = python
         self.tmp = tmp
         self.duration_s = duration_s
-        self.addrs = [f"127.0.0.1:{_free_port()}" for _ in range(3)]
+        self.addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
         self.workers: dict[str, Worker] = {}
         self.all_workers: list[Worker] = []
         self.notes: list[str] = []
@@ -274,7 +267,7 @@ class PySyncObjBench:
         for worker in self.workers.values():
             worker.kill()
         self.workers = {}
-        self.addrs = [f"127.0.0.1:{_free_port()}" for _ in range(3)]
+        self.addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
         for addr in self.addrs:
             self.start(addr)
         self.wait_healthy()
@@ -316,12 +309,7 @@ class PySyncObjBench:
             elections.append(term1 - term0)
             say(f"   PySyncObj failover {i + 1}/{tries}: {elapsed:.3f} s, {term1 - term0} election(s)")
             self.start(leader.addr)  # a fresh node on the same address takes the dead one's place
-        ordered = sorted(times)
-        median = (ordered[len(ordered) // 2] if len(ordered) % 2
-                  else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2)
-        return {"tries": tries, "median": round(median, 3), "max": round(ordered[-1], 3),
-                "min": round(ordered[0], 3), "elections_max": max(elections),
-                "times": [round(t, 3) for t in times], "elections": elections}
+        return failover_figures(times, elections)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

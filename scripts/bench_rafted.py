@@ -51,7 +51,7 @@ for _p in (str(ROOT), str(SCRIPTS)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from bench_stats import WINDOW_S, client_loop, summarize, window_figures  # noqa: E402
+from bench_stats import WINDOW_S, client_loop, failover_figures, free_port, summarize, window_figures  # noqa: E402
 
 import nodes  # noqa: E402
 import rafted  # noqa: E402
@@ -126,12 +126,6 @@ def stop_member(name: str) -> Any:
 
 # -- the cluster of node OS processes ------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rss_mb(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -149,7 +143,7 @@ class Cluster:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.run_id = secrets.token_hex(3)
-        self.epmd_port = _free_port()
+        self.epmd_port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.count = 0
         os.environ["NODES_EPMD_PORT"] = str(self.epmd_port)
@@ -416,12 +410,7 @@ class RaftedBench:
             elections.append(n_elections)
             say(f"   rafted failover {i + 1}/{tries}: {elapsed:.3f} s, {n_elections} election(s)")
             self.replace_dead(new_leader, leader, dead_node)
-        ordered = sorted(times)
-        median = (ordered[len(ordered) // 2] if len(ordered) % 2
-                  else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2)
-        return {"tries": tries, "median": round(median, 3), "max": round(ordered[-1], 3),
-                "min": round(ordered[0], 3), "elections_max": max(elections),
-                "times": [round(t, 3) for t in times], "elections": elections}
+        return failover_figures(times, elections)
 
     def first_answer(self, survivors: list[str], dead_node: str, deadline: float) -> tuple[float, nodes.Pid]:
         """Poll the surviving members with a command until one of them (the new leader) commits it."""

@@ -15,6 +15,8 @@ from one process to another means the same instant.
 from __future__ import annotations
 
 import math
+import socket
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -149,13 +151,25 @@ def window_figures(rates: list[int]) -> dict[str, Any]:
     """min / median of the per-window rates and how many windows fell below half the median."""
     if not rates:
         return {"window_s": WINDOW_S, "rates": [], "min": None, "median": None, "below_half_median": None}
-    ordered = sorted(rates)
-    median = ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1]
-                                                                  + ordered[len(ordered) // 2]) / 2
+    median = statistics.median(rates)
     return {
         "window_s": WINDOW_S,
         "rates": rates,
-        "min": ordered[0],
+        "min": min(rates),
         "median": round(median),
         "below_half_median": sum(1 for r in rates if r < median / 2),
     }
+
+
+def failover_figures(times: list[float], elections: list[int]) -> dict[str, Any]:
+    """Median / max / min of the failover ``times`` (s) and the most elections one took."""
+    return {"tries": len(times), "median": round(statistics.median(times), 3), "max": round(max(times), 3),
+            "min": round(min(times), 3), "elections_max": max(elections),
+            "times": [round(t, 3) for t in times], "elections": elections}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
