@@ -13,32 +13,19 @@ import types
 from typing import Any
 
 import pytest
+from process_helpers import WAIT, is_exit_from, wait_down
 
 import nodes
-from nodes import Exit, Pid, Ref, gen_statem
+from nodes import Exit, Pid, gen_statem
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_leaked_processes")]
 
-#: ms to wait for something that should happen promptly (generous: the machine may be busy)
-WAIT = 5000
 
 
 # -- helpers -------------------------------------------------------------------------------------
 
-def is_down(ref: Ref):
-    return lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == ref
-
-
-def is_exit_from(pid: Pid):
-    return lambda m: type(m) is tuple and len(m) == 3 and m[0] == "EXIT" and m[1] == pid
-
-
 def tagged(tag: str):
     return lambda m: type(m) is tuple and m and m[0] == tag
-
-
-def wait_down(ref: Ref) -> Any:
-    return nodes.receive(WAIT, match=is_down(ref))[4]
 
 
 def notify(data: dict, msg: Any) -> None:

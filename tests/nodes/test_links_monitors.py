@@ -12,34 +12,16 @@
 from __future__ import annotations
 
 import pytest
+from process_helpers import WAIT, is_down, is_exit_from, wait_down, wait_gone
 
 import nodes
 from nodes import Exit, Pid, Ref
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("no_leaked_processes")]
 
-#: ms to wait for something that should happen promptly (generous: the machine may be busy)
-WAIT = 5000
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def is_down(ref: Ref):
-    return lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == ref
-
-
-def is_exit_from(pid: Pid):
-    return lambda m: type(m) is tuple and len(m) == 3 and m[0] == "EXIT" and m[1] == pid
-
-
-def wait_down(ref: Ref) -> object:
-    """The reason of the DOWN message for ``ref``."""
-    return nodes.receive(WAIT, match=is_down(ref))[4]
-
-
-def wait_gone(pid: Pid) -> object:
-    return wait_down(nodes.monitor(pid))
-
 
 def idle() -> None:
     """Wait for "stop", then return (exit ``normal``)."""

@@ -9,26 +9,16 @@ import threading
 import time
 
 import pytest
+from process_helpers import WAIT, is_down, wait_gone
 
 import nodes
 from nodes import Exit, Pid, Ref
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("no_leaked_processes")]
 
-#: ms to wait for something that should happen promptly (generous: the machine may be busy)
-WAIT = 5000
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def is_down(ref: Ref):
-    return lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == ref
-
-
-def wait_gone(pid: Pid) -> object:
-    """Block until ``pid`` is gone; its exit reason (``"noproc"`` if it was gone already)."""
-    return nodes.receive(WAIT, match=is_down(nodes.monitor(pid)))[4]
-
 
 def echo() -> None:
     """Answer ``(sender, payload)`` with ``payload``; return on ``"stop"``."""

@@ -7,22 +7,13 @@ import threading
 import time
 
 import pytest
+from process_helpers import WAIT, is_down, wait_gone
 
 import nodes
 from nodes import Exit, Pid, Ref
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_leaked_processes")]
 
-#: ms to wait for something that should happen promptly (generous: the machine may be busy)
-WAIT = 5000
-
-
-def is_down(ref: Ref):
-    return lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == ref
-
-
-def wait_gone(pid: Pid) -> object:
-    return nodes.receive(WAIT, match=is_down(nodes.monitor(pid)))[4]
 
 
 def forwarder(to: Pid) -> None:
