@@ -54,6 +54,25 @@ CONF = RaftedValue.make_config(
 )
 
 
+def make_bag() -> Any:
+    """A data module defined inside a function, so it travels by value (as a class typed into a
+    shell would) in configs, snapshots and rpcs to nodes that cannot import the tests."""
+
+    class Bag(rafted.Data):
+        """Every command's argument, in the order applied."""
+
+        def new():
+            return ()
+
+        def command(data, arg):
+            return len(data), (*data, arg)
+
+        def query(data, arg):
+            return data
+
+    return Bag
+
+
 class Netsplit:
     """A communication module that drops every message from or to an isolated process (replies to
     clients included); ``Netsplit.set(pids)`` chooses the isolated ones."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import nodecluster
 import pytest
+from rafted_support import make_bag
 
 import nodes
 import rafted
@@ -33,22 +34,6 @@ pytestmark = [pytest.mark.distributed, pytest.mark.timeout(240)]
 NAME = "bag"
 RANDOM_KILLS = 20
 SEED = int(os.environ.get("RAFTED_CRASH_SEED", random.randrange(1 << 30)))
-
-
-def make_bag() -> Any:
-    class Bag(rafted.Data):
-        """Every command's argument, in the order applied."""
-
-        def new():
-            return ()
-
-        def command(data, arg):
-            return len(data), (*data, arg)
-
-        def query(data, arg):
-            return data
-
-    return Bag
 
 
 def bag_config() -> rafted.Config:

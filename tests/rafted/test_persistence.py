@@ -31,6 +31,7 @@ from rafted_support import (
     CONF,
     Cluster,
     JustAnInt,
+    make_bag,
     state_of,
     wait_until,
     wait_until_member_change_completes,
@@ -89,27 +90,13 @@ def incs(member: Any, first: int, last: int) -> None:
         assert RaftedValue.command(member, "inc") == ("ok", i)
 
 
-def make_local_data_module() -> Any:
-    class LocalData(rafted.Data):  # like a class typed into a shell: pickled by value
-        def new():
-            return ()
-
-        def command(data, arg):
-            return len(data), (*data, arg)
-
-        def query(data, arg):
-            return data
-
-    return LocalData
-
-
 #
 # the format
 #
 def test_every_log_entry_type_round_trips(tmp_path: Path) -> None:
     me = nodes.self()
     client = (me, nodes.make_ref())
-    local_config = RaftedValue.make_config(make_local_data_module(), election_timeout=700)
+    local_config = RaftedValue.make_config(make_bag(), election_timeout=700)
     entries = [
         (0, 1, "leader_elected", [me]),
         (1, 2, "command", (client, ("set", {"k": [1, 2.5, None]}), nodes.make_ref())),
@@ -665,7 +652,7 @@ def test_recovery_reads_only_what_it_needs(tmp_path: Path) -> None:
 
 
 def test_recovered_state_round_trips_a_local_data_module(cluster: Cluster, tmp_path: Path) -> None:
-    config = RaftedValue.make_config(make_local_data_module(), heartbeat_timeout=30, election_timeout=200)
+    config = RaftedValue.make_config(make_bag(), heartbeat_timeout=30, election_timeout=200)
     leader = start(cluster, tmp_path, config, log_file_expansion_factor=1)
     for i in range(30):
         assert RaftedValue.command(leader, ("item", i)) == ("ok", i)
