@@ -36,7 +36,7 @@ from rafted.log_entry import (
     RESTORE_FROM_FILES,
     LogEntry,
 )
-from rafted.rpc import AppendEntriesRequest
+from rafted.rpc import AppendEntriesRequest, Entries
 
 __all__ = [
     "Logs",
@@ -181,6 +181,7 @@ def make_append_entries_req(
     snapshot_retry_ms: int,
     max_in_flight: int = MAX_ENTRIES_IN_FLIGHT,
     snapshot_index: int | None = None,
+    shared_entries: dict[tuple[int, int], list[LogEntry]] | None = None,
 ) -> tuple:
     """What to send to ``follower`` now.
 
@@ -192,6 +193,9 @@ def make_append_entries_req(
     when there is nothing to send (no new entries and not a heartbeat, too
     many in flight, or a snapshot is already on its way); ``("unknown",
     logs)`` for a pid that is not a follower.
+
+    ``shared_entries`` (a dict the caller keeps for one round of sends) hands followers at the
+    same position the same :class:`~rafted.rpc.Entries` object, which is pickled only once.
     """
     followers = logs.followers
     fi = followers.get(follower) if followers is not None else None
@@ -212,7 +216,13 @@ def make_append_entries_req(
     hi = min(logs.i_max, i_rep + max_in_flight)
     if i_next > hi and not heartbeat:
         return ("skip", logs)
-    entries = [logs.map[i] for i in range(i_next, hi + 1)]
+    if shared_entries is None or i_next > hi:
+        entries = [logs.map[i] for i in range(i_next, hi + 1)]
+    else:
+        entries = shared_entries.get((i_next, hi))  # type: ignore[assignment]
+        if entries is None:
+            m = logs.map
+            entries = shared_entries[(i_next, hi)] = Entries([m[i] for i in range(i_next, hi + 1)])
     req = AppendEntriesRequest(
         leader_pid=me,
         term=term,

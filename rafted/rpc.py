@@ -16,7 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rafted import _codec
+
 __all__ = [
+    "Entries",
     "AppendEntriesRequest",
     "AppendEntriesResponse",
     "RequestVoteRequest",
@@ -26,6 +29,26 @@ __all__ = [
     "TimeoutNow",
     "MEMBER_MESSAGES",
 ]
+
+
+class Entries(list):  # type: ignore[type-arg]
+    """The entries a leader sends: a list that is pickled once however many followers get it.
+
+    A leader sends the same entries to every follower at the same position in its log
+    (:func:`rafted.logs.make_append_entries_req` shares the object between them); the
+    first pickle is kept and reused for the others, so a batch is serialized once, not once
+    per follower. Unpickled, it is a plain list. Never modify one after it was sent.
+    """
+
+    __slots__ = ("_pickled",)
+    _pickled: bytes
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        try:
+            blob = self._pickled
+        except AttributeError:
+            blob = self._pickled = _codec.dumps(list(self))
+        return (_codec.loads, (blob,))
 
 
 @dataclass(slots=True)

@@ -748,15 +748,18 @@ def _broadcast_append_entries(ctx: _Ctx, s: State, heartbeat: bool) -> State:
             s = _replace_value(s, logs=logs)
             s = _leader_apply_committed_log_entries(ctx, s, to_apply)
         return s
+    shared: dict = {}  # followers at the same position get one entries object, pickled once
     for f in followers:
-        s = _send_append_entries(ctx, s, f, heartbeat)
+        s = _send_append_entries(ctx, s, f, heartbeat, shared)
     if heartbeat:
         assert s.leadership is not None
         s = _replace_value(s, leadership=Leadership.heartbeat_sent(s.leadership, ctx.now, s.config))
     return s
 
 
-def _send_append_entries(ctx: _Ctx, s: State, follower: Any, heartbeat: bool) -> State:
+def _send_append_entries(
+    ctx: _Ctx, s: State, follower: Any, heartbeat: bool, shared: dict | None = None
+) -> State:
     meta = s.persistence.latest_snapshot_metadata if s.persistence is not None else None
     r = Logs.make_append_entries_req(
         s.logs,
@@ -767,6 +770,7 @@ def _send_append_entries(ctx: _Ctx, s: State, follower: Any, heartbeat: bool) ->
         heartbeat=heartbeat,
         snapshot_retry_ms=Leadership.max_election_timeout(s.config),
         snapshot_index=None if meta is None else meta.last_committed_index,
+        shared_entries=shared,
     )
     kind = r[0]
     if kind == "ok":
