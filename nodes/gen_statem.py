@@ -246,11 +246,16 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None) -> Any:
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
         raise TypeError(f"call: timeout must be a non-negative int of ms or None, got {timeout!r}")
     me = process.current()
-    target_node, _obj = process.resolve_server(server)
-    if server == me.pid or (type(server) is str and registry.lookup(server) == me.pid):
-        raise Exit("calling_self")
+    if type(server) is Pid:
+        target_node = server.node
+        if server == me.pid:
+            raise Exit("calling_self")
+    else:
+        target_node, _obj = process.resolve_server(server)
+        if type(server) is str and registry.lookup(server) == me.pid:
+            raise Exit("calling_self")
     mailbox = me.mailbox
-    ref = process.monitor(server)
+    ref = process.monitor_as(me, server)
     mailbox.activate_alias(ref)
     node.route(server, (tag, (me.pid, ref), request))
 
@@ -263,11 +268,11 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None) -> Any:
         msg = process.receive(timeout, is_answer)
     except TimeoutError:
         mailbox.deactivate_alias(ref)
-        process.demonitor(ref)
+        process.demonitor_as(me, ref)
         raise Exit("timeout") from None
     mailbox.deactivate_alias(ref, purge=False)  # its one reply was just taken
     if type(msg) is CallReply:
-        process.demonitor(ref)
+        process.demonitor_as(me, ref)
         return msg.value
     reason = msg[4]
     if reason == "noconnection":

@@ -399,8 +399,23 @@ def resolve_server(server: Any) -> tuple[str, Any]:
 
 
 def monitor(server: Any) -> Ref:
+    return monitor_as(current(), server)
+
+
+def monitor_as(me: Proc, server: Any) -> Ref:
+    """:func:`monitor` for a caller that already holds its process (``gen_statem.call``)."""
+    if type(server) is Pid and node.is_local_node(server.node):
+        # the common case of a call: one lock, no name resolution
+        ref = make_ref()
+        with _lock:
+            target = node.local_proc(server)
+            if target is not None and target.alive:
+                target.monitored_by[ref] = (me.pid, server)
+                me.monitors[ref] = (node.name, server)
+            else:
+                me.mailbox.put(("DOWN", ref, "process", server, "noproc"))
+        return ref
     target_node, obj = resolve_server(server)
-    me = current()
     ref = make_ref()
     if node.is_local_node(target_node):
         if type(obj) is tuple:
@@ -423,7 +438,11 @@ def demonitor(ref: Ref, flush: bool = True) -> bool:
     """Drop a monitor; with ``flush`` (the default) also a DOWN already queued for it."""
     if type(ref) is not Ref:
         raise TypeError(f"demonitor: expected a Ref, got {ref!r}")
-    me = current()
+    return demonitor_as(current(), ref, flush)
+
+
+def demonitor_as(me: Proc, ref: Ref, flush: bool = True) -> bool:
+    """:func:`demonitor` for a caller that already holds its process (``gen_statem.call``)."""
     with _lock:
         entry = me.monitors.pop(ref, None)
         if entry is not None and node.is_local_node(entry[0]):
