@@ -39,6 +39,7 @@ import pykka
 
 from . import registry
 from . import this_node as node
+from ._sched import batch_scheduling
 from .mailbox import Mailbox
 from .terms import Exit, Pid, ProcessExit, Ref, make_ref
 
@@ -96,6 +97,7 @@ class _ProcessActor(pykka.ThreadingActor):
     def _actor_loop(self) -> None:
         proc = self.proc
         _tls.proc = proc
+        batch_scheduling()
         reason: Any = "normal"
         try:
             self._fn(*self._args)

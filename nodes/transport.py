@@ -76,6 +76,7 @@ from typing import Any
 import zmq
 
 from . import codec, epmd
+from ._sched import batch_scheduling
 
 log = logging.getLogger("nodes.transport")
 
@@ -477,6 +478,7 @@ class Transport:
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_frame_size + 1024)
 
     def _run(self) -> None:
+        batch_scheduling()
         try:
             while not self._stopping:
                 worked = False
