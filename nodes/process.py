@@ -407,17 +407,9 @@ def monitor(server: Any) -> Ref:
 def monitor_as(me: Proc, server: Any) -> Ref:
     """:func:`monitor` for a caller that already holds its process (``gen_statem.call``)."""
     if type(server) is Pid and node.is_local_node(server.node):
-        # the common case of a call: one lock, no name resolution
-        ref = make_ref()
-        with _lock:
-            target = node.local_proc(server)
-            if target is not None and target.alive:
-                target.monitored_by[ref] = (me.pid, server)
-                me.monitors[ref] = (node.name, server)
-            else:
-                me.mailbox.put(("DOWN", ref, "process", server, "noproc"))
-        return ref
-    target_node, obj = resolve_server(server)
+        target_node, obj = node.name, server  # the common case of a call: no name resolution
+    else:
+        target_node, obj = resolve_server(server)
     ref = make_ref()
     if node.is_local_node(target_node):
         if type(obj) is tuple:
