@@ -22,11 +22,12 @@ Beyond the original, to keep a loaded leader cheap:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from rafted import members as Members
+from rafted._values import copier as _copier
 from rafted._values import replace as _replace_value
 from rafted.log_entry import (
     ADD_FOLLOWER,
@@ -40,6 +41,7 @@ from rafted.rpc import AppendEntriesRequest, Entries
 
 __all__ = [
     "Logs",
+    "LogMap",
     "EXTRA_ENTRIES_KEPT_IN_MEMORY",
     "MAX_ENTRIES_IN_FLIGHT",
     "new_for_lonely_leader",
@@ -72,11 +74,130 @@ EXTRA_ENTRIES_KEPT_IN_MEMORY = 100
 MAX_ENTRIES_IN_FLIGHT = 1000
 
 
+class _Store:
+    """The shared, append-only backing list of one or more :class:`LogMap` views."""
+
+    __slots__ = ("entries", "base")
+
+    def __init__(self, entries: list[LogEntry], base: int) -> None:
+        self.entries = entries  # entries[k] is the entry at index base + k
+        self.base = base
+
+
+class LogMap(Mapping[int, LogEntry]):
+    """An immutable mapping index → entry over the window ``lo .. hi`` of a shared store.
+
+    Appending at ``hi + 1`` extends the store in place when this view is its
+    newest (nothing was appended beyond ``hi``): older views keep their own
+    window and never see the new entry. Otherwise (a sibling already appended
+    there, or a follower overwrites conflicting entries) the window is copied
+    into a fresh store first. Dropping old entries moves ``lo``; the store is
+    compacted (copied) once its dead prefix outgrows the live window, so both
+    operations are amortized O(1).
+    """
+
+    __slots__ = ("_store", "_lo", "_hi")
+
+    def __init__(self, store: _Store, lo: int, hi: int) -> None:
+        self._store = store
+        self._lo = lo
+        self._hi = hi  # empty when hi < lo
+
+    @classmethod
+    def of(cls, entries: list[LogEntry]) -> LogMap:
+        """A view of consecutive ``entries`` (indices taken from the entries themselves)."""
+        lo = entries[0][1]
+        return cls(_Store(list(entries), lo), lo, lo + len(entries) - 1)
+
+    # Mapping protocol
+    def __getitem__(self, i: int) -> LogEntry:
+        if type(i) is int and self._lo <= i <= self._hi:
+            s = self._store
+            return s.entries[i - s.base]
+        raise KeyError(i)
+
+    def get(self, i: int, default: Any = None) -> Any:
+        if type(i) is int and self._lo <= i <= self._hi:
+            s = self._store
+            return s.entries[i - s.base]
+        return default
+
+    def __contains__(self, i: object) -> bool:
+        return type(i) is int and self._lo <= i <= self._hi
+
+    def __len__(self) -> int:
+        return max(0, self._hi - self._lo + 1)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self._lo, self._hi + 1))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LogMap):
+            if len(self) != len(other) or (len(self) and self._lo != other._lo):
+                return False
+            return self.slice(self._lo, self._hi) == other.slice(other._lo, other._hi)
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"LogMap({dict(self.items())!r})"
+
+    def __reduce__(self) -> tuple:
+        return (LogMap._from_window, (self.slice(self._lo, self._hi), self._lo))
+
+    @classmethod
+    def _from_window(cls, entries: list[LogEntry], lo: int) -> LogMap:
+        return cls(_Store(entries, lo), lo, lo + len(entries) - 1)
+
+    # value operations (each returns a new view, ``self`` is left as it is)
+    def slice(self, i1: int, i2: int) -> list[LogEntry]:
+        """The entries ``i1 .. i2`` (all must be in the window), as a new list."""
+        if i2 < i1:
+            return []
+        if i1 < self._lo or i2 > self._hi:
+            raise KeyError(i1 if i1 < self._lo else i2)
+        s = self._store
+        return s.entries[i1 - s.base : i2 - s.base + 1]
+
+    def appended(self, entries: list[LogEntry]) -> LogMap:
+        """This window plus ``entries`` at ``hi + 1 ..`` (consecutive indices)."""
+        if not entries:
+            return self
+        if entries[0][1] != self._hi + 1:
+            raise ValueError(f"entry {entries[0][1]} appended after {self._hi}")
+        s = self._store
+        lst = s.entries
+        if s.base + len(lst) - 1 != self._hi or self._lo - s.base > max(len(lst) - (self._lo - s.base), 256):
+            # a newer view owns the store's tail (or most of it is dead): copy the window
+            lst = lst[self._lo - s.base : self._hi - s.base + 1]
+            s = _Store(lst, self._lo)
+        lst.extend(entries)
+        return LogMap(s, self._lo, self._hi + len(entries))
+
+    def appended_one(self, entry: LogEntry) -> LogMap:
+        s = self._store
+        lst = s.entries
+        hi = self._hi
+        n = len(lst)
+        if s.base + n - 1 != hi or self._lo - s.base > max(n - (self._lo - s.base), 256):
+            lst = lst[self._lo - s.base : hi - s.base + 1]
+            s = _Store(lst, self._lo)
+        lst.append(entry)
+        return LogMap(s, self._lo, hi + 1)
+
+    def truncated(self, lo: int, hi: int) -> LogMap:
+        """The window narrowed to ``lo .. hi`` (shares the store; later appends copy if needed)."""
+        return LogMap(self._store, max(lo, self._lo), min(hi, self._hi))
+
+
 @dataclass(slots=True)
 class Logs:
     """The log of one member. Treated as immutable: every function returns a new value."""
 
-    map: dict[int, LogEntry]
+    map: LogMap
     i_min: int
     i_max: int
     i_committed: int
@@ -84,12 +205,17 @@ class Logs:
     snapshots_in_flight: dict[Any, tuple[int, int]] = field(default_factory=dict)
 
 
+_copy_logs = _copier(Logs)
+
+
 def _new_with_last_entry(entry: LogEntry) -> Logs:
     i = entry[1]
-    return Logs(map={i: entry}, i_min=i, i_max=i, i_committed=i)
+    return Logs(map=LogMap.of([entry]), i_min=i, i_max=i, i_committed=i)
 
 
-def slice_entries(m: dict[int, LogEntry], i1: int, i2: int) -> list[LogEntry]:
+def slice_entries(m: Mapping[int, LogEntry], i1: int, i2: int) -> list[LogEntry]:
+    if type(m) is LogMap:
+        return m.slice(i1, i2)
     return [m[i] for i in range(i1, i2 + 1)]
 
 
@@ -100,9 +226,9 @@ def new_for_lonely_leader(last_committed_entry: LogEntry, entries_to_append: lis
     """A log holding only ``last_committed_entry`` (plus entries recovered from disk, uncommitted)."""
     logs = _new_with_last_entry(last_committed_entry)
     logs.followers = {}
-    for e in entries_to_append:
-        logs.map[e[1]] = e
-        logs.i_max = e[1]
+    if entries_to_append:
+        logs.map = logs.map.appended(list(entries_to_append))
+        logs.i_max = logs.map._hi
     return logs
 
 
@@ -123,9 +249,10 @@ def add_entry(logs: Logs, make: Callable[[int], LogEntry]) -> tuple[Logs, LogEnt
     """Append ``make(index)`` at ``i_max + 1`` (leader only)."""
     i = logs.i_max + 1
     entry = make(i)
-    m = dict(logs.map)
-    m[i] = entry
-    return _replace_value(logs, map=m, i_max=i), entry
+    new = _copy_logs(logs)
+    new.map = logs.map.appended_one(entry)
+    new.i_max = i
+    return new, entry
 
 
 def add_entry_on_elected_leader(
@@ -217,12 +344,11 @@ def make_append_entries_req(
     if i_next > hi and not heartbeat:
         return ("skip", logs)
     if shared_entries is None or i_next > hi:
-        entries = [logs.map[i] for i in range(i_next, hi + 1)]
+        entries = logs.map.slice(i_next, hi)
     else:
         entries = shared_entries.get((i_next, hi))  # type: ignore[assignment]
         if entries is None:
-            m = logs.map
-            entries = shared_entries[(i_next, hi)] = Entries([m[i] for i in range(i_next, hi + 1)])
+            entries = shared_entries[(i_next, hi)] = Entries(logs.map.slice(i_next, hi))
     req = AppendEntriesRequest(
         leader_pid=me,
         term=term,
@@ -378,7 +504,9 @@ def contain_given_prev_log(logs: Logs, prev_log: tuple[int, int]) -> bool:
     return e is not None and e[0] == term_prev
 
 
-def _uncommitted_membership_change(m: dict[int, LogEntry], i_committed: int, i_max: int) -> LogEntry | None:
+def _uncommitted_membership_change(
+    m: Mapping[int, LogEntry], i_committed: int, i_max: int
+) -> LogEntry | None:
     for i in range(i_max, i_committed, -1):
         if m[i][2] in MEMBERSHIP_CHANGES:
             return m[i]
@@ -406,7 +534,7 @@ def append_entries(
         if logs.map[i_prev][0] != term_prev:
             return ("reject", logs.i_committed)  # conflict: committed entries surely match
     m = logs.map
-    new_map: dict[int, LogEntry] | None = None
+    new_map: LogMap | None = None
     new_members = members
     to_persist: list[LogEntry] = []
     i_max = logs.i_max
@@ -418,17 +546,17 @@ def append_entries(
             if m[idx][0] == e[0]:
                 continue  # already have it (a duplicate or reordered request)
             # conflict: drop this entry and everything after it, undoing membership changes
-            new_map = dict(m)
+            # (a narrower view: the shared store is left as it is, the append below copies)
             all_ = new_members.all
             for j in range(i_max, idx - 1, -1):
-                all_ = Members.revert_entry(all_, new_map.pop(j))
+                all_ = Members.revert_entry(all_, m[j])
             i_max = idx - 1
+            new_map = m.truncated(logs.i_min, i_max)
             change = _uncommitted_membership_change(new_map, logs.i_committed, i_max)
             new_members = _replace_value(new_members, all=all_, uncommitted_membership_change=change)
-        if new_map is None:
-            new_map = dict(m)
-        for e2 in entries[pos:]:
-            new_map[e2[1]] = e2
+        rest = entries[pos:]
+        new_map = (m if new_map is None else new_map).appended(list(rest))
+        for e2 in rest:
             to_persist.append(e2)
             new_members = Members.apply_entry(new_members, e2)
         i_max = max(i_max, entries[-1][1])
@@ -455,11 +583,4 @@ def truncate_old_logs(logs: Logs, removable_upto: int, keep: int = EXTRA_ENTRIES
     new_i_min = min(removable_upto, logs.i_committed) - keep + 1
     if new_i_min <= logs.i_min:
         return logs
-    m = logs.map
-    if new_i_min - logs.i_min > len(m) // 2:
-        new_map = {i: m[i] for i in range(new_i_min, logs.i_max + 1)}
-    else:
-        new_map = dict(m)
-        for i in range(logs.i_min, new_i_min):
-            del new_map[i]
-    return _replace_value(logs, map=new_map, i_min=new_i_min)
+    return _replace_value(logs, map=logs.map.truncated(new_i_min, logs.i_max), i_min=new_i_min)
