@@ -12,16 +12,20 @@ pids or mailboxes.  The node layer owns one :class:`Transport`::
     t.send("2@host", obj)            # never blocks; auto-connects; order kept per peer
     t.connected_nodes(); t.disconnect("2@host"); t.stop()
 
-**Threading.**  ZeroMQ sockets are not thread-safe, so one I/O thread owns every socket.
-:meth:`Transport.send` may be called from any thread: it pickles the object *in the caller's
-thread* (so the message is a snapshot taken at the moment of the send, as in Erlang, and an
-unpicklable object fails at the call site), appends the bytes to a deque and wakes the I/O
-thread only if it is asleep (a byte on a socketpair; no wake-up while it is already running,
-see ``stats["wakeups"]``).  The I/O thread batches everything queued for one peer into one
-frame, sends it, and after any activity polls without blocking for ``spin_us`` (default
-``NODES_SPIN_US``, else 0: with the GIL a spinning thread mostly delays the thread it waits
-for) before it blocks.  The callbacks run on the I/O thread, in order: they must be quick
-and must not block (put the object in a mailbox and return); they may call :meth:`send`,
+**Threading.**  ZeroMQ sockets are not thread-safe: whoever holds the transport's lock owns
+the sockets and the sessions.  The I/O thread holds it whenever it is not blocked in poll; it
+polls file descriptors only (each socket's ZMQ_FD and a wake-up socketpair), so a blocked I/O
+thread touches no socket.  :meth:`Transport.send` may be called from any thread: it pickles
+the object *in the caller's thread* (so the message is a snapshot taken at the moment of the
+send, as in Erlang, and an unpicklable object fails at the call site).  Then, if the peer is
+connected, nothing is queued and the lock is free (the I/O thread is idle), the caller seals
+the frame and hands it to ZeroMQ itself (a *direct send*: no thread wake-up; a failure is left
+to the I/O thread to report).  Otherwise it appends the bytes to a deque and wakes the I/O
+thread if it is asleep (a byte on the socketpair; none while it is running, see
+``stats["wakeups"]``), which batches everything queued for one peer into one frame.  Direct
+sends can be turned off with ``direct_send=False`` or ``NODES_DIRECT_SEND=0`` (A/B
+benchmarks).  The callbacks run on the I/O thread, in order: they must be quick and must not
+block (put the object in a mailbox and return); they may call :meth:`send`,
 :meth:`disconnect` and :meth:`connect` (which then only starts the attempt).
 
 **Connections.**  Each node binds one ROUTER socket (ROUTER_MANDATORY, so a send to a
@@ -71,7 +75,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -125,6 +129,48 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+# pyzmq's send_multipart/recv_multipart cost 5-9 µs per frame in Python (flag enums, checks,
+# a getsockopt per part); the Cython socket methods with plain int flags cost about 1 µs.
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_raw_send: Any = zmq.backend.Socket.send
+_raw_recv: Any = zmq.backend.Socket.recv
+
+
+def _send_parts(sock: zmq.Socket[Any], parts: list[bytes]) -> None:
+    """Send a multipart message without blocking (raises zmq.Again if it cannot be queued)."""
+    for part in parts[:-1]:
+        _raw_send(sock, part, _MORE)
+    _raw_send(sock, parts[-1], _NOBLOCK)
+
+
+def _recv_parts(sock: zmq.Socket[Any]) -> list[bytes]:
+    """Receive one multipart message without blocking (raises zmq.Again if there is none)."""
+    frame = _raw_recv(sock, _NOBLOCK, False)
+    parts = [frame.bytes]
+    while frame.more:
+        frame = _raw_recv(sock, _NOBLOCK, False)
+        parts.append(frame.bytes)
+    return parts
+
+
+def _events(sock: zmq.Socket[Any]) -> int:
+    """ZMQ_EVENTS of ``sock`` (processes its pending commands, consuming its ZMQ_FD signal)."""
+    return cast(int, sock.getsockopt(zmq.EVENTS))
+
+
+def _nothing() -> None:
+    """A command that only makes the I/O thread run one more round."""
+
+
+def _send_failure(error: zmq.ZMQError) -> str:
+    if error.errno == zmq.EAGAIN:
+        return "not connected or send queue full"
+    if error.errno == zmq.EHOSTUNREACH:
+        return "connection gone"
+    return str(error)
+
+
 class _RateLimitedLog:
     """At most one warning per key per interval; the next one says how many were suppressed."""
 
@@ -173,8 +219,8 @@ class _Conn:
     Incoming: a routing id on our ROUTER; states challenged → up.
     """
 
-    __slots__ = ("peer", "outgoing", "sock", "rid", "state", "deadline", "nonce", "peer_creation",
-                 "transcript", "session", "last_recv", "last_send", "closed")
+    __slots__ = ("peer", "outgoing", "sock", "fd", "rid", "state", "deadline", "nonce", "peer_creation",
+                 "transcript", "session", "last_recv", "last_send", "closed", "broken")
 
     def __init__(self, peer: str, outgoing: bool, deadline: float, *,
                  sock: zmq.Socket[Any] | None = None, rid: bytes = b""):
@@ -190,6 +236,8 @@ class _Conn:
         self.session: codec.Session | None = None
         self.last_recv = self.last_send = 0.0
         self.closed = False
+        self.fd = -1  # the DEALER's ZMQ_FD, polled by the I/O thread
+        self.broken = False  # a direct send failed: the I/O thread closes it
 
 
 class _Peer:
@@ -236,7 +284,7 @@ class Transport:
         tick_ms: int | None = None,
         connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS,
         max_frame_size: int = codec.DEFAULT_MAX_FRAME_SIZE,
-        spin_us: int | None = None,
+        direct_send: bool | None = None,
         hwm: int = DEFAULT_HWM,
     ):
         self._short, self._host = split_node_name(node_name)
@@ -257,7 +305,8 @@ class Transport:
         self._hk_period = min(self._tick_s / 4, 0.25)
         self._hs_timeout = connect_timeout_ms / 1000
         self._max_frame_size = max_frame_size
-        self._spin_s = (spin_us if spin_us is not None else _env_int("NODES_SPIN_US", 0)) / 1e6
+        self._direct = (direct_send if direct_send is not None
+                        else os.environ.get("NODES_DIRECT_SEND", "1") != "0")
         self._hwm = hwm
         self.port: int | None = None
         self.stats: collections.Counter[str] = collections.Counter()
@@ -268,6 +317,10 @@ class Transport:
         self._cmds: collections.deque[Callable[[], None]] = collections.deque()
         self._sleeping = False
         self._wake_pending = False
+        # Held by the I/O thread whenever it is not blocked in poll, and by a thread sending
+        # directly (see send_encoded): whoever holds it owns the sockets and the sessions.
+        self._lock = threading.Lock()
+        self._io_ident: int | None = None
         self._up: frozenset[str] = frozenset()
         self._closed = False
         self._stop_called = False
@@ -283,7 +336,6 @@ class Transport:
         self._recently_closed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._stopping = False
         self._now = time.monotonic()
-        self._last_activity = 0.0
         self._next_housekeeping = 0.0
         self._last_housekeeping = self._now
 
@@ -323,7 +375,9 @@ class Transport:
             ctx.term()
             raise
         self._ctx, self._router, self.port = ctx, router, port
-        self._poller.register(router, zmq.POLLIN)
+        # File descriptors only: the I/O thread blocks in poll without the lock, while another
+        # thread may be using a socket (ZMQ_FD is edge-like: see _poll_sockets).
+        self._poller.register(router.getsockopt(zmq.FD), zmq.POLLIN)
         self._poller.register(self._wake_fd, zmq.POLLIN)
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nodes-epmd-lookup")
         self._thread = threading.Thread(target=self._run, name=f"nodes-transport-{self.node_name}",
@@ -354,9 +408,47 @@ class Transport:
                                     f"{self._max_frame_size}")
         if self._closed:
             return
+        if self._direct and not self._outq and threading.get_ident() != self._io_ident:
+            # Fast path: the connection is up and the I/O thread is idle (the lock is free), so
+            # this thread seals and hands the frame to ZeroMQ itself, saving a thread wake-up
+            # (and on this kind of VM the cold start of the woken thread) per message.
+            peer = self._peers.get(node)
+            conn = peer.conn if peer is not None else None
+            if peer is not None and conn is not None and self._lock.acquire(False):
+                try:
+                    # re-checked under the lock: nothing queued before us (order), still up
+                    if (not self._outq and peer.conn is conn and not conn.closed and not conn.broken
+                            and not self._closed and node not in self._blocked):
+                        self._direct_send(conn, data)
+                        return
+                finally:
+                    self._lock.release()
         self._outq.append((node, data))
         if self._sleeping:
             self._wake()
+
+    def _direct_send(self, conn: _Conn, data: bytes) -> None:
+        """One data frame from the calling thread; the caller holds the lock."""
+        session = conn.session
+        assert session is not None
+        try:
+            sock = self._conn_send(conn, session.seal(codec.DATA, (data,)))
+        except zmq.ZMQError as error:
+            # Only the I/O thread closes connections (it owns the poller and the callbacks).
+            conn.broken = True
+            why = _send_failure(error)
+            self._post(lambda: self._close(conn, f"send failed: {why}", retry=True))
+            return
+        conn.last_send = time.monotonic()
+        stats = self.stats
+        stats["direct_frames"] += 1
+        stats["frames_sent"] += 1
+        stats["messages_sent"] += 1
+        # The send may have consumed the socket's ZMQ_FD signal for input that arrived
+        # meanwhile: make sure the I/O thread looks at the socket before it sleeps again.
+        if _events(sock) & zmq.POLLIN:
+            stats["direct_found_input"] += 1
+            self._post(_nothing)
 
     def connect(self, node: str, timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS) -> bool:
         """Connect to ``node`` (and, transitively, to its peers); True once authenticated.
@@ -479,49 +571,55 @@ class Transport:
 
     def _run(self) -> None:
         batch_scheduling()
+        self._io_ident = threading.get_ident()
+        lock = self._lock
         try:
             while not self._stopping:
-                worked = False
-                # sends before commands: a send queued before a disconnect() from the same
-                # thread must go out on the old connection, not revive it afterwards
-                if self._outq:
-                    self._flush_outq()
-                    worked = True
-                if self._cmds:
-                    self._run_commands()
-                    worked = True
-                if worked:
-                    self._last_activity = time.perf_counter()
-                    events = self._poller.poll(0)
-                else:
-                    events = self._idle_wait()
-                self._now = time.monotonic()
-                if events:
-                    self._handle_events(events)
-                if self._now >= self._next_housekeeping:
-                    self._housekeeping()
+                with lock:
+                    busy = self._step()
+                if not busy and not self._stopping:
+                    self._idle_wait()
         except Exception:
             log.critical("transport I/O thread of %s crashed", self.node_name, exc_info=True)
         finally:
-            self._shutdown()
+            with lock:
+                self._shutdown()
 
-    def _idle_wait(self) -> list[tuple[Any, int]]:
-        poll = self._poller.poll
-        if self._spin_s:
-            end = self._last_activity + self._spin_s
-            while time.perf_counter() < end:
-                events = poll(0)
-                if events or self._outq or self._cmds:
-                    return events
+    def _step(self) -> bool:
+        """One round of work under the lock; False if there was nothing to do."""
+        self._now = time.monotonic()
+        worked = False
+        # sends before commands: a send queued before a disconnect() from the same thread
+        # must go out on the old connection, not revive it afterwards
+        if self._outq:
+            self._flush_outq()
+            worked = True
+        if self._cmds:
+            self._run_commands()
+            worked = True
+        if self._poll_sockets():
+            worked = True
+        if self._now >= self._next_housekeeping:
+            self._housekeeping()
+        return worked
+
+    def _idle_wait(self) -> None:
         timeout = max(0, int((self._next_housekeeping - time.monotonic()) * 1000) + 1)
         self._sleeping = True
         if self._outq or self._cmds:
             self._sleeping = False
-            return []
-        events = poll(timeout)
+            return
+        events = self._poller.poll(timeout)
         self._sleeping = False
         self.stats["sleeps"] += 1
-        return events
+        for fd, _ in events:
+            if fd == self._wake_fd:
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except OSError:
+                    pass
+                self._wake_pending = False
 
     def _cmd_set_blocked(self, blocked: frozenset[str], waiter: _Waiter) -> None:
         healed = self._blocked - blocked
@@ -546,33 +644,37 @@ class Transport:
             except Exception:
                 log.exception("transport command failed")
 
-    def _handle_events(self, events: list[tuple[Any, int]]) -> None:
-        self._last_activity = time.perf_counter()
-        for sock, ev in events:
-            if sock is self._router:
-                self._recv_router()
-            elif sock == self._wake_fd:
-                try:
-                    while self._wake_r.recv(4096):
-                        pass
-                except OSError:
-                    pass
-                self._wake_pending = False
-            else:
-                conn = self._by_sock.get(sock)
-                if conn is None:
-                    continue
-                if ev & zmq.POLLIN:
-                    self._recv_dealer(conn)
-                if ev & zmq.POLLOUT and conn.state == "connecting" and not conn.closed:
-                    self._send_hello(conn)
+    def _poll_sockets(self) -> bool:
+        """Read whatever every socket has; True if any had something.
+
+        The poller only watches ZMQ_FD, which signals that a socket has *news*, not that it
+        is readable, and any operation on the socket (ours, or a direct send's) may consume
+        that signal: so every socket's ZMQ_EVENTS is checked here before each sleep.
+        """
+        router = self._router
+        assert router is not None
+        got = False
+        if _events(router) & zmq.POLLIN:
+            self._recv_router()
+            got = True
+        for sock, conn in list(self._by_sock.items()):
+            if conn.closed:
+                continue
+            ev = _events(sock)
+            if ev & zmq.POLLIN:
+                self._recv_dealer(conn)
+                got = True
+            if ev & zmq.POLLOUT and conn.state == "connecting" and not conn.closed:
+                self._send_hello(conn)  # the TCP connection is up
+                got = True
+        return got
 
     def _recv_router(self) -> None:
         router = self._router
         assert router is not None
         for _ in range(RECV_BATCH):
             try:
-                parts = router.recv_multipart(zmq.NOBLOCK)
+                parts = _recv_parts(router)
             except zmq.Again:
                 return
             rid, body = parts[0], parts[1:]
@@ -597,7 +699,7 @@ class Transport:
             if conn.closed:
                 return
             try:
-                parts = sock.recv_multipart(zmq.NOBLOCK)
+                parts = _recv_parts(sock)
             except zmq.Again:
                 return
             if conn.peer in self._blocked:
@@ -699,8 +801,9 @@ class Transport:
             self._attempt_failed(peer, f"cannot connect to {peer.host}:{port}: {error}")
             return
         conn = _Conn(peer.name, True, max(peer.attempt_deadline, self._now + 0.5), sock=sock)
+        conn.fd = sock.getsockopt(zmq.FD)
         self._by_sock[sock] = conn
-        self._poller.register(sock, zmq.POLLIN | zmq.POLLOUT)  # POLLOUT: the TCP connection is up
+        self._poller.register(conn.fd, zmq.POLLIN)
         peer.hs = conn
 
     def _attempt_failed(self, peer: _Peer, reason: str, *, final: bool = False) -> None:
@@ -742,7 +845,6 @@ class Transport:
         body = {"v": PROTOCOL_VERSION, "from": self.node_name, "to": conn.peer, "creation": self.creation}
         if self._send_hs(conn, HELLO, body):
             conn.state = "hello_sent"
-            self._poller.register(conn.sock, zmq.POLLIN)
 
     def _refuse(self, rid: bytes, reason: str) -> None:
         self._raw_router_send(rid, codec.encode_handshake(REFUSED, {"reason": reason}))
@@ -750,7 +852,7 @@ class Transport:
     def _raw_router_send(self, rid: bytes, parts: list[bytes]) -> None:
         assert self._router is not None
         try:
-            self._router.send_multipart([rid, *parts], zmq.NOBLOCK)
+            _send_parts(self._router, [rid, *parts])
         except zmq.ZMQError:
             pass  # best effort: the stranger is gone or not reading
 
@@ -1035,27 +1137,32 @@ class Transport:
 
     def _zsend(self, conn: _Conn, parts: list[bytes]) -> bool:
         """Send without blocking; a send ZeroMQ refuses brings the connection down."""
+        if conn.broken:
+            self._close(conn, "send failed", retry=True)
+            return False
         if conn.peer in self._blocked:
             self.stats["blocked_frames"] += 1
             return True  # lost in the (simulated) network
         try:
-            if conn.outgoing:
-                assert conn.sock is not None
-                conn.sock.send_multipart(parts, zmq.NOBLOCK)
-            else:
-                assert self._router is not None
-                self._router.send_multipart([conn.rid, *parts], zmq.NOBLOCK)
+            self._conn_send(conn, parts)
         except zmq.ZMQError as error:
-            if error.errno == zmq.EAGAIN:
-                why = "not connected or send queue full"
-            elif error.errno == zmq.EHOSTUNREACH:
-                why = "connection gone"
-            else:
-                why = str(error)
-            self._close(conn, f"send failed: {why}", retry=True)
+            self._close(conn, f"send failed: {_send_failure(error)}", retry=True)
             return False
         conn.last_send = self._now
         return True
+
+    def _conn_send(self, conn: _Conn, parts: list[bytes]) -> zmq.Socket[Any]:
+        """Hand ``parts`` to the connection's socket (our DEALER, or the ROUTER with its routing
+        id); return the socket.  Raises zmq.ZMQError as ZeroMQ does."""
+        if conn.outgoing:
+            sock = conn.sock
+            assert sock is not None
+            _send_parts(sock, parts)
+        else:
+            sock = self._router
+            assert sock is not None
+            _send_parts(sock, [conn.rid, *parts])
+        return sock
 
     def _flush_outq(self) -> None:
         outq = self._outq
@@ -1091,7 +1198,7 @@ class Transport:
             assert sock is not None
             self._by_sock.pop(sock, None)
             try:
-                self._poller.unregister(sock)
+                self._poller.unregister(conn.fd)
             except KeyError:
                 pass
             sock.close(linger=linger)
@@ -1143,13 +1250,7 @@ class Transport:
         if conn.peer in self._blocked:
             return
         try:
-            parts = conn.session.seal(codec.BYE)
-            if conn.outgoing:
-                assert conn.sock is not None
-                conn.sock.send_multipart(parts, zmq.NOBLOCK)
-            else:
-                assert self._router is not None
-                self._router.send_multipart([conn.rid, *parts], zmq.NOBLOCK)
+            self._conn_send(conn, conn.session.seal(codec.BYE))
         except zmq.ZMQError:
             pass
 

@@ -305,7 +305,8 @@ class RaftedBench:
             return None if persistence_root is None else str(persistence_root / node.split("@")[0])
 
         first, *rest = self.member_nodes
-        config = RaftedValue.make_config(Counter)
+        config = RaftedValue.make_config(Counter, heartbeat_timeout=self.args.heartbeat_timeout,
+                                         election_timeout=self.args.election_timeout)
         result = nodes.rpc.call(first, start_member, ("create_new_consensus_group", config), name,
                                 pdir(first), timeout=30_000)
         if result[0] != "ok":
@@ -471,6 +472,8 @@ def run_rafted(args: argparse.Namespace) -> dict[str, Any]:
     counts = [int(c) for c in args.clients.split(",")]
     long_clients = 32 if 32 in counts else max(counts)
     figures: dict[str, Any] = {"system": "rafted", "members": 3, "duration_s": args.duration,
+                               "timers_ms": {"heartbeat_timeout": args.heartbeat_timeout,
+                                             "election_timeout": args.election_timeout},
                                "seq": None, "conc": {}, "lease_reads": None, "failover_s": None,
                                "persist": None, "windows": None, "rss_mb": None}
     tmp = Path(tempfile.mkdtemp(prefix="bench-rafted-"))
@@ -571,6 +574,9 @@ def print_table(fig: dict[str, Any]) -> None:
           f"{fig['duration_s']:g} s per load scenario; Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs; load average {fig['loadavg_1min'][0]:g} before, "
           f"{fig['loadavg_1min'][1]:g} after")
+    timers = fig.get("timers_ms") or {}
+    print(f"rafted timers: heartbeat_timeout {timers.get('heartbeat_timeout')} ms, "
+          f"election_timeout {timers.get('election_timeout')} ms")
     header = f"{'scenario':<22}{'clients':>8}{'rafted ops/s':>14}{'p50 ms':>9}{'p99 ms':>9}"
     if pso:
         header += f"{'PySyncObj ops/s':>17}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}"
@@ -649,6 +655,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="concurrent client counts (default 1,8,32,128)")
     parser.add_argument("--only", metavar="LIST",
                         help="comma-separated subset of seq,conc,lease,failover,persist")
+    parser.add_argument("--heartbeat-timeout", type=int, default=200, metavar="MS",
+                        help="the group's heartbeat_timeout (default 200, make_config's default)")
+    parser.add_argument("--election-timeout", type=int, default=1000, metavar="MS",
+                        help="the group's election_timeout (default 1000, make_config's default)")
     parser.add_argument("--compare", choices=["pysyncobj"], help="also run PySyncObj on the same workload")
     parser.add_argument("--pysyncobj-version", default="0.3.17", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")

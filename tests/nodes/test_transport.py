@@ -470,6 +470,38 @@ def test_hostile_input_is_dropped_never_unpickled_and_service_continues(
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-sends", "queued-only"])
+def test_sends_from_another_thread_while_the_peer_answers_keep_order_and_lose_nothing(
+        c: support.Cluster, direct: bool) -> None:
+    # A thread sends while the peer's echoes pour in: sends made directly from that thread
+    # (connection up, I/O thread idle) and sends queued behind a busy I/O thread interleave,
+    # and a direct send may consume the socket's ZMQ_FD signal for input that just arrived:
+    # every echo must still come back, in order.
+    t = c.local(T, direct_send=direct)
+    c.peer(A)
+    connected(t, A)
+    n = 3000
+    direct_before = t.transport.stats["direct_frames"]
+
+    def sender() -> None:
+        for i in range(n):
+            t.transport.send(A, ("echo", i))
+            if i % 100 == 0:
+                time.sleep(0.002)  # let the I/O thread fall asleep now and then
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    try:
+        assert [t.recv(timeout=20)[1] for _ in range(n)] == list(range(n))
+    finally:
+        thread.join(20)
+    direct_frames = t.transport.stats["direct_frames"] - direct_before
+    if direct:
+        assert direct_frames > 0, "no send went out from the sending thread"
+    else:
+        assert direct_frames == 0
+
+
 # --------------------------------------------------------------------------- speed
 
 
