@@ -66,6 +66,7 @@ from the chosen nodes is dropped (``nodes.dist.partition`` / ``nodes.dist.heal``
 from __future__ import annotations
 
 import collections
+import functools
 import ipaddress
 import json
 import logging
@@ -655,65 +656,56 @@ class Transport:
         assert router is not None
         got = False
         if _events(router) & zmq.POLLIN:
-            self._recv_router()
+            self._recv_batch(router, self._on_router_message)
             got = True
         for sock, conn in list(self._by_sock.items()):
             if conn.closed:
                 continue
             ev = _events(sock)
             if ev & zmq.POLLIN:
-                self._recv_dealer(conn)
+                self._recv_batch(sock, functools.partial(self._on_dealer_message, conn), conn)
                 got = True
             if ev & zmq.POLLOUT and conn.state == "connecting" and not conn.closed:
                 self._send_hello(conn)  # the TCP connection is up
                 got = True
         return got
 
-    def _recv_router(self) -> None:
-        router = self._router
-        assert router is not None
+    def _recv_batch(self, sock: zmq.Socket[Any], handle: Callable[[list[bytes]], None],
+                    conn: _Conn | None = None) -> None:
+        """Hand up to RECV_BATCH messages waiting on ``sock`` to ``handle`` (stop if ``conn`` closes)."""
         for _ in range(RECV_BATCH):
-            try:
-                parts = _recv_parts(router)
-            except zmq.Again:
-                return
-            rid, body = parts[0], parts[1:]
-            conn = self._by_rid.get(rid)
-            if conn is not None and conn.peer in self._blocked:
-                self.stats["blocked_frames"] += 1
-                continue
-            try:
-                if conn is None:
-                    self._from_stranger(rid, body)
-                elif conn.session is None:
-                    self._handshake_as_acceptor(conn, body)
-                else:
-                    self._session_frame(conn, body)
-            except Exception:
-                log.exception("error handling a message on %s", self.node_name)
-
-    def _recv_dealer(self, conn: _Conn) -> None:
-        sock = conn.sock
-        assert sock is not None
-        for _ in range(RECV_BATCH):
-            if conn.closed:
+            if conn is not None and conn.closed:
                 return
             try:
                 parts = _recv_parts(sock)
             except zmq.Again:
                 return
-            if conn.peer in self._blocked:
-                self.stats["blocked_frames"] += 1
-                continue
             try:
-                if parts == [RESET]:
-                    self._close(conn, "the peer does not know this connection", retry=True)
-                elif conn.session is None:
-                    self._handshake_as_initiator(conn, parts)
-                else:
-                    self._session_frame(conn, parts)
+                handle(parts)
             except Exception:
                 log.exception("error handling a message on %s", self.node_name)
+
+    def _on_router_message(self, parts: list[bytes]) -> None:
+        rid, body = parts[0], parts[1:]
+        conn = self._by_rid.get(rid)
+        if conn is None:
+            self._from_stranger(rid, body)
+        elif conn.peer in self._blocked:
+            self.stats["blocked_frames"] += 1
+        elif conn.session is None:
+            self._handshake_as_acceptor(conn, body)
+        else:
+            self._session_frame(conn, body)
+
+    def _on_dealer_message(self, conn: _Conn, parts: list[bytes]) -> None:
+        if conn.peer in self._blocked:
+            self.stats["blocked_frames"] += 1
+        elif parts == [RESET]:
+            self._close(conn, "the peer does not know this connection", retry=True)
+        elif conn.session is None:
+            self._handshake_as_initiator(conn, parts)
+        else:
+            self._session_frame(conn, parts)
 
     # ------------------------------------------------------------------ peers and attempts
 
