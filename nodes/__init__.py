@@ -23,7 +23,7 @@ __all__ = [
     "Exit", "Pid", "Ref", "make_ref",
     "start", "node", "connect", "disconnect", "list_nodes", "monitor_node",
     "self", "spawn", "spawn_link", "send", "receive", "flush",
-    "register", "unregister", "whereis", "link", "unlink", "process_flag",
+    "register", "unregister", "whereis", "link", "unlink", "process_flag", "process_info",
     "monitor", "demonitor", "exit", "is_alive", "send_after", "cancel_timer", "read_timer",
     "gen_statem", "sys", "rpc",
 ]
@@ -103,6 +103,21 @@ def whereis(name: str) -> Pid | None:
     if pid is not None and _node.local_proc(pid) is None:
         return None
     return pid
+
+
+def process_info(pid: Pid, item: str) -> tuple[str, Any] | None:
+    """Erlang's ``process_info(Pid, Item)`` for a local process: ``(item, value)``, or None if it
+    is not alive.  Items: ``"message_queue_len"`` (messages waiting in its mailbox)."""
+    if type(pid) is not Pid:
+        raise TypeError(f"process_info: expected a Pid, got {pid!r}")
+    if item != "message_queue_len":
+        raise ValueError(f"process_info: unsupported item {item!r}; supported: 'message_queue_len'")
+    if not _node.is_local_node(pid.node):
+        raise ValueError(f"process_info: {pid} is not a process of this node ({_node.name})")
+    proc = _node.local_proc(pid)
+    if proc is None or not proc.alive:
+        return None
+    return (item, len(proc.mailbox))
 
 
 link = _process.link

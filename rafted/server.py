@@ -31,7 +31,10 @@ Batching: a leader appends each client request to its log at once but sends
 AppendEntries on ``FLUSH``, a message it sends itself on the first request
 of a batch: it arrives after every request already queued, so a burst goes
 out as one request per follower. Followers likewise answer once per batch
-of AppendEntries (the answers are merged).
+of AppendEntries (the answers are merged). When nothing else is queued at
+the end of the event that asked for it, the flush runs at once in the same
+turn instead (what the FLUSH message would do next anyway, minus a trip
+through the mailbox).
 
 Persistence (``state.persistence``, :mod:`rafted.persistence`): entries are
 written as they are appended and synced once per batch at ``FLUSH`` (a
@@ -165,12 +168,13 @@ def _now() -> int:
 class _Ctx:
     """One event's context: who we are, when it is, and the effects to run afterwards."""
 
-    __slots__ = ("me", "now", "effects")
+    __slots__ = ("me", "now", "effects", "flush")
 
     def __init__(self, me: Any, now: int) -> None:
         self.me = me
         self.now = now
         self.effects: list[tuple[Any, tuple]] = []
+        self.flush = False  # a flush was asked for: see _run
 
     def cast(self, s: State, dest: Any, msg: Any) -> None:
         self.effects.append((s.config.communication_module.cast, (dest, msg)))
@@ -180,9 +184,6 @@ class _Ctx:
 
     def hook(self, s: State, name: str, *args: Any) -> None:
         self.effects.append((_call_hook, (s.config.leader_hook_module, name, args)))
-
-    def send_self(self, msg: Any) -> None:
-        self.effects.append((nodes.send, (self.me, msg)))
 
     def run(self) -> None:
         for fn, args in self.effects:
@@ -212,6 +213,8 @@ def init(args: tuple) -> tuple:
         return ("stop", ("persistence_error", e))
     s = _ensure_timer(ctx, name, s)
     ctx.run()
+    if ctx.flush:
+        nodes.send(me, FLUSH)
     return ("ok", name, s)
 
 
@@ -407,9 +410,19 @@ def terminate(reason: Any, state_name: Any, data: Any) -> None:
 def _run(state_name: str, event_type: Any, msg: Any, s: State) -> tuple:
     ctx = _Ctx(nodes.self(), _now())
     result = _dispatch(ctx, state_name, event_type, msg, s)
-    result = _finish(ctx, state_name, result)
+    result = _finish(ctx, state_name, result, s)
     ctx.run()
+    if ctx.flush:
+        if len(result) == 2 and result[0] == "keep_state" and msg != FLUSH and _mailbox_empty(ctx.me):
+            # nothing is waiting: FLUSH would be the very next event, so handle it now
+            return _run(state_name, "info", FLUSH, result[1])
+        nodes.send(ctx.me, FLUSH)
     return result
+
+
+def _mailbox_empty(me: Any) -> bool:
+    info = nodes.process_info(me, "message_queue_len")
+    return info is not None and info[1] == 0
 
 
 def _dispatch(ctx: _Ctx, state_name: str, event_type: Any, msg: Any, s: State) -> tuple:
@@ -439,7 +452,7 @@ def _dispatch(ctx: _Ctx, state_name: str, event_type: Any, msg: Any, s: State) -
     return ("keep_state", s)
 
 
-def _finish(ctx: _Ctx, state_name: str, result: tuple) -> tuple:
+def _finish(ctx: _Ctx, state_name: str, result: tuple, s_in: State) -> tuple:
     kind = result[0]
     if kind == "keep_state":
         name, pos = state_name, 1
@@ -448,6 +461,8 @@ def _finish(ctx: _Ctx, state_name: str, result: tuple) -> tuple:
     else:
         return result
     s = result[pos]
+    if s is s_in and name == state_name:
+        return result  # nothing changed (a lease read, a stale tick): the armed timer still stands
     s2 = _ensure_timer(ctx, name, s)
     if s2 is s:
         return result
@@ -501,7 +516,7 @@ def _on_tick(ctx: _Ctx, state_name: str, token: int, s: State) -> tuple:
 def _schedule_flush(ctx: _Ctx, s: State) -> State:
     if s.flush_pending:
         return s
-    ctx.send_self(FLUSH)
+    ctx.flush = True  # a FLUSH message, or the flush at once (see _run)
     return _replace_value(s, flush_pending=True)
 
 

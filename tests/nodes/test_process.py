@@ -454,3 +454,34 @@ def test_a_killed_thread_process_sees_exit_from_send_as_its_next_call() -> None:
         except Exit:
             pass
         wait_gone(watcher)
+
+
+# -- process_info --------------------------------------------------------------------------------
+
+def test_process_info_counts_the_messages_waiting_in_a_mailbox() -> None:
+    def wait_for_go() -> None:
+        nodes.receive(match=lambda m: m == "go")  # leaves every other message queued
+        nodes.receive(match=lambda m: m == "exit")
+
+    pid = nodes.spawn(wait_for_go)
+    for i in range(3):
+        nodes.send(pid, ("other", i))
+    nodes.send(pid, "go")
+    # a local send is queued at once; the process takes "go" and leaves the three others
+    deadline = time.monotonic() + WAIT / 1000
+    while nodes.process_info(pid, "message_queue_len") != ("message_queue_len", 3):
+        assert time.monotonic() < deadline, nodes.process_info(pid, "message_queue_len")
+        time.sleep(0.001)
+    ref = nodes.monitor(pid)
+    nodes.send(pid, "exit")
+    assert nodes.receive(WAIT, match=is_down(ref))[4] == "normal"
+    assert nodes.process_info(pid, "message_queue_len") is None  # not alive
+
+
+def test_process_info_rejects_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="expected a Pid"):
+        nodes.process_info("someone", "message_queue_len")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unsupported item"):
+        nodes.process_info(nodes.self(), "memory")
+    with pytest.raises(ValueError, match="not a process of this node"):
+        nodes.process_info(Pid("other@host", 1), "message_queue_len")

@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import nodes
 from rafted import server
 from rafted.rpc import InstallSnapshot
 from rafted.snapshot import Snapshot
@@ -99,10 +98,12 @@ class Sim:
                 self.send(pid, args[0], args[1])
             elif fn is SimComm.reply:
                 self.replies[args[0]] = args[1]
-            elif fn is nodes.send:
-                self.mailboxes[pid].append(("info", args[1]))
             else:
                 self.hooks.append((pid, args[1], args[2]))  # (_call_hook, (module, name, args))
+        if ctx.flush:
+            # the member's FLUSH to itself (a real member may run it at once when its mailbox is
+            # empty, which is the same as handling this message next)
+            self.mailboxes[pid].append(("info", server.FLUSH))
         kind = result[0]
         actions: list = []
         if kind == "keep_state":
