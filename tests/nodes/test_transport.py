@@ -214,6 +214,33 @@ def test_killed_peer_is_detected_within_the_tick_bound(c: support.Cluster) -> No
     assert [e for e in t.event_log if e[1] == A] == [("up", A, a.creation), ("down", A)]
 
 
+def test_sending_to_a_killed_peer_never_raises_and_reports_it_down(c: support.Cluster) -> None:
+    t = c.local(T)
+    a = c.peer(A)
+    c.peer(B)
+    connected(t, A)
+    connected(t, B)
+    t.wait_event(("up", A))
+    a.kill()
+    # Sends go on (most of them from this thread directly, the I/O thread being idle); the first
+    # one ZeroMQ refuses brings the connection down, long before the tick bound would.
+    deadline = time.monotonic() + 10
+    while ("down", A) not in t.event_log:
+        t.transport.send(A, ("echo", "lost"))
+        assert time.monotonic() < deadline, "the dead peer was never reported down"
+        time.sleep(0.005)
+    for _ in range(20):
+        t.transport.send(A, ("echo", "lost"))  # still no exception
+    support.wait_until(lambda: A not in t.transport._peers, 10, "retries to stop")
+    # up once, then down (a later send makes a new attempt, which fails and says down again)
+    events = [e for e in t.event_log if e[1] == A]
+    assert events[0] == ("up", A, a.creation)
+    assert events[1:] and all(e == ("down", A) for e in events[1:]), events
+    # the other connection is untouched
+    t.transport.send(B, ("echo", "still here"))
+    assert t.recv(match=lambda frm, obj: frm == B) == (B, "still here")
+
+
 def test_epmd_forgets_a_killed_node(c: support.Cluster) -> None:
     a = c.peer(A)
     assert epmd.lookup(HOST, "a", c.epmd_port) == (a.port, a.creation)
