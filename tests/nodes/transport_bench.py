@@ -30,9 +30,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--round-trips", type=int, default=5000)
     parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--spin-us", type=int, default=0, help="NODES_SPIN_US for both nodes")
+    parser.add_argument("--queued-only", action="store_true",
+                        help="NODES_DIRECT_SEND=0 for both nodes: every send goes through the I/O thread")
     args = parser.parse_args()
-    os.environ["NODES_SPIN_US"] = str(args.spin_us)
+    os.environ["NODES_DIRECT_SEND"] = "0" if args.queued_only else "1"
     t_name, a_name = "bench_t@127.0.0.1", "bench_a@127.0.0.1"
     with support.cluster(Path(tempfile.mkdtemp())) as c:
         t = c.local(t_name)
