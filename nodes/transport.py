@@ -18,9 +18,10 @@ polls file descriptors only (each socket's ZMQ_FD and a wake-up socketpair), so 
 thread touches no socket.  :meth:`Transport.send` may be called from any thread: it pickles
 the object *in the caller's thread* (so the message is a snapshot taken at the moment of the
 send, as in Erlang, and an unpicklable object fails at the call site).  Then, if the peer is
-connected, nothing is queued and the lock is free (the I/O thread is idle), the caller seals
-the frame and hands it to ZeroMQ itself (a *direct send*: no thread wake-up; a failure is left
-to the I/O thread to report).  Otherwise it appends the bytes to a deque and wakes the I/O
+connected, nothing is queued, the last frame to that peer left at least ``DIRECT_SEND_GAP``
+(100 µs) ago and the lock is free (the I/O thread is idle), the caller seals the frame and
+hands it to ZeroMQ itself (a *direct send*: no thread wake-up; a failure is left to the I/O
+thread to report).  Otherwise it appends the bytes to a deque and wakes the I/O
 thread if it is asleep (a byte on the socketpair; none while it is running, see
 ``stats["wakeups"]``), which batches everything queued for one peer into one frame.  Direct
 sends can be turned off with ``direct_send=False`` or ``NODES_DIRECT_SEND=0`` (A/B
@@ -93,6 +94,7 @@ DEFAULT_HWM = 100_000
 MAX_BATCH = 1000  # messages per data frame
 RECV_BATCH = 256  # messages read from one socket before looking at the rest
 MAX_PENDING_INCOMING = 64
+DIRECT_SEND_GAP = 100e-6  # s: a send this soon after the previous frame to the peer is queued
 INITIAL_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
 RESOLVE_TIMEOUT = 2.0
@@ -415,7 +417,11 @@ class Transport:
             # (and on this kind of VM the cold start of the woken thread) per message.
             peer = self._peers.get(node)
             conn = peer.conn if peer is not None else None
-            if peer is not None and conn is not None and self._lock.acquire(False):
+            # A burst (the last frame to this peer left moments ago) is left to the I/O thread,
+            # which sends what piles up meanwhile as one frame: direct sends do not batch.
+            if (peer is not None and conn is not None
+                    and time.monotonic() - conn.last_send >= DIRECT_SEND_GAP
+                    and self._lock.acquire(False)):
                 try:
                     # re-checked under the lock: nothing queued before us (order), still up
                     if (not self._outq and peer.conn is conn and not conn.closed and not conn.broken
