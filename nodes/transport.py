@@ -604,10 +604,12 @@ class Transport:
         if self._cmds:
             self._run_commands()
             worked = True
-        if self._poll_sockets():
-            worked = True
         if self._now >= self._next_housekeeping:
             self._housekeeping()
+        # Last: a send (a tick, a batch) may consume a socket's ZMQ_FD signal, so every send of
+        # this round must come before the ZMQ_EVENTS checks that decide whether we may sleep.
+        if self._poll_sockets():
+            worked = True
         return worked
 
     def _idle_wait(self) -> None:
