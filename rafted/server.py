@@ -273,7 +273,7 @@ def _recover_state_from_snapshot_and_log(
         persistence=persistence,
     )
     # apply without replies, hooks or membership changes (the membership is the new one)
-    _apply_quietly(w, to_apply, membership=False)
+    _apply_entries(None, w, to_apply, membership=False)
     w.leadership = Leadership.new_for_leader(ctx.now, w.config)
     _call_hook(w.config.leader_hook_module, "on_restored_from_files", (w.data,))
     return _truncate_logs(w)
@@ -1205,9 +1205,25 @@ def _run_query(ctx: _Ctx, s: State, client: Any, arg: Any) -> None:
 
 
 def _leader_apply_committed_log_entries(ctx: _Ctx, s: State, entries: list[LogEntry]) -> State:
-    me = ctx.me
     # `w` is a fresh copy nobody else has seen: filling it in place costs one copy per batch
     w = _replace_value(s)
+    _apply_entries(ctx, w, entries, membership=True)
+    return _truncate_logs(w)
+
+
+def _nonleader_apply_committed_log_entries(s: State, entries: list[LogEntry]) -> State:
+    w = _replace_value(s)  # private copy, filled in place
+    _apply_entries(None, w, entries, membership=True)
+    return _truncate_logs(w)
+
+
+def _apply_entries(ctx: _Ctx | None, w: State, entries: list[LogEntry], membership: bool) -> None:
+    """Apply committed entries to the private copy ``w``.
+
+    With ``ctx`` (the leader) clients get their replies, hooks run and a removed follower is
+    told; without it (followers, recovery) the value changes quietly. ``membership`` False
+    leaves the members alone (recovery: the membership is a new one).
+    """
     results: CommandResults | None = None
     for e in entries:
         kind = e[2]
@@ -1215,54 +1231,37 @@ def _leader_apply_committed_log_entries(ctx: _Ctx, s: State, entries: list[LogEn
             if results is None:
                 results = w.command_results.copy()
             w.data, results = _run_command(ctx, w, w.data, results, e[3])
+        elif kind == CHANGE_CONFIG:
+            w.config = e[3]
+        elif kind == ADD_FOLLOWER or kind == REMOVE_FOLLOWER:
+            if ctx is not None:
+                _membership_change_applied(ctx, w, kind, e[3])
+            if membership:
+                w.members = Members.membership_change_committed(w.members, e[1])
+                if ctx is not None and kind == REMOVE_FOLLOWER and e[3] not in w.members.all:
+                    w.logs = Logs.forget_follower(w.logs, e[3])
+        elif ctx is None:
+            continue  # queries and elections concern only the leader that handles them
         elif kind == QUERY:
             client, arg = e[3]
             _run_query(ctx, w, client, arg)
-        elif kind == CHANGE_CONFIG:
-            w.config = e[3]
         elif kind == LEADER_ELECTED:
             payload = e[3]
             elected = payload[0] if isinstance(payload, list) and payload else payload
-            if elected == me:
+            if elected == ctx.me:
                 ctx.hook(w, "on_elected", w.data)
-        elif kind == ADD_FOLLOWER:
-            ctx.hook(w, "on_follower_added", w.data, e[3])
-            w.members = Members.membership_change_committed(w.members, e[1])
-        elif kind == REMOVE_FOLLOWER:
-            pid = e[3]
-            # a cast rather than a stop: it stops `pid` only if it really is a follower
-            ctx.cast(w, pid, "remove_follower_completed")
-            ctx.hook(w, "on_follower_removed", w.data, pid)
-            w.members = Members.membership_change_committed(w.members, e[1])
-            if pid not in w.members.all:
-                w.logs = Logs.forget_follower(w.logs, pid)
         # RESTORE_FROM_FILES: nothing to do
     if results is not None:
         w.command_results = results
-    return _truncate_logs(w)
 
 
-def _nonleader_apply_committed_log_entries(s: State, entries: list[LogEntry]) -> State:
-    w = _replace_value(s)  # private copy, filled in place
-    _apply_quietly(w, entries, membership=True)
-    return _truncate_logs(w)
-
-
-def _apply_quietly(w: State, entries: list[LogEntry], membership: bool) -> None:
-    """Apply committed entries to the private copy ``w`` without replies or hooks (not a leader)."""
-    results: CommandResults | None = None
-    for e in entries:
-        kind = e[2]
-        if kind == COMMAND:
-            if results is None:
-                results = w.command_results.copy()
-            w.data, results = _run_command(None, w, w.data, results, e[3])
-        elif kind == CHANGE_CONFIG:
-            w.config = e[3]
-        elif membership and (kind == ADD_FOLLOWER or kind == REMOVE_FOLLOWER):
-            w.members = Members.membership_change_committed(w.members, e[1])
-    if results is not None:
-        w.command_results = results
+def _membership_change_applied(ctx: _Ctx, w: State, kind: str, pid: Any) -> None:
+    if kind == ADD_FOLLOWER:
+        ctx.hook(w, "on_follower_added", w.data, pid)
+    else:
+        # a cast rather than a stop: it stops `pid` only if it really is a follower
+        ctx.cast(w, pid, "remove_follower_completed")
+        ctx.hook(w, "on_follower_removed", w.data, pid)
 
 
 def _truncate_logs(s: State) -> State:
