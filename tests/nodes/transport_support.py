@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nodecluster import free_port
+from nodecluster import free_port, wait_until
 
 from nodes import epmd
 from nodes.transport import Transport
@@ -27,20 +27,6 @@ from nodes.transport import Transport
 PEER_SCRIPT = Path(__file__).with_name("transport_peer.py")
 COOKIE = "transport-test-cookie"
 HOST = "127.0.0.1"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
 
 
 def kill_pid(pid: int) -> None:
