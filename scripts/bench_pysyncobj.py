@@ -41,7 +41,7 @@ SCRIPTS = Path(__file__).resolve().parent
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
 
-from bench_stats import client_loop, failover_figures, free_port, summarize, window_figures  # noqa: E402
+from bench_stats import client_loop, failover_figures, free_port, pin_leader, summarize, window_figures  # noqa: E402
 
 REPLY = "@@bench "  # prefix of the worker's answer lines (anything else on stdout is ignored)
 CALL_TIMEOUT_S = 5.0
@@ -215,10 +215,11 @@ def make_venv(tmp: Path, version: str) -> tuple[Path, str, str]:
 
 
 class PySyncObjBench:
-    def __init__(self, python: Path, tmp: Path, duration_s: float) -> None:
+    def __init__(self, python: Path, tmp: Path, duration_s: float, pin: bool = False) -> None:
         self.python = python
         self.tmp = tmp
         self.duration_s = duration_s
+        self.pin = pin
         self.addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
         self.workers: dict[str, Worker] = {}
         self.all_workers: list[Worker] = []
@@ -284,6 +285,8 @@ class PySyncObjBench:
 
     def load(self, clients: int, duration_s: float) -> dict[str, Any]:
         leader, _ = self.healthy_or_restart(f"before the {clients}-client run")
+        if self.pin:
+            pin_leader(leader.popen.pid, [w.popen.pid for w in self.workers.values() if w is not leader])
         warmup = 1.0 + clients * 0.005
         return leader.request("load", timeout_s=warmup + duration_s + 120, clients=clients,
                               duration=duration_s, warmup=warmup)
@@ -326,7 +329,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                    "note": f"{note}; appendEntriesUseBatch=False; default timers; "
                                            "sync calls from threads in the leader's process",
                                    "seq": None, "conc": {}, "failover_s": None, "windows": None}
-        bench = PySyncObjBench(python, tmp, args.duration)
+        bench = PySyncObjBench(python, tmp, args.duration, pin=bool(getattr(args, "pin_leader", False)))
         for addr in bench.addrs:
             bench.start(addr)
         bench.wait_healthy()

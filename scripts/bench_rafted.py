@@ -51,7 +51,15 @@ for _p in (str(ROOT), str(SCRIPTS)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from bench_stats import WINDOW_S, client_loop, failover_figures, free_port, summarize, window_figures  # noqa: E402
+from bench_stats import (  # noqa: E402
+    WINDOW_S,
+    client_loop,
+    failover_figures,
+    free_port,
+    pin_leader,
+    summarize,
+    window_figures,
+)
 
 import nodes  # noqa: E402
 import rafted  # noqa: E402
@@ -352,6 +360,9 @@ class RaftedBench:
         """Figures of ``clients`` callers on the leader's node (its perf_counter start in ``t_start``)."""
         duration_s = self.args.duration if duration_s is None else duration_s
         leader, _ = self.wait_healthy()
+        if self.args.pin_leader:
+            pin_leader(self.cluster.pid(leader.node),
+                       [self.cluster.pid(n) for n in self.member_nodes if n != leader.node])
         warmup_s = 1.0 + clients * 0.005
         return nodes.rpc.call(leader.node, run_clients, self.name, clients, kind, duration_s, warmup_s,
                               timeout=int((warmup_s + duration_s) * 1000) + 120_000)
@@ -474,6 +485,7 @@ def run_rafted(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {"system": "rafted", "members": 3, "duration_s": args.duration,
                                "timers_ms": {"heartbeat_timeout": args.heartbeat_timeout,
                                              "election_timeout": args.election_timeout},
+                               "pin_leader": bool(args.pin_leader),
                                "seq": None, "conc": {}, "lease_reads": None, "failover_s": None,
                                "persist": None, "windows": None, "rss_mb": None}
     tmp = Path(tempfile.mkdtemp(prefix="bench-rafted-"))
@@ -576,7 +588,8 @@ def print_table(fig: dict[str, Any]) -> None:
           f"{fig['loadavg_1min'][1]:g} after")
     timers = fig.get("timers_ms") or {}
     print(f"rafted timers: heartbeat_timeout {timers.get('heartbeat_timeout')} ms, "
-          f"election_timeout {timers.get('election_timeout')} ms")
+          f"election_timeout {timers.get('election_timeout')} ms"
+          + ("; the leader's process pinned to CPU 0 (--pin-leader)" if fig.get("pin_leader") else ""))
     header = f"{'scenario':<22}{'clients':>8}{'rafted ops/s':>14}{'p50 ms':>9}{'p99 ms':>9}"
     if pso:
         header += f"{'PySyncObj ops/s':>17}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}"
@@ -659,6 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the group's heartbeat_timeout (default 200, make_config's default)")
     parser.add_argument("--election-timeout", type=int, default=1000, metavar="MS",
                         help="the group's election_timeout (default 1000, make_config's default)")
+    parser.add_argument("--pin-leader", action="store_true",
+                        help="for the load scenarios, keep every thread of the leader's process on CPU 0 "
+                             "(the other members' processes on any CPU), for both systems")
     parser.add_argument("--compare", choices=["pysyncobj"], help="also run PySyncObj on the same workload")
     parser.add_argument("--pysyncobj-version", default="0.3.17", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")

@@ -15,6 +15,7 @@ from one process to another means the same instant.
 from __future__ import annotations
 
 import math
+import os
 import socket
 import statistics
 import time
@@ -173,3 +174,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def pin_leader(leader_pid: int, other_pids: Iterable[int], cpu: int = 0) -> None:
+    """``--pin-leader``: every thread of the leader's process on ``cpu``, the others on any CPU.
+
+    Threads the leader's process starts later (the client threads) inherit the mask. Linux only
+    (``/proc/<pid>/task``); a thread that ends meanwhile is skipped.
+    """
+    everywhere = os.sched_getaffinity(0)
+    for pid, mask in [(leader_pid, {cpu}), *((p, everywhere) for p in other_pids)]:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(int(tid), mask)
+            except OSError:
+                pass
