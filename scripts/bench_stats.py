@@ -177,8 +177,9 @@ def free_port() -> int:
 
 
 def pin_leader(leader_pid: int, other_pids: Iterable[int], cpu: int = 0) -> None:
-    """``--pin-leader``: every thread of the leader's process on ``cpu``, the others on any CPU.
+    """``--pin-leader``: the leader's process on ``cpu``, the others on any CPU.
 
+    As ``$NODES_CPU`` does for a node, ZeroMQ's I/O threads (which need no GIL) are left free.
     Threads the leader's process starts later (the client threads) inherit the mask. Linux only
     (``/proc/<pid>/task``); a thread that ends meanwhile is skipped.
     """
@@ -190,6 +191,8 @@ def pin_leader(leader_pid: int, other_pids: Iterable[int], cpu: int = 0) -> None
             continue
         for tid in tids:
             try:
-                os.sched_setaffinity(int(tid), mask)
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    zmq_thread = f.read().startswith("ZMQbg")
+                os.sched_setaffinity(int(tid), everywhere if zmq_thread else mask)
             except OSError:
                 pass
