@@ -413,7 +413,7 @@ def _run(state_name: str, event_type: Any, msg: Any, s: State) -> tuple:
     result = _finish(ctx, state_name, result, s)
     ctx.run()
     if ctx.flush:
-        if len(result) == 2 and result[0] == "keep_state" and msg != FLUSH and _mailbox_empty(ctx.me):
+        if len(result) == 2 and result[0] == "keep_state" and msg is not FLUSH and _mailbox_empty(ctx.me):
             # nothing is waiting: FLUSH would be the very next event, so handle it now
             return _run(state_name, "info", FLUSH, result[1])
         nodes.send(ctx.me, FLUSH)
