@@ -194,15 +194,21 @@ def _producer(parent: Any, consumer: Any, duration_s: float, batch: int, window:
 def _measure_send_receive(duration_s: float) -> Figures:
     import nodes
 
-    consumer = nodes.spawn(_consumer, BATCH)
+    return {"send_receive_msgs_per_s": _stream_rate(nodes.spawn(_consumer, BATCH), duration_s, WINDOW)}
+
+
+def _stream_rate(consumer: Any, duration_s: float, window: int) -> float:
+    """Messages per second a local producer gets through to ``consumer`` (stopped afterwards)."""
+    import nodes
+
     try:
-        nodes.spawn(_producer, nodes.self(), consumer, duration_s, BATCH, WINDOW)
+        nodes.spawn(_producer, nodes.self(), consumer, duration_s, BATCH, window)
         _, received, elapsed, sent = nodes.receive(int(duration_s * 1000) + 60_000,
                                                    match=lambda m: m[0] == "send_receive")
     finally:
         nodes.send(consumer, ("stop",))
     assert received == sent, f"sent {sent} messages but {received} arrived"
-    return {"send_receive_msgs_per_s": rate(received, elapsed)}
+    return rate(received, elapsed)
 
 
 class _Counter:
@@ -434,14 +440,7 @@ def _measure_remote_throughput(peer: _RemotePeer, duration_s: float) -> Figures:
     import nodes
 
     consumer = nodes.rpc.call(peer.name, nodes.spawn, _consumer, BATCH, timeout=10_000)
-    try:
-        nodes.spawn(_producer, nodes.self(), consumer, duration_s, BATCH, REMOTE_WINDOW)
-        _, received, elapsed, sent = nodes.receive(int(duration_s * 1000) + 60_000,
-                                                   match=lambda m: m[0] == "send_receive")
-    finally:
-        nodes.send(consumer, ("stop",))
-    assert received == sent, f"sent {sent} messages but {received} arrived"
-    return {"one_way_msgs_per_s": rate(received, elapsed)}
+    return {"one_way_msgs_per_s": _stream_rate(consumer, duration_s, REMOTE_WINDOW)}
 
 
 def _add_remote_options(parser: argparse.ArgumentParser) -> None:
