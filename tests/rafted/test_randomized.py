@@ -56,6 +56,10 @@ class MessageSendingHook(LeaderHook):
 
 CONFIG = with_(CONF, leader_hook_module=MessageSendingHook, communication_module=Netsplit)
 WAIT_MS = 3 * T_MAX_ELECTION + 1000
+# An election may take several rounds: split votes, and only the members with the most complete
+# log can win (with 4 members and 1 isolated, every remaining vote is needed). Ten rounds of
+# the longest election time-out make a missing leader a real finding, not bad luck.
+ELECTION_WAIT_MS = 10 * T_MAX_ELECTION + 1000
 
 
 #
@@ -204,10 +208,26 @@ def drain_hook_messages() -> None:
 
 
 def wait_elected(ctx: Ctx, among: list) -> Any:
-    msg = receive_matching(lambda m: type(m) is tuple and m[0] == "elected" and m[1] in among, WAIT_MS)
+    msg = receive_matching(lambda m: type(m) is tuple and m[0] == "elected" and m[1] in among,
+                           ELECTION_WAIT_MS)
     if msg is None:
-        ctx.fail(f"no leader elected among {among}")
+        ctx.fail(f"no leader elected among {among}; they are: {election_view(among)}")
     return msg[1]
+
+
+def election_view(members: list) -> list:
+    """What each member thinks of the election (for a failure message)."""
+    view = []
+    for m in members:
+        try:
+            name, s = nodes.sys.get_state(m)
+        except nodes.Exit as e:
+            view.append((m, "unreachable", e.reason))
+            continue
+        view.append((m, name, f"term {s.current_term}", f"voted for {s.election.voted_for}",
+                     f"log up to {s.logs.i_max}, committed {s.logs.i_committed}",
+                     f"members {len(s.members.all)}"))
+    return view
 
 
 def expect_hook(ctx: Ctx, tag: str, pid: Any) -> None:
