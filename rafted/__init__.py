@@ -122,6 +122,9 @@ def start_link(
     replaces whatever it held by the leader's snapshot. Damaged files that
     cannot be recovered without losing data fail start-up with ``("error",
     ("persistence_error", exc))``, ``str(exc)`` naming the file and offset.
+    A directory is used by one member at a time (:mod:`rafted.dir_lock`): a
+    second member started on it, in this node or another OS process, fails
+    the same way, ``str(exc)`` saying it is in use.
     A new log file and snapshot are started when the log file grows beyond
     ``log_file_expansion_factor`` × the latest snapshot's size and (beyond the
     original) ``log_file_min_size`` bytes (1 MiB; 0 gives the original's rule).

@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nodes
+from rafted import dir_lock
 from rafted import election as Election
 from rafted import leadership as Leadership
 from rafted import logs as Logs
@@ -197,19 +198,24 @@ def init(args: tuple) -> tuple:
     group_info, options = args
     me = nodes.self()
     ctx = _Ctx(me, _now())
+    dir = options.get("persistence_dir")
     try:
+        if dir is not None:
+            dir_lock.acquire(dir, me)  # before reading it, and before a joiner bothers the leader
         if group_info[0] == "create_new_consensus_group":
             s = _initialize_leader_state(ctx, group_info[1], options)
             name = "leader"
         else:
             result = _call_add_server(list(group_info[1]), me, options.get("join_timeout", JOIN_TIMEOUT))
             if result[0] == "error":
+                _release_dir(dir, me)
                 return ("stop", result[1])
             s = _initialize_follower_state(ctx, result[1], options)
             name = "follower"
     except (PersistenceError, OSError) as e:
-        # damaged files or an unusable directory: refuse to start rather than lose data
-        log.error("rafted member cannot start from %r: %s", options.get("persistence_dir"), e)
+        # damaged files, an unusable directory or one in use: refuse to start rather than lose data
+        log.error("rafted member cannot start from %r: %s", dir, e)
+        _release_dir(dir, me)
         return ("stop", ("persistence_error", e))
     s = _ensure_timer(ctx, name, s)
     ctx.run()
@@ -404,7 +410,13 @@ def terminate(reason: Any, state_name: Any, data: Any) -> None:
             p.close()  # sync and close the log file, let a running snapshot writer finish
         except OSError:
             log.exception("closing the persistence of %r failed", nodes.self())
+        _release_dir(p.dir, nodes.self())
     return None
+
+
+def _release_dir(dir: str | None, me: nodes.Pid) -> None:
+    if dir is not None:
+        dir_lock.release(dir, me)
 
 
 def _run(state_name: str, event_type: Any, msg: Any, s: State) -> tuple:

@@ -17,8 +17,7 @@ Scenarios (all run by default, in this order):
   failover  SIGKILL the leader's node process, time until a surviving member answers a command,
             count elections (term increase); the dead member is removed and a fresh node joins
             before the next try
-  persist   a new group with persistence_dir on every member, 32 clients (skipped, null in the
-            JSON, while start_link(persistence_dir=...) raises NotImplementedError)
+  persist   a new group with persistence_dir on every member (fsync on), 32 clients
 
 Every OS process started is killed by PID in a ``finally``, as is the private epmd.
 
@@ -303,7 +302,6 @@ class RaftedBench:
         self.cluster = cluster
         self.member_nodes: list[str] = []
         self.name = NAME
-        self.persist_skipped: str | None = None
 
     # -- group management --
     def create_group(self, name: str, persistence_root: Path | None = None) -> None:
@@ -464,15 +462,10 @@ class RaftedBench:
         self.member_nodes.append(new_node)
         self.wait_healthy()
 
-    def persist(self, clients: int, root: Path) -> dict[str, Any] | None:
+    def persist(self, clients: int, root: Path) -> dict[str, Any]:
         for node in self.member_nodes:
             nodes.rpc.call(node, stop_member, self.name, timeout=10_000)
-        try:
-            self.create_group(PNAME, persistence_root=root)
-        except NotImplementedError as e:
-            say(f"   rafted persist: skipped ({e})")
-            self.persist_skipped = str(e)
-            return None
+        self.create_group(PNAME, persistence_root=root)
         figures = self.load(clients)
         figures["dir"] = "tmp (removed)"
         return figures
@@ -510,8 +503,6 @@ def run_rafted(args: argparse.Namespace) -> dict[str, Any]:
         if "persist" in only:
             say(f"   rafted: persisting group, {long_clients} clients ...")
             figures["persist"] = bench.persist(long_clients, tmp / "persist")
-            if bench.persist_skipped:
-                figures["persist_skipped"] = bench.persist_skipped
     finally:
         cluster.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -561,12 +552,10 @@ def targets(fig: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                      f"median {fo['median']:.2f} s max {fo['max']:.2f} s, "
                      f"elections max {fo['elections_max']}",
                      fo["median"] <= 1.3 and fo["elections_max"] <= 1))
-    if fig.get("persist") or fig.get("persist_skipped"):
-        p = fig["persist"]
-        rows.append(("persisting, 32 clients >= 3,000 ops/s",
-                     "skipped (persistence_dir not implemented)" if p is None
-                     else f"{p['ops_per_s']:,} ops/s",
-                     None if p is None else p["ops_per_s"] >= 3000))
+    p = fig.get("persist")
+    if p:
+        rows.append(("persisting, 32 clients >= 3,000 ops/s", f"{p['ops_per_s']:,} ops/s",
+                     p["ops_per_s"] >= 3000))
     rss = fig.get("rss_mb")
     if rss and rss.get("members"):
         rows.append(("member RSS flat (growth <= 2 MB after warm-up)",
@@ -613,11 +602,8 @@ def print_table(fig: dict[str, Any]) -> None:
         row("commands", int(n), figs, pso and (pso.get("conc") or {}).get(n))
     if fig.get("lease_reads"):
         row(f"lease reads (m={LEASE_MARGIN_MS})", 1, fig["lease_reads"], None)
-    if fig.get("persist") or fig.get("persist_skipped"):
-        if fig["persist"] is None:
-            print(f"{'persist (fsync)':<22}{'':>8}{'skipped':>14}")
-        else:
-            row("persist (fsync)", fig["persist"]["clients"], fig["persist"], None)
+    if fig.get("persist"):
+        row("persist (fsync)", fig["persist"]["clients"], fig["persist"], None)
     fo = fig.get("failover_s")
     pfo = pso and pso.get("failover_s")
     if fo or pfo:

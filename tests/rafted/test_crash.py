@@ -256,3 +256,28 @@ def last_entry_id(dir: str) -> tuple[int, int]:
     assert r is not None, f"nothing in {dir}"
     last = r.entries[-1] if r.entries else r.snapshot.last_committed_entry
     return (last[0], last[1])
+
+
+def test_a_directory_in_use_by_another_os_process_is_refused_until_that_process_dies(
+    node_cluster: Any, tmp_path: Path
+) -> None:
+    d = str(tmp_path / "member")
+    node = node_cluster.start_node()
+    r = nodes.rpc.call(node.name, start_member, ("create_new_consensus_group", bag_config()), d, 2.0,
+                       timeout=30_000)
+    assert r[0] == "ok", r
+    server = (NAME, node.name)
+    for k in range(5):
+        assert RaftedValue.command(server, k, timeout=10_000)[0] == "ok"
+    # a member of this node (another OS process) on the same directory is refused
+    r = RaftedValue.start_link(("create_new_consensus_group", bag_config()), persistence_dir=d)
+    assert r[0] == "error" and r[1][0] == "persistence_error", r
+    assert "in use by a member of another OS process" in str(r[1][1]) and d in str(r[1][1]), r
+    assert RaftedValue.command(server, 5, timeout=10_000)[0] == "ok"  # the holder goes on
+    node.kill()  # SIGKILL: the kernel drops its lock
+    r = RaftedValue.start_link(("create_new_consensus_group", bag_config()), persistence_dir=d)
+    assert r[0] == "ok", r
+    try:
+        assert sorted(RaftedValue.query(r[1], None)[1]) == list(range(6))
+    finally:
+        nodes.gen_statem.stop(r[1])

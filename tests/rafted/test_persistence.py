@@ -631,6 +631,51 @@ def test_a_fresh_start_ignores_left_over_temporary_files(cluster: Cluster, tmp_p
     assert snapshot_indices(str(tmp_path)) == [1]
 
 
+#
+# one member per directory
+#
+def _dir_listing(d: Path) -> dict[str, int]:
+    return {name: os.path.getsize(d / name) for name in os.listdir(d)}
+
+
+def test_a_second_member_on_a_directory_in_use_is_refused_and_changes_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    leader = start(cluster, tmp_path)
+    incs(leader, 0, 4)
+    files = _dir_listing(tmp_path)
+    for group_info in (("create_new_consensus_group", CONF), ("join_existing_consensus_group", [leader])):
+        r = RaftedValue.start_link(group_info, persistence_dir=str(tmp_path), **ORIGINAL_RULE)
+        assert r[0] == "error" and r[1][0] == "persistence_error", r
+        err = r[1][1]
+        assert isinstance(err, rafted.PersistenceError) and err.path == str(tmp_path)
+        assert "in use by member" in str(err) and str(tmp_path) in str(err), err
+    assert _dir_listing(tmp_path) == files  # nothing read into, written or removed
+    assert RaftedValue.status(leader)["members"] == [leader]  # the refused joiner never asked
+    incs(leader, 5, 7)  # the holder goes on as before
+    stop(leader)  # and lets go when it stops
+    again = start(cluster, tmp_path, name="again")
+    assert value(again) == 8
+
+
+def test_a_killed_member_hands_its_directory_to_the_next_one(cluster: Cluster, tmp_path: Path) -> None:
+    leader = start(cluster, tmp_path)
+    incs(leader, 0, 9)
+    nodes.exit(leader, "kill")  # no terminate, so no release: the next member takes over
+    again = start(cluster, tmp_path, name="again")
+    assert value(again) == 10
+    r = RaftedValue.start_link(("create_new_consensus_group", CONF), persistence_dir=str(tmp_path))
+    assert r[0] == "error" and "in use" in str(r[1][1]), r  # and holds it in turn
+
+
+def test_a_member_that_fails_to_join_lets_go_of_its_directory(cluster: Cluster, tmp_path: Path) -> None:
+    r = RaftedValue.start_link(("join_existing_consensus_group", [("nobody_here", nodes.node())]),
+                               persistence_dir=str(tmp_path))
+    assert r[0] == "error" and r[1] == "no_leader_found", r
+    leader = start(cluster, tmp_path)
+    incs(leader, 0, 0)
+
+
 def test_recovery_reads_only_what_it_needs(tmp_path: Path) -> None:
     """Log files replay in order of their first index; a later file supersedes from its first index
     (a follower that overwrote uncommitted entries)."""
