@@ -258,17 +258,9 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None) -> Any:
     ref = process.monitor_as(me, server)
     mailbox.activate_alias(ref)
     node.route(server, (tag, (me.pid, ref), request))
-
-    def is_answer(m: Any) -> bool:
-        if type(m) is CallReply:
-            return m.ref == ref
-        return type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == ref
-
     try:
-        msg = process.receive(timeout, is_answer)
+        msg = process.await_reply(me, ref, ref, timeout)  # the monitor's ref tags the reply too
     except TimeoutError:
-        mailbox.deactivate_alias(ref)
-        process.demonitor_as(me, ref)
         raise Exit("timeout") from None
     mailbox.deactivate_alias(ref, purge=False)  # its one reply was just taken
     if type(msg) is CallReply:

@@ -41,7 +41,7 @@ from . import registry
 from . import this_node as node
 from ._sched import batch_scheduling
 from .mailbox import Mailbox
-from .terms import Exit, Pid, ProcessExit, Ref, make_ref
+from .terms import CallReply, Exit, Pid, ProcessExit, Ref, make_ref
 
 log = logging.getLogger("nodes")
 
@@ -452,6 +452,27 @@ def demonitor_as(me: Proc, ref: Ref, flush: bool = True) -> bool:
         except TimeoutError:
             pass
     return True
+
+
+def await_reply(me: Proc, tag: Ref, mref: Ref, timeout: int | None) -> Any:
+    """The :class:`CallReply` tagged ``tag`` or the DOWN of monitor ``mref``, whichever comes first.
+
+    The two halves of a call (``gen_statem.call``, ``rpc.call``): the reply, or news that
+    whoever should send it is gone.  On ``timeout`` (ms) the alias ``tag`` and the monitor are
+    dropped, so a late reply or DOWN never shows up, and ``TimeoutError`` is raised.
+    """
+
+    def is_answer(m: Any) -> bool:
+        if type(m) is CallReply:
+            return m.ref == tag
+        return type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == mref
+
+    try:
+        return receive(timeout, is_answer)
+    except TimeoutError:
+        me.mailbox.deactivate_alias(tag)
+        demonitor_as(me, mref)
+        raise
 
 
 def monitor_node(node_name: str, flag: bool = True) -> bool:

@@ -51,17 +51,9 @@ def call(node_name: str, fn: Any, *args: Any, timeout: int | None = None) -> Any
         node.route((REX, node_name), ("$rpc", me.pid, tag, payload))
     else:
         mref = process.monitor(process.spawn(_worker, me.pid, tag, fn, args))
-
-    def is_answer(m: Any) -> bool:
-        if type(m) is CallReply:
-            return m.ref == tag
-        return type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == mref
-
     try:
-        msg = process.receive(timeout, is_answer)
+        msg = process.await_reply(me, tag, mref, timeout)
     except TimeoutError:
-        me.mailbox.deactivate_alias(tag)
-        process.demonitor(mref)
         raise Exit(("badrpc", "timeout")) from None
     me.mailbox.deactivate_alias(tag)
     process.demonitor(mref)
