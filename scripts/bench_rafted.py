@@ -59,6 +59,7 @@ from bench_stats import (  # noqa: E402
     summarize,
     window_figures,
 )
+from node_proc import wait_until_connected  # noqa: E402
 
 import nodes  # noqa: E402
 import rafted  # noqa: E402
@@ -168,13 +169,7 @@ class Cluster:
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                      env=env, cwd=ROOT)
         self.procs[name] = popen
-        deadline = time.monotonic() + 30
-        while not nodes.connect(name):
-            if popen.poll() is not None:
-                raise RuntimeError(f"node {name} exited with {popen.returncode}: {self.log(name)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"could not connect to {name}: {self.log(name)}")
-            time.sleep(0.05)
+        wait_until_connected(name, popen, 30, lambda: self.log(name))
         return name
 
     def log(self, name: str) -> str:

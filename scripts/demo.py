@@ -29,6 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from node_proc import wait_until_connected  # noqa: E402
+
 import nodes  # noqa: E402
 import rafted  # noqa: E402
 from nodes import epmd  # noqa: E402
@@ -92,13 +94,10 @@ class Demo:
             [sys.executable, "-m", "nodes", "--sname", short, "--noshell"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
         )
-        deadline = time.monotonic() + 30
-        while not nodes.connect(name):
-            if self.children[name].poll() is not None:
-                raise SystemExit(f"node {name} exited with status {self.children[name].returncode}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"could not connect to {name}")
-            time.sleep(0.05)
+        try:
+            wait_until_connected(name, self.children[name], 30)
+        except RuntimeError as e:
+            raise SystemExit(str(e)) from None
         return name
 
     def stop_node(self, name: str) -> None:
