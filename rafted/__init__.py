@@ -126,8 +126,10 @@ def start_link(
     second member started on it, in this node or another OS process, fails
     the same way, ``str(exc)`` saying it is in use.
     A new log file and snapshot are started when the log file grows beyond
-    ``log_file_expansion_factor`` × the latest snapshot's size and (beyond the
-    original) ``log_file_min_size`` bytes (1 MiB; 0 gives the original's rule).
+    ``log_file_expansion_factor`` × the latest snapshot's size, as in the
+    original; beyond it, ``log_file_min_size`` (bytes, default 0) also holds
+    compaction back until the log file is that large: 1 MiB (``1 << 20``)
+    spares a busy group with a small value a snapshot every few dozen commands.
     """
     if type(group_info) is not tuple or len(group_info) != 2:
         raise TypeError(f"start_link: group_info must be {_GROUP_INFO_FORMS}, got {group_info!r}")

@@ -56,12 +56,7 @@ def wire() -> Iterator[type[Wire]]:
     Wire.reset()
 
 
-# the original's compaction rule (log file > factor × snapshot), without this port's 1 MiB floor
-ORIGINAL_RULE = {"log_file_min_size": 0}
-
-
 def start(cluster: Cluster, dir: Any, config: rafted.Config = CONF, **kw: Any) -> Any:
-    kw = {**ORIGINAL_RULE, **kw}
     r = cluster.start(("create_new_consensus_group", config), persistence_dir=str(dir), **kw)
     assert r[0] == "ok", r
     return r[1]
@@ -69,7 +64,7 @@ def start(cluster: Cluster, dir: Any, config: rafted.Config = CONF, **kw: Any) -
 
 def join(cluster: Cluster, leader: Any, dir: Any = None, **kw: Any) -> Any:
     r = cluster.start(("join_existing_consensus_group", [leader]),
-                      persistence_dir=None if dir is None else str(dir), **{**ORIGINAL_RULE, **kw})
+                      persistence_dir=None if dir is None else str(dir), **kw)
     assert r[0] == "ok", r
     wait_until_member_change_completes(leader)
     return r[1]
@@ -645,7 +640,7 @@ def test_a_second_member_on_a_directory_in_use_is_refused_and_changes_nothing(
     incs(leader, 0, 4)
     files = _dir_listing(tmp_path)
     for group_info in (("create_new_consensus_group", CONF), ("join_existing_consensus_group", [leader])):
-        r = RaftedValue.start_link(group_info, persistence_dir=str(tmp_path), **ORIGINAL_RULE)
+        r = RaftedValue.start_link(group_info, persistence_dir=str(tmp_path))
         assert r[0] == "error" and r[1][0] == "persistence_error", r
         err = r[1][1]
         assert isinstance(err, rafted.PersistenceError) and err.path == str(tmp_path)
