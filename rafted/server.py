@@ -776,9 +776,16 @@ def _broadcast_append_entries(ctx: _Ctx, s: State, heartbeat: bool) -> State:
             s = _leader_apply_committed_log_entries(ctx, s, to_apply)
         return s
     shared: dict = {}  # followers at the same position get one entries object, pickled once
+    sent_to_all = True
     for f in followers:
-        s = _send_append_entries(ctx, s, f, heartbeat, shared)
-    if heartbeat:
+        s, sent = _send_append_entries(ctx, s, f, heartbeat, shared)
+        sent_to_all = sent_to_all and sent
+    if heartbeat or sent_to_all:
+        # As the original, any round that reached every follower resets the heartbeat timer:
+        # the next heartbeat is due heartbeat_timeout after the last message, not on a fixed
+        # beat. (When a round skipped a follower, e.g. one getting a snapshot, the heartbeat
+        # stays due as it was, so nobody goes without a message for longer.) The timer itself
+        # is lazy: an earlier tick finds nothing due and re-arms.
         assert s.leadership is not None
         s = _replace_value(s, leadership=Leadership.heartbeat_sent(s.leadership, ctx.now, s.config))
     return s
@@ -786,7 +793,8 @@ def _broadcast_append_entries(ctx: _Ctx, s: State, heartbeat: bool) -> State:
 
 def _send_append_entries(
     ctx: _Ctx, s: State, follower: Any, heartbeat: bool, shared: dict | None = None
-) -> State:
+) -> tuple[State, bool]:
+    """Send ``follower`` what it needs: ``(state, whether anything was sent)``."""
     meta = s.persistence.latest_snapshot_metadata if s.persistence is not None else None
     r = Logs.make_append_entries_req(
         s.logs,
@@ -802,7 +810,7 @@ def _send_append_entries(
     kind = r[0]
     if kind == "ok":
         ctx.cast(s, follower, r[1])
-        return _replace(s, logs=r[2])
+        return _replace(s, logs=r[2]), True
     if kind == "snapshot":
         # the entries it needs are gone from memory: send a snapshot instead
         s = _replace_value(s, logs=r[1])
@@ -812,8 +820,8 @@ def _send_append_entries(
         else:
             # (if the file could not be read, the follower acknowledges i_committed instead)
             ctx.cast(s, follower, _make_install_snapshot(ctx, s, for_joiner=False))
-        return s
-    return s
+        return s, True
+    return s, False  # nothing to send now ("skip"), or not a follower ("unknown")
 
 
 def _read_snapshot_file_for_sending(ctx: _Ctx, s: State) -> tuple[InstallSnapshotCompressed, int] | None:

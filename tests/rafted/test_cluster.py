@@ -525,6 +525,52 @@ def test_lease_reads_expire_on_time_with_delayed_messages(cluster: Cluster) -> N
     assert state_name(leader) == "leader"  # not yet stepped down: it just cannot answer alone
 
 
+class RecordAppendEntries:
+    """Records when each AppendEntriesRequest is sent (monotonic s, destination, entry count)."""
+
+    lock = threading.Lock()
+    sent: list[tuple[float, Any, int]] = []
+
+    @staticmethod
+    def cast(server: Any, msg: Any) -> None:
+        if isinstance(msg, AppendEntriesRequest):
+            with RecordAppendEntries.lock:
+                RecordAppendEntries.sent.append((time.monotonic(), server, len(msg.entries)))
+        nodes.gen_statem.cast(server, msg)
+
+    @staticmethod
+    def reply(from_: Any, reply: Any) -> None:
+        nodes.gen_statem.reply(from_, reply)
+
+
+def test_every_append_entries_round_restarts_the_heartbeat_timer(cluster: Cluster) -> None:
+    # The original resets the heartbeat timer whenever it broadcasts AppendEntries: a heartbeat
+    # (an empty AppendEntries) goes out only heartbeat_timeout after the last request. This is
+    # what makes its lease scenario deterministic: no heartbeat sent just after a command
+    # extends the lease behind the command's back.
+    hb = 100
+    config = with_(CONF, communication_module=RecordAppendEntries, heartbeat_timeout=hb,
+                   election_timeout=1000)
+    leader, [follower, _] = cluster.make(2, config)
+    with RecordAppendEntries.lock:
+        RecordAppendEntries.sent.clear()
+    t_end = time.monotonic() + 1.0
+    i = 0
+    while time.monotonic() < t_end:  # a command every ~hb/3: heartbeats are never due meanwhile
+        assert RaftedValue.command(leader, "inc") == ("ok", i)
+        i += 1
+        time.sleep(hb / 3 / 1000)  # the gap between commands is what this test is about
+    time.sleep(2.5 * hb / 1000)  # and then idle: heartbeats on their own again
+    with RecordAppendEntries.lock:
+        to_follower = [(t, n) for t, dest, n in RecordAppendEntries.sent if dest == follower]
+    heartbeats = [k for k, (_, n) in enumerate(to_follower) if n == 0 and k > 0]
+    assert heartbeats, "no heartbeat while idle"
+    for k in heartbeats:
+        gap_ms = (to_follower[k][0] - to_follower[k - 1][0]) * 1000
+        # the member's clock has 1 ms steps; a tick is never early, only late
+        assert gap_ms >= hb - 2, f"a heartbeat {gap_ms:.0f} ms after the previous request (< {hb} ms)"
+
+
 #
 # netsplits
 #
