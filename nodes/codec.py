@@ -9,8 +9,9 @@ Two jobs, both pure (no sockets, no threads):
   reference to ``__main__``, which succeeds here but cannot be loaded by another node, so such
   objects must travel by value.  The check is a substring search for ``b"__main__"`` in the
   plain pickle: cheap (~0.2 µs) and conservative (a mere *string* ``"__main__"`` in a message
-  only costs one cloudpickle round).  :func:`loads` is plain :func:`pickle.loads` (cloudpickle
-  output needs nothing else).  Never call :func:`loads` on bytes that did not pass
+  only costs one cloudpickle round).  :func:`loads` is :func:`pickle.loads`, except that a
+  class this node defined and gets back by value is kept as it is (:mod:`nodes.unpickling`).
+  Never call :func:`loads` on bytes that did not pass
   :meth:`Session.open` (or a trusted file): unpickling runs code.
 
 * **Handshake proofs and frame MACs.** Two nodes sharing a cookie prove it to each other
@@ -47,6 +48,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
+
+from . import unpickling
 
 PICKLE_PROTOCOL = 5
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
@@ -109,7 +112,7 @@ def _cloud_dumps(obj: object, plain_error: BaseException | None) -> bytes:
 
 def loads(data: bytes) -> Any:
     """Deserialize bytes made by :func:`dumps`.  Only for authenticated input: it runs code."""
-    return pickle.loads(data)
+    return unpickling.loads(data)
 
 
 # --------------------------------------------------------------------------- handshake

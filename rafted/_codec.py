@@ -4,8 +4,10 @@ Plain pickle is fast and stores classes by reference; that is wrong for a
 class defined in ``__main__`` (a script, a shell) or inside a function: such
 a data module must survive in a config or a snapshot read by another process,
 so it is stored by value with cloudpickle (the same rule as ``nodes``'
-message codec). ``loads`` is plain :func:`pickle.loads`; only ever call it on
-bytes whose checksum was verified, or on a trusted file: unpickling runs code.
+message codec). ``loads`` is :func:`nodes.unpickling.loads`: plain unpickling, except
+that a class this process defined comes back as the class itself, untouched (a hook or data
+module read back from a snapshot in the shell that defined it keeps its globals). Only ever
+call it on bytes whose checksum was verified, or on a trusted file: unpickling runs code.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import pickle
 from typing import Any
 
 import cloudpickle
+
+from nodes import unpickling
 
 __all__ = ["dumps", "loads", "PICKLE_PROTOCOL"]
 
@@ -34,4 +38,4 @@ def dumps(obj: Any) -> bytes:
 
 
 def loads(data: bytes | memoryview) -> Any:
-    return pickle.loads(data)
+    return unpickling.loads(data)

@@ -80,6 +80,34 @@ def test_class_defined_in_main_travels_by_value(monkeypatch: pytest.MonkeyPatch)
     assert load_in_fresh_interpreter(data, "obj.greet()") == "hello node"
 
 
+def test_a_class_coming_back_to_the_process_that_defined_it_is_left_as_it_is() -> None:
+    # cloudpickle would reuse the class and overwrite its methods with copies that have their
+    # own globals and closure cells: the class would stop writing to the list it closes over.
+    seen: list[int] = []
+
+    class Recorder:
+        def __init__(self, value: int):
+            self.value = value
+
+        def record(self) -> None:
+            seen.append(self.value)
+
+        class Inner:  # a nested class is rebuilt by value too
+            def hello(self) -> str:
+                return "hi"
+
+    record_fn, inner = Recorder.__dict__["record"], Recorder.Inner
+    data = codec.dumps((Recorder(1), Recorder, Recorder.Inner))
+    obj, cls, inner_back = codec.loads(data)
+    assert cls is Recorder and type(obj) is Recorder and inner_back is inner
+    assert Recorder.__dict__["record"] is record_fn
+    obj.record()
+    Recorder(2).record()
+    assert seen == [1, 2]
+    # another process still rebuilds the class from the bytes
+    assert load_in_fresh_interpreter(data, "obj[0].value, obj[1].Inner().hello()") == "1 hi"
+
+
 def test_unpicklable_object_raises_encode_error() -> None:
     with pytest.raises(codec.EncodeError, match="lock"):
         codec.dumps({"lock": threading.Lock()})

@@ -700,3 +700,29 @@ def test_recovered_state_round_trips_a_local_data_module(cluster: Cluster, tmp_p
     again = start(cluster, tmp_path, CONF)
     assert RaftedValue.query(again, None) == ("ok", tuple(("item", i) for i in range(30)))
     assert state_of(again)[1].config.data_module is not JustAnInt
+
+
+def test_recovery_in_the_same_process_leaves_local_classes_as_they_are(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # A class defined in a function (or a shell) is stored by value. Reading it back in the
+    # process that defined it must give that class untouched: cloudpickle would otherwise
+    # overwrite its functions with copies, cutting them off from their closures and globals.
+    calls: list = []
+
+    class Hook(rafted.LeaderHook):
+        def on_restored_from_files(data: Any) -> None:
+            calls.append(data)
+
+    original = Hook.__dict__["on_restored_from_files"]
+    bag = make_bag()
+    config = RaftedValue.make_config(bag, leader_hook_module=Hook)
+    leader = start(cluster, tmp_path, config)
+    for i in range(3):
+        assert RaftedValue.command(leader, i) == ("ok", i)
+    stop(leader)
+    again = start(cluster, tmp_path, CONF)
+    restored = state_of(again)[1].config
+    assert restored.leader_hook_module is Hook and restored.data_module is bag
+    assert Hook.__dict__["on_restored_from_files"] is original
+    assert calls == [(0, 1, 2)]  # the hook ran, and its closure is the test's list

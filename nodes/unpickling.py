@@ -1,0 +1,90 @@
+"""Unpickling that leaves this process's own classes alone.
+
+cloudpickle stores a class that cannot be imported elsewhere (defined in ``__main__``, a shell,
+or a function) *by value*, and rebuilds it in two steps: a skeleton class, then its attributes
+set one by one.  When the bytes come back to the process that defined the class (a snapshot read
+back after a restart, a message that went to another node and returned), cloudpickle finds the
+original class through its tracker and uses it as the "skeleton" -- and then overwrites its
+methods with the unpickled copies.  Those copies have their own globals and closure cells, so
+from then on the user's class writes to detached lists and sees stale module globals: a leader
+hook that records calls in a list defined next to it records nothing.
+
+Erlang never rewrites loaded code on receipt, and neither does this module: when the class
+being rebuilt already exists here, it is returned as it is and its attributes are not touched.
+Everything else is :func:`pickle.loads`.  Bytes without a cloudpickle class in them (the
+common case: Raft's messages) take the plain path after one substring check.
+
+This leans on two cloudpickle internals (the ``class_tracker_id`` argument of its skeleton
+constructors and its class tracker); when they are missing, :func:`loads` is plain
+``pickle.loads`` again, and ``tests/rafted/test_persistence.py`` says so by failing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+try:
+    from cloudpickle import cloudpickle as _cp
+
+    _CP_MODULE = _cp.__name__
+    _TRACKER = _cp._DYNAMIC_CLASS_TRACKER_BY_ID
+    # constructor name -> position of its class_tracker_id argument
+    _SKELETONS = {
+        name: list(inspect.signature(getattr(_cp, name)).parameters).index("class_tracker_id")
+        for name in ("_make_skeleton_class", "_make_skeleton_enum")
+    }
+    _cp._class_setstate  # noqa: B018 (present, or the fallback below)
+except (ImportError, AttributeError, ValueError):  # another cloudpickle: plain loads
+    _SKELETONS = {}
+
+_MARK = b"cloudpickle"  # the module name appears in every pickle that rebuilds a class by value
+
+
+def loads(data: bytes | bytearray | memoryview) -> Any:
+    """:func:`pickle.loads`, except that classes this process already has are kept as they are."""
+    if not _SKELETONS:
+        return pickle.loads(data)
+    if type(data) is memoryview:
+        data = data.tobytes()
+    if _MARK not in data:
+        return pickle.loads(data)
+    return _KeepExistingClasses(io.BytesIO(data)).load()
+
+
+class _KeepExistingClasses(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file)
+        self._existing: set[int] = set()  # ids of the classes found already here, during this load
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = super().find_class(module, name)
+        if module != _CP_MODULE:
+            return found
+        if name in _SKELETONS:
+            return self._skeleton(found, _SKELETONS[name])
+        if name == "_class_setstate":
+            return self._setstate(found)
+        return found
+
+    def _skeleton(self, make: Callable[..., Any], tracker_arg: int) -> Callable[..., Any]:
+        def skeleton(*args: Any) -> Any:
+            tracker_id = args[tracker_arg] if len(args) > tracker_arg else None
+            existing = _TRACKER.get(tracker_id) if tracker_id is not None else None
+            if existing is None:
+                return make(*args)
+            self._existing.add(id(existing))
+            return existing
+
+        return skeleton
+
+    def _setstate(self, setstate: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def keep_or_set(obj: Any, state: Any) -> Any:
+            if id(obj) in self._existing:
+                return obj  # defined here: its code and globals stay the process's own
+            return setstate(obj, state)
+
+        return keep_or_set
