@@ -90,8 +90,15 @@ def register(name: str, pid: Pid) -> bool:
     return True
 
 
+def _check_name(fn: str, name: Any) -> None:
+    # as register: a name is a str (a (name, node) tuple is a server reference, not a name)
+    if not isinstance(name, str):
+        raise TypeError(f"{fn}: expected a registered name (str), got {name!r}")
+
+
 def unregister(name: str) -> bool:
     """Remove a registered name; raises ValueError if it is not registered."""
+    _check_name("unregister", name)
     if not _registry.remove(name):
         raise ValueError(f"unregister: {name!r} is not a registered name")
     return True
@@ -99,6 +106,7 @@ def unregister(name: str) -> bool:
 
 def whereis(name: str) -> Pid | None:
     """The pid registered as ``name``, or None."""
+    _check_name("whereis", name)
     pid = _registry.lookup(name)
     if pid is not None and _node.local_proc(pid) is None:
         return None

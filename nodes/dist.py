@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import socket
+import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -67,10 +68,22 @@ def default_cookie() -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
+    # Several nodes may start at once on a fresh home: each writes a whole cookie to a private
+    # temporary file and links it into place.  The link is atomic and fails if another node got
+    # there first, so a cookie file is never seen half-written and everyone ends up with one cookie.
     value = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
+    fd, tmp = tempfile.mkstemp(prefix=".nodes.cookie.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return path.read_text().strip()  # complete: it was linked only once written
+    finally:
+        os.unlink(tmp)
     return value
 
 

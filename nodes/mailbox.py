@@ -58,6 +58,7 @@ class Mailbox:
 
         ``timeout`` is in seconds (None waits forever, 0 only looks).  Raises
         ``TimeoutError`` when it passes, ``ProcessExit`` when the process is dead.
+        An exception raised by ``match`` propagates and leaves every message queued.
         """
         if self._closed is not _OPEN:
             raise ProcessExit(self._closed)
@@ -86,8 +87,13 @@ class Mailbox:
                 raise ProcessExit(self._closed)
             if type(message) is CallReply and message.ref not in self._aliases:
                 continue  # its caller gave up: Erlang drops it through the dead alias
-            if match is None or match(message):
-                return message
+            try:
+                if match is None or match(message):
+                    return message
+            except BaseException:
+                # a raising match must not lose the message: it stays queued in its place
+                saved.append(message)
+                raise
             saved.append(message)
 
     def _drain(self) -> None:

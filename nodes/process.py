@@ -362,9 +362,11 @@ def unlink(pid: Pid) -> bool:
 def process_flag(flag: str, value: Any) -> Any:
     if flag != "trap_exit":
         raise ValueError(f"process_flag: only 'trap_exit' is supported, got {flag!r}")
+    if type(value) is not bool:  # bool("no") is True: a truthy value is no answer
+        raise TypeError(f"process_flag: the trap_exit value must be a bool (True or False), got {value!r}")
     me = current()
     with _lock:
-        old, me.trap_exit = me.trap_exit, bool(value)
+        old, me.trap_exit = me.trap_exit, value
     return old
 
 

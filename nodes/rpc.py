@@ -38,7 +38,7 @@ def call(node_name: str, fn: Any, *args: Any, timeout: int | None = None) -> Any
         raise TypeError(f"rpc.call: node must be a node name str, got {node_name!r}")
     if not callable(fn):
         raise TypeError(f"rpc.call: expected a callable, got {fn!r}")
-    if timeout is not None and (not isinstance(timeout, int) or timeout < 0):
+    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
         raise TypeError(f"rpc.call: timeout must be a non-negative int of ms or None, got {timeout!r}")
     me = process.current()
     remote = not node.is_local_node(node_name)

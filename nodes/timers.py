@@ -16,6 +16,11 @@ from typing import Any
 from .terms import Pid, Ref, make_ref
 
 
+def _check_ref(fn: str, ref: Any) -> None:
+    if type(ref) is not Ref:
+        raise TypeError(f"{fn}: expected a timer ref (the Ref send_after returned), got {ref!r}")
+
+
 class Scheduler:
     def __init__(self, deliver: Callable[[Any, Any], None]) -> None:
         self._deliver = deliver
@@ -26,7 +31,9 @@ class Scheduler:
         self._thread: threading.Thread | None = None
 
     def send_after(self, ms: int | float, dest: Any, msg: Any) -> Ref:
-        if not isinstance(ms, (int, float)) or ms < 0:
+        if not isinstance(ms, (int, float)) or isinstance(ms, bool):  # True is an int, not a time
+            raise TypeError(f"send_after: time must be a non-negative number of ms, got {ms!r}")
+        if ms < 0:
             raise ValueError(f"send_after: time must be a non-negative number of ms, got {ms!r}")
         if not (type(dest) in (str, Pid) or (type(dest) is tuple and len(dest) == 2
                                              and isinstance(dest[0], str) and isinstance(dest[1], str))):
@@ -48,6 +55,7 @@ class Scheduler:
 
     def cancel(self, ref: Ref) -> int | bool:
         """Remaining ms (as Erlang's erlang:cancel_timer) or False if it already fired or never was."""
+        _check_ref("cancel_timer", ref)
         with self._cond:
             entry = self._timers.pop(ref, None)
         if entry is None:
@@ -55,6 +63,7 @@ class Scheduler:
         return max(0, int((entry[0] - time.monotonic()) * 1000))
 
     def read(self, ref: Ref) -> int | bool:
+        _check_ref("read_timer", ref)
         entry = self._timers.get(ref)
         if entry is None:
             return False

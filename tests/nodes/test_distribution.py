@@ -557,6 +557,13 @@ def test_rpc_to_a_dead_node_and_rpc_timeout(node_cluster) -> None:
     assert nodes.flush() == []
 
 
+
+@pytest.mark.parametrize("timeout", [True, False, "100", -1, 1.5])
+def test_rpc_call_rejects_a_bad_timeout_at_the_call_site(timeout: Any) -> None:
+    with pytest.raises(TypeError, match="int of ms"):
+        nodes.rpc.call(nodes.node(), nodes.node, timeout=timeout)
+    assert nodes.flush() == []  # nothing was started, so nothing answers later
+
 # -- 6. gen_statem across nodes ----------------------------------------------------------------
 
 class Counter:
@@ -657,6 +664,70 @@ def test_wrong_cookie_is_refused(node_cluster) -> None:
     good = h.start_peer(node_cluster, env={"NODES_COOKIE": "not-the-cookie"},
                         args=["--cookie", os.environ["NODES_COOKIE"]])
     assert rpc(good.name, nodes.node) == good.name
+
+
+COOKIE_RACE = '''
+import os
+import sys
+import time
+from pathlib import Path
+
+from nodes import dist
+
+base, me, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for r in range(rounds):
+    os.environ["HOME"] = str(base / f"home{r}")  # a fresh home each round, shared by every reader
+    (base / f"ready{r}.{me}").touch()
+    deadline = time.monotonic() + 30
+    while not (base / f"go{r}").exists():  # every reader reads the cookie at the same moment
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no go signal for round {r}")
+        time.sleep(0.0002)
+    print(r, dist.default_cookie(), flush=True)
+'''
+
+
+@pytest.mark.timeout(120)
+def test_nodes_starting_at_once_on_a_fresh_home_agree_on_one_cookie(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    n, rounds = 6, 30  # many rounds: the race is over in microseconds
+    homes = [tmp_path / f"home{r}" for r in range(rounds)]
+    for home in homes:
+        home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "NODES_COOKIE"}
+    env["PYTHONPATH"] = str(h.HERE.parent.parent)
+    env["HOME"] = str(homes[0])
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for i in range(n):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", COOKIE_RACE, str(tmp_path), str(i), str(rounds)], env=env,
+                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        for r in range(rounds):
+            deadline = time.monotonic() + 30
+            while not all((tmp_path / f"ready{r}.{i}").exists() for i in range(n)):
+                assert time.monotonic() < deadline, f"the cookie readers did not get to round {r}"
+                dead = [p for p in procs if p.poll() is not None]
+                assert not dead, f"a cookie reader died in round {r - 1}: {dead[0].communicate()[1]}"
+                time.sleep(0.001)
+            (tmp_path / f"go{r}").touch()
+        outs = [p.communicate(timeout=30) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+                p.communicate()
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    for r, home in enumerate(homes):
+        path = home / ".nodes.cookie"
+        seen = {line.split(" ", 1)[1] for out, _ in outs for line in out.splitlines()
+                if line.split(" ", 1)[0] == str(r)}
+        assert seen == {path.read_text().strip()} and "" not in seen, (r, seen)
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert sorted(home.iterdir()) == [path]  # no temporary file left behind
 
 
 # -- start -------------------------------------------------------------------------------------

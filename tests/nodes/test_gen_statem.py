@@ -456,6 +456,17 @@ def test_stop_times_out_on_a_busy_server_which_stops_later() -> None:
     assert nodes.flush() == []
 
 
+
+@pytest.mark.parametrize("timeout", ["5000", -1, True, 2.5])
+def test_stop_rejects_a_bad_timeout_before_stopping_anything(timeout: Any) -> None:
+    pid = start_server()
+    with pytest.raises(TypeError, match="timeout"):
+        gen_statem.stop(pid, timeout=timeout)
+    # no stop request went out: a call made after it is still answered (it would queue behind it)
+    assert gen_statem.call(pid, "ping") == "pong"
+    assert nodes.flush() == []  # and no monitor was left to deliver a DOWN
+    stop_server(pid)
+
 # -- state functions, return values and actions --------------------------------------------------
 
 def _door_init(code: str) -> tuple:

@@ -356,6 +356,13 @@ def test_process_flag_rejects_unknown_flags() -> None:
         nodes.process_flag("priority", "high")
 
 
+
+@pytest.mark.parametrize("value", ["no", 1, 0, None])
+def test_process_flag_trap_exit_wants_a_bool(value: object) -> None:
+    with pytest.raises(TypeError, match="bool"):
+        nodes.process_flag("trap_exit", value)
+    assert nodes.process_flag("trap_exit", False) is False  # the flag was left as it was
+
 # -- monitors ------------------------------------------------------------------------------------
 
 def test_a_monitor_reports_the_exit_reason_once() -> None:

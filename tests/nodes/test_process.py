@@ -278,6 +278,24 @@ def test_selective_receive_leaves_non_matching_messages_queued_in_order() -> Non
     assert nodes.flush() == [3, 5, 6]
 
 
+def test_a_raising_match_leaves_every_message_queued_in_arrival_order() -> None:
+    me = nodes.self()
+    nodes.send(me, 42)
+    nodes.send(me, ("DOWN", 1))
+    with pytest.raises(TypeError):
+        nodes.receive(timeout=100, match=lambda m: m[0] == "DOWN")  # 42[0] raises
+    assert nodes.flush() == [42, ("DOWN", 1)]
+    # a message already looked at (saved) stays before the one the match raised on
+    nodes.send(me, "a")
+    with pytest.raises(TimeoutError):
+        nodes.receive(0, match=lambda m: m == "nothing")
+    for msg in (42, ("DOWN", 2), "b"):
+        nodes.send(me, msg)
+    with pytest.raises(TypeError):
+        nodes.receive(timeout=100, match=lambda m: m[0] == "DOWN")
+    assert nodes.flush() == ["a", 42, ("DOWN", 2), "b"]
+
+
 def test_receive_waits_for_a_match_while_non_matching_messages_arrive() -> None:
     parent = nodes.self()
 

@@ -129,6 +129,13 @@ def test_register_rejects_bad_arguments() -> None:
         nodes.register("reg_remote", Pid("other@host", 1))
 
 
+@pytest.mark.parametrize("fn", [nodes.whereis, nodes.unregister], ids=["whereis", "unregister"])
+@pytest.mark.parametrize("name", [5, [], ("reg_name", "node@host"), None, b"reg_bytes"])
+def test_whereis_and_unregister_want_a_name_str(fn, name: object) -> None:
+    with pytest.raises(TypeError, match=r"registered name \(str\)"):
+        fn(name)
+
+
 def test_whereis_of_an_unknown_name_is_none() -> None:
     assert nodes.whereis("reg_nobody") is None
 
@@ -227,6 +234,20 @@ def test_a_thousand_timers_share_one_scheduler_thread() -> None:
 def test_send_after_rejects_a_bad_time(ms: object) -> None:
     with pytest.raises((TypeError, ValueError)):
         nodes.send_after(ms, nodes.self(), "x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ms", [True, False, "10", None, [10]])
+def test_send_after_wants_a_number_of_ms_not_a_bool(ms: object) -> None:
+    with pytest.raises(TypeError, match="number of ms"):
+        nodes.send_after(ms, nodes.self(), "x")  # type: ignore[arg-type]
+    assert nodes.flush() == []
+
+
+@pytest.mark.parametrize("fn", [nodes.cancel_timer, nodes.read_timer], ids=["cancel_timer", "read_timer"])
+@pytest.mark.parametrize("ref", [None, 42, "timer", Pid("nonode@nohost", 1)])
+def test_cancel_timer_and_read_timer_want_a_timer_ref(fn, ref: object) -> None:
+    with pytest.raises(TypeError, match="timer ref"):
+        fn(ref)
 
 
 def test_send_after_rejects_a_bad_destination_at_the_call_site() -> None:
