@@ -309,13 +309,25 @@ def test_unlink_from_the_other_side_also_breaks_the_link() -> None:
     assert nodes.self() == me
 
 
-def test_unlink_drops_an_exit_message_already_queued_from_that_link() -> None:
+def test_unlink_leaves_an_exit_message_already_queued_as_erlang_does() -> None:
+    # erlang:unlink/1: "an {'EXIT', Id, _} message from the link can have been placed in the
+    # caller's message queue before the call" -- it stays; the caller flushes it if it wants.
     nodes.process_flag("trap_exit", True)
     child = nodes.spawn_link(exit_on_go, "boom")
     ref = nodes.monitor(child)
     nodes.send(child, "go")
     assert wait_down(ref) == "boom"  # links are signalled before monitors: the EXIT is queued by now
     nodes.unlink(child)
+    assert nodes.flush() == [("EXIT", child, "boom")]
+
+
+def test_after_unlink_a_trapping_process_gets_no_exit_message() -> None:
+    nodes.process_flag("trap_exit", True)
+    child = nodes.spawn_link(exit_on_go, "boom")
+    nodes.unlink(child)
+    ref = nodes.monitor(child)
+    nodes.send(child, "go")
+    assert wait_down(ref) == "boom"
     assert nodes.flush() == []
 
 
