@@ -9,9 +9,20 @@ data)``; event types are ``"cast"``, ``("call", from_)`` and ``"info"``.
 Return values: ``("next_state", name, data[, actions])``, ``("keep_state",
 data[, actions])``, ``("keep_state_and_data"[, actions])``, ``("stop", reason[,
 data])``, ``("stop_and_reply", reason, replies[, data])``.  Actions (a list, or
-one action): ``("reply", from_, reply)`` and ``("next_event", type, content)``;
-events inserted by ``next_event`` are handled, in the order given, before any
-message still in the mailbox.
+one action), as OTP's:
+
+- ``("reply", from_, reply)``;
+- ``("next_event", type, content)``: events inserted this way are handled, in
+  the order given, before anything else still queued;
+- ``("state_timeout", ms, content)``: an event ``("state_timeout", content)``
+  after ``ms``, unless the state changes first; ``("timeout", ms, content)``:
+  an event ``("timeout", content)`` unless *any* other event comes first;
+  ``(("timeout", name), ms, content)``: a generic time-out, event type
+  ``("timeout", name)``, cancelled only by setting it again.  Setting one that
+  runs restarts it; ``"cancel"`` (or ``"infinity"``/None for ``ms``) stops it;
+- ``"postpone"`` (or ``("postpone", True)``): keep the current event and
+  handle it again after the next state change (postponed events come back in
+  their order, after events inserted by that transition, before the rest).
 
 Wire format (what a member finds in its mailbox): ``("$gen_call", (pid, ref),
 request)``, ``("$gen_cast", msg)``, ``("$system", (pid, ref), request)``;
@@ -117,8 +128,32 @@ def _enter(module: Any, args: Any, name: str | None, starter: Pid, ack: Ref, lin
 
 # -- the event loop -----------------------------------------------------------------------------
 
+_TIMEOUT = "$gen_timeout"  # (_TIMEOUT, key, token, content): a time-out the machine set itself
+_EVENT_TIMEOUT = "timeout"
+_STATE_TIMEOUT = "state_timeout"
+
+
+def _timeout_key(what: Any) -> bool:
+    return what == _EVENT_TIMEOUT or what == _STATE_TIMEOUT or (
+        type(what) is tuple and len(what) == 2 and what[0] == _EVENT_TIMEOUT)
+
+
+def _one_action(actions: Any) -> bool:
+    """Whether ``actions`` is one action given on its own rather than a sequence of them."""
+    if type(actions) is str:
+        return True  # "postpone"
+    if type(actions) is not tuple or not actions:
+        return False
+    head = actions[0]
+    if isinstance(head, str):
+        return True
+    # a generic time-out, (("timeout", name), ms | "cancel", ...), not a tuple of actions
+    return type(head) is tuple and len(head) == 2 and head[0] == _EVENT_TIMEOUT and len(actions) in (2, 3) \
+        and (actions[1] is None or type(actions[1]) in (int, str))
+
+
 class _Machine:
-    __slots__ = ("module", "state", "data", "parent", "pending")
+    __slots__ = ("module", "state", "data", "parent", "pending", "postponed", "timeouts", "tokens")
 
     def __init__(self, module: Any, state: Any, data: Any, parent: Pid | None) -> None:
         self.module = module
@@ -126,13 +161,18 @@ class _Machine:
         self.data = data
         self.parent = parent
         self.pending: deque[tuple[Any, Any]] = deque()
+        self.postponed: list[tuple[Any, Any]] = []
+        # running time-outs: key ("timeout", "state_timeout", ("timeout", name)) -> (timer, token)
+        self.timeouts: dict[Any, tuple[Ref, int]] = {}
+        self.tokens = 0
 
     def run(self, init_actions: Any) -> None:
         proc = process.current()
         mailbox = proc.mailbox
         pending = self.pending
+        timeouts = self.timeouts
         if init_actions:
-            self._actions(init_actions)
+            self._transition(self.state, init_actions, None)
         while True:
             if pending:
                 event_type, content = pending.popleft()
@@ -152,10 +192,18 @@ class _Machine:
                         continue
                     elif (tag == "EXIT" and len(msg) == 3 and msg[1] == self.parent and proc.trap_exit):
                         self._terminate(msg[2])
+                    elif tag == _TIMEOUT and len(msg) == 4:
+                        running = timeouts.get(msg[1])
+                        if running is None or running[1] != msg[2]:
+                            continue  # cancelled or restarted since this one was set
+                        del timeouts[msg[1]]
+                        event_type, content = msg[1], msg[3]
                     else:
                         event_type, content = "info", msg
                 else:
                     event_type, content = "info", msg
+            if timeouts and event_type != _EVENT_TIMEOUT and _EVENT_TIMEOUT in timeouts:
+                self._cancel(_EVENT_TIMEOUT)  # any other event cancels the event time-out
             self._handle(event_type, content)
 
     def _handle(self, event_type: Any, content: Any) -> None:
@@ -170,17 +218,16 @@ class _Machine:
             self._terminate(("exception", exc, traceback.format_exc()), crash=True)
         kind = result[0] if type(result) is tuple and result else result
         n = len(result) if type(result) is tuple else 0
-        if kind == "next_state" and n in (3, 4):
-            self.state, self.data = result[1], result[2]
-            if n == 4:
-                self._actions(result[3])
-        elif kind == "keep_state" and n in (2, 3):
+        if kind == "keep_state" and n in (2, 3):
             self.data = result[1]
             if n == 3:
-                self._actions(result[2])
+                self._transition(self.state, result[2], (event_type, content))
+        elif kind == "next_state" and n in (3, 4):
+            self.data = result[2]
+            self._transition(result[1], result[3] if n == 4 else None, (event_type, content))
         elif kind == "keep_state_and_data":
             if n == 2:
-                self._actions(result[1])
+                self._transition(self.state, result[1], (event_type, content))
         elif kind == "stop" and n in (2, 3):
             if n == 3:
                 self.data = result[2]
@@ -188,29 +235,81 @@ class _Machine:
         elif kind == "stop_and_reply" and n in (3, 4):
             if n == 4:
                 self.data = result[3]
-            self._actions(result[2])
+            self._actions(result[2], None)
             self._terminate(result[1])
         else:
             self._terminate(("bad_return_from_state_function", result), crash=True)
 
-    def _actions(self, actions: Any) -> None:
-        if actions is None:
-            return
-        if type(actions) is tuple and actions and isinstance(actions[0], str):
-            actions = [actions]  # one action given on its own
-        inserted = []
+    def _transition(self, new_state: Any, actions: Any, event: tuple[Any, Any] | None) -> None:
+        """Enter ``new_state`` (maybe the same) and carry out ``actions``, in OTP's order."""
+        changed = new_state != self.state
+        self.state = new_state
+        if changed and _STATE_TIMEOUT in self.timeouts:
+            self._cancel(_STATE_TIMEOUT)  # before the actions, which may start a new one
+        postpone, inserted = self._actions(actions, event) if actions else (False, None)
+        if postpone:
+            self.postponed.append(event)  # type: ignore[arg-type]  # _actions refuses it without one
+        if changed and self.postponed:
+            self.pending.extendleft(reversed(self.postponed))  # retried first in the new state...
+            self.postponed = []
+        if inserted:
+            self.pending.extendleft(reversed(inserted))  # ...after the events this transition inserts
+
+    def _actions(self, actions: Any, event: tuple[Any, Any] | None) -> tuple[bool, list | None]:
+        """Send replies and set time-outs; (postpone?, events to insert)."""
+        if _one_action(actions):
+            actions = [actions]
+        postpone = False
+        inserted: list | None = None
         for action in actions:
             if type(action) is tuple and action:
-                if action[0] == "reply" and len(action) == 3:
+                head = action[0]
+                if head == "reply" and len(action) == 3:
                     reply(action[1], action[2])
                     continue
-                if action[0] == "next_event" and len(action) == 3:
+                if head == "next_event" and len(action) == 3:
+                    if inserted is None:
+                        inserted = []
                     inserted.append((action[1], action[2]))
                     continue
+                if _timeout_key(head) and len(action) in (2, 3) and self._set_timeout(action):
+                    continue
+                if head == "postpone" and len(action) == 2 and type(action[1]) is bool and event is not None:
+                    postpone = action[1]
+                    continue
+            elif action == "postpone" and event is not None:
+                postpone = True
+                continue
             self._terminate(("bad_action", action), crash=True)
-        if inserted:
-            # inserted events go before everything still pending, in the order given
-            self.pending.extendleft(reversed(inserted))
+        return postpone, inserted
+
+    def _set_timeout(self, action: tuple) -> bool:
+        key = action[0]
+        if len(action) == 2:
+            if action[1] != "cancel":
+                return False
+            ms = None
+        else:
+            ms = action[1]
+            if ms == "infinity":
+                ms = None
+            elif ms is not None and (type(ms) is not int or ms < 0):
+                return False
+        if key in self.timeouts:
+            self._cancel(key)
+        if ms is not None:
+            from . import send_after  # the package's timer scheduler (imported late: no cycle)
+
+            self.tokens += 1
+            timer = send_after(ms, process.current().pid, (_TIMEOUT, key, self.tokens, action[2]))
+            self.timeouts[key] = (timer, self.tokens)
+        return True
+
+    def _cancel(self, key: Any) -> None:
+        from . import cancel_timer
+
+        timer, _token = self.timeouts.pop(key)
+        cancel_timer(timer)  # a message already sent is recognised as stale by its token
 
     def _system(self, from_: Any, request: Any) -> None:
         if request == "get_state":

@@ -675,3 +675,149 @@ def test_get_state_returns_state_name_and_data() -> None:
     with pytest.raises(Exit) as excinfo:
         nodes.sys.get_state(pid)
     assert excinfo.value.reason == "noproc"
+
+
+# -- time-outs and postpone (OTP's transition actions) --------------------------------------------
+
+class Lock:
+    """OTP's code-lock shape: "unlock" opens for ``ms`` (a state time-out); the test hears every
+    time-out that fires, with the state it fired in.
+
+    locked: cast ("unlock", ms) -> open with a state time-out; call "state" -> its name
+    open:   cast "hold" -> held (another state: the time-out is cancelled);
+            cast ("again", ms) -> keep_state, restarting the time-out
+    any:    cast ("idle_after", ms) -> an event time-out; cast ("generic", name, ms | "cancel")
+    """
+
+    def init(notify_to: Pid) -> tuple:
+        return ("ok", "locked", {"notify": notify_to})
+
+    def _common(event_type: Any, content: Any, data: dict, state: str) -> Any:
+        if type(event_type) is tuple and event_type[0] == "call":
+            return ("keep_state_and_data", [("reply", event_type[1], state)])
+        if event_type in ("timeout", "state_timeout") or type(event_type) is tuple:
+            notify(data, ("fired", event_type, content, state))
+            return ("next_state", "locked", data) if event_type == "state_timeout" else "keep_state_and_data"
+        if type(content) is tuple and content[0] == "idle_after":
+            return ("keep_state_and_data", [("timeout", content[1], "idle")])
+        if type(content) is tuple and content[0] == "generic":
+            _, name, ms = content
+            action = (("timeout", name), "cancel") if ms == "cancel" else (("timeout", name), ms, name)
+            return ("keep_state_and_data", [action])
+        return None
+
+    def locked(event_type: Any, content: Any, data: dict) -> Any:
+        if type(content) is tuple and content[0] == "unlock":
+            return ("next_state", "open", data, [("state_timeout", content[1], "lock")])
+        return Lock._common(event_type, content, data, "locked") or "keep_state_and_data"
+
+    def open(event_type: Any, content: Any, data: dict) -> Any:
+        if content == "hold":
+            return ("next_state", "held", data)
+        if type(content) is tuple and content[0] == "again":
+            return ("keep_state_and_data", ("state_timeout", content[1], "lock"))  # one action on its own
+        return Lock._common(event_type, content, data, "open") or "keep_state_and_data"
+
+    def held(event_type: Any, content: Any, data: dict) -> Any:
+        return Lock._common(event_type, content, data, "held") or "keep_state_and_data"
+
+
+def fired(timeout_ms: int = WAIT) -> tuple:
+    return nodes.receive(timeout_ms, match=tagged("fired"))
+
+
+def test_a_state_timeout_fires_in_its_state_and_a_state_change_cancels_it() -> None:
+    ok, pid = gen_statem.start(Lock, nodes.self())
+    gen_statem.cast(pid, ("unlock", 30))
+    assert fired() == ("fired", "state_timeout", "lock", "open")
+    assert gen_statem.call(pid, "state") == "locked"
+    gen_statem.cast(pid, ("unlock", 100))
+    gen_statem.cast(pid, "hold")  # another state before it fires
+    assert gen_statem.call(pid, "state") == "held"
+    with pytest.raises(TimeoutError):
+        fired(400)  # time passing is the point: 4x the time-out, and nothing
+    stop_server(pid)
+
+
+def test_setting_a_running_state_timeout_again_restarts_it() -> None:
+    ok, pid = gen_statem.start(Lock, nodes.self())
+    gen_statem.cast(pid, ("unlock", 10_000))
+    gen_statem.cast(pid, ("again", 20))  # replaces the 10 s one
+    assert fired() == ("fired", "state_timeout", "lock", "open")
+    stop_server(pid)
+
+
+def test_an_event_timeout_is_cancelled_by_any_event_and_fires_when_none_comes() -> None:
+    ok, pid = gen_statem.start(Lock, nodes.self())
+    gen_statem.cast(pid, ("idle_after", 300))
+    nodes.send(pid, "anything")  # an info event: cancels it
+    with pytest.raises(TimeoutError):
+        fired(600)
+    gen_statem.cast(pid, ("idle_after", 20))
+    assert fired() == ("fired", "timeout", "idle", "locked")
+    stop_server(pid)
+
+
+def test_a_generic_timeout_survives_other_events_and_can_be_cancelled() -> None:
+    ok, pid = gen_statem.start(Lock, nodes.self())
+    gen_statem.cast(pid, ("generic", "a", 100))
+    gen_statem.cast(pid, ("generic", "b", 10_000))
+    for _ in range(5):
+        nodes.send(pid, "noise")  # other events do not cancel a generic time-out
+    gen_statem.cast(pid, ("generic", "b", "cancel"))
+    assert fired() == ("fired", ("timeout", "a"), "a", "locked")
+    assert gen_statem.call(pid, "state") == "locked"
+    stop_server(pid)
+
+
+class Gate:
+    """closed: every event is postponed (the test is told); cast "open" -> opened, which
+    records what it handles and answers calls with the record."""
+
+    def init(notify_to: Pid) -> tuple:
+        return ("ok", "closed", {"notify": notify_to, "seen": []})
+
+    def closed(event_type: Any, content: Any, data: dict) -> Any:
+        if content == "open":
+            return ("next_state", "opened", data, [("next_event", "cast", "inserted")])
+        notify(data, ("postponed", content))
+        return ("keep_state_and_data", "postpone")
+
+    def opened(event_type: Any, content: Any, data: dict) -> Any:
+        seen = {**data, "seen": [*data["seen"], content]}
+        if type(event_type) is tuple:
+            return ("keep_state", seen, [("reply", event_type[1], seen["seen"])])
+        return ("keep_state", seen)
+
+
+def test_postponed_events_come_back_after_a_state_change_in_their_order() -> None:
+    ok, pid = gen_statem.start(Gate, nodes.self())
+    answer: list = []
+    caller = threading.Thread(target=lambda: answer.append(gen_statem.call(pid, "a call")))
+    caller.start()
+    assert nodes.receive(WAIT, match=tagged("postponed")) == ("postponed", "a call")
+    for k in range(3):
+        gen_statem.cast(pid, k)
+        assert nodes.receive(WAIT, match=tagged("postponed")) == ("postponed", k)
+    gen_statem.cast(pid, "open")
+    caller.join(WAIT / 1000)
+    # the event the transition inserted first, then the postponed ones in the order postponed
+    assert answer == [["inserted", "a call"]]
+    assert gen_statem.call(pid, "seen") == ["inserted", "a call", 0, 1, 2, "seen"]
+    stop_server(pid)
+
+
+def test_postpone_and_timeouts_reject_malformed_actions() -> None:
+    class Bad:
+        def init(args: Any) -> tuple:
+            return ("ok", "s", None)
+
+        def s(event_type: Any, content: Any, data: Any) -> Any:
+            return ("keep_state_and_data", [content])
+
+    for action in [("state_timeout", -1, "x"), ("timeout", "soon", "x"), ("state_timeout", "later"),
+                   ("postpone", "yes")]:
+        ok, pid = gen_statem.start(Bad, None)
+        ref = nodes.monitor(pid)
+        nodes.send(pid, action)
+        assert wait_down(ref) == ("bad_action", action)
