@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,9 +58,12 @@ class MessageSendingHook(LeaderHook):
 CONFIG = with_(CONF, leader_hook_module=MessageSendingHook, communication_module=Netsplit)
 WAIT_MS = 3 * T_MAX_ELECTION + 1000
 # An election may take several rounds: split votes, and only the members with the most complete
-# log can win (with 4 members and 1 isolated, every remaining vote is needed). Ten rounds of
-# the longest election time-out make a missing leader a real finding, not bad luck.
-ELECTION_WAIT_MS = 10 * T_MAX_ELECTION + 1000
+# log can win (with 4 members and 1 isolated, every remaining vote is needed, so a round is
+# lost whenever a member that lags starts it: a third of the rounds, or more when a busy
+# process delays the vote requests and candidacies collide). Thirty rounds of the longest
+# election time-out make a missing leader a real finding, not bad luck; the failure message
+# shows each member's timers, so a stuck one would stand out.
+ELECTION_WAIT_MS = 30 * T_MAX_ELECTION + 1000
 
 
 #
@@ -208,11 +212,28 @@ def drain_hook_messages() -> None:
 
 
 def wait_elected(ctx: Ctx, among: list) -> Any:
+    before = election_view(among)
     msg = receive_matching(lambda m: type(m) is tuple and m[0] == "elected" and m[1] in among,
                            ELECTION_WAIT_MS)
     if msg is None:
-        ctx.fail(f"no leader elected among {among}; they are: {election_view(among)}")
+        ctx.fail(f"no leader elected among {among} within {ELECTION_WAIT_MS} ms; when the wait began "
+                 f"they were: {before}; now they are: {election_view(among)}")
     return msg[1]
+
+
+def leader_view(leader: Any) -> str:
+    """What the leader knows of its followers (for a failure message)."""
+    try:
+        name, s = nodes.sys.get_state(leader)
+        status = RaftedValue.status(leader)
+    except nodes.Exit as e:
+        return f"unreachable ({e.reason})"
+    now = int(time.monotonic() * 1000)
+    heard = {p: now - t for p, t in (s.leadership.follower_responded_times if s.leadership else {}).items()}
+    return (f"{name} in term {s.current_term}, unresponsive {status['unresponsive_followers']}, "
+            f"heard from (ms ago) {heard}, followers (next, replicated) {s.logs.followers}, "
+            f"snapshots in flight {s.logs.snapshots_in_flight}, members {list(s.members.all)}, "
+            f"changing {s.members.uncommitted_membership_change} / {s.members.pending_leader_change}")
 
 
 def election_view(members: list) -> list:
@@ -224,9 +245,15 @@ def election_view(members: list) -> list:
         except nodes.Exit as e:
             view.append((m, "unreachable", e.reason))
             continue
-        view.append((m, name, f"term {s.current_term}", f"voted for {s.election.voted_for}",
-                     f"log up to {s.logs.i_max}, committed {s.logs.i_committed}",
-                     f"members {len(s.members.all)}"))
+        now = int(time.monotonic() * 1000)  # the members' clock (rafted.server._now)
+        e, t = s.election, s.timer
+        view.append((m, name, f"term {s.current_term}", f"voted for {e.voted_for}",
+                     f"log up to {Logs.last_entry(s.logs)[:2]} (term, index), committed {s.logs.i_committed}",
+                     f"members {len(s.members.all)}",
+                     f"election deadline {'-' if e.deadline is None else e.deadline - now} ms",
+                     f"timer {'none' if t is None else f'#{t.token} in {t.fire_at - now} ms'}",
+                     "leader heard " + ("never" if e.leader_message_at is None
+                                        else f"{now - e.leader_message_at} ms ago")))
     return view
 
 
@@ -416,11 +443,12 @@ def test_randomized_with_netsplits(cluster: Cluster) -> None:
             Netsplit.set(isolated)
             if ctx.leader in isolated:
                 ctx.leader = wait_elected(ctx, ctx.working)
-            wait_until(
-                lambda: sorted(unresponsive(ctx.leader)) == sorted(ctx.isolated),
-                WAIT_MS / 1000,
-                what="the leader to see the split",
-            )
+            try:
+                wait_until(lambda: sorted(unresponsive(ctx.leader)) == sorted(ctx.isolated), WAIT_MS / 1000)
+            except AssertionError:
+                ctx.fail(f"within {WAIT_MS} ms, the leader {ctx.leader} did not report exactly the "
+                         f"isolated {ctx.isolated} as unresponsive; the leader: {leader_view(ctx.leader)}; "
+                         f"the working members: {election_view(ctx.working)}")
             assert_invariants(ctx)
             run_steps(ctx, 3)
             # heal, then purge the dead
