@@ -22,7 +22,7 @@ from .timers import Scheduler as _Scheduler
 __all__ = [
     "Exit", "Pid", "Ref", "make_ref",
     "start", "node", "connect", "disconnect", "list_nodes", "monitor_node",
-    "self", "spawn", "spawn_link", "send", "receive", "flush",
+    "self", "spawn", "spawn_link", "spawn_monitor", "send", "receive", "flush",
     "register", "unregister", "whereis", "link", "unlink", "process_flag", "process_info",
     "monitor", "demonitor", "exit", "is_alive", "send_after", "cancel_timer", "read_timer",
     "gen_statem", "sys", "rpc",
@@ -49,6 +49,11 @@ def spawn(fn: Any, *args: Any) -> Pid:
 def spawn_link(fn: Any, *args: Any) -> Pid:
     """Run ``fn(*args)`` as a new process linked to the caller."""
     return _process.spawn(fn, *args, link=True)
+
+
+def spawn_monitor(fn: Any, *args: Any) -> tuple[Pid, Ref]:
+    """Run ``fn(*args)`` as a new process monitored by the caller: ``(pid, ref)``, as Erlang's."""
+    return _process.spawn_monitor(fn, *args)
 
 
 def send(dest: Any, msg: Any) -> Any:

@@ -65,8 +65,9 @@ def _start(module: Any, args: Any, name: str | None, link: bool) -> tuple[str, A
         raise TypeError(f"gen_statem.start: callback module {module!r} has no callable init(args)")
     me = process.current()
     ack = make_ref()
-    pid = process.spawn(_enter, module, args, name, me.pid, ack, link, link=link)
-    mref = process.monitor(pid)
+    # monitored (and linked) before init runs: an init killed at once is reported as killed
+    pid, mref = process.spawn_opt(_enter, (module, args, name, me.pid, ack, link), link=link, monitor=True)
+    assert mref is not None
 
     def is_ack_or_down(m: Any) -> bool:
         return type(m) is tuple and len(m) >= 3 and (
@@ -81,10 +82,15 @@ def _start(module: Any, args: Any, name: str | None, link: bool) -> tuple[str, A
         # init failed: the process unlinked itself and is on its way out; wait until it is gone
         process.receive(None, lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == mref)
         return result
-    # died before acknowledging (killed during init): no EXIT message is left behind
+    # died before acknowledging (killed during init): no EXIT message is left behind, as OTP's
+    # proc_lib consumes it (links fire before monitors, so with the DOWN here it is queued)
     reason = msg[4]
     if link:
         process.unlink(pid)
+        try:
+            process.receive(0, lambda m: type(m) is tuple and len(m) == 3 and m[0] == "EXIT" and m[1] == pid)
+        except TimeoutError:
+            pass
     return ("error", reason)
 
 

@@ -181,20 +181,39 @@ def self_pid() -> Pid:
 # -- spawning ------------------------------------------------------------------------------
 
 def spawn(fn: Callable[..., Any], *args: Any, link: bool = False) -> Pid:
+    return spawn_opt(fn, args, link=link)[0]
+
+
+def spawn_monitor(fn: Callable[..., Any], *args: Any) -> tuple[Pid, Ref]:
+    """Erlang's ``spawn_monitor``: the new process is monitored before it runs a single line,
+    so even a process that dies at once is reported with its own reason, never ``noproc``."""
+    pid, ref = spawn_opt(fn, args, monitor=True)
+    assert ref is not None
+    return pid, ref
+
+
+def spawn_opt(fn: Callable[..., Any], args: tuple, link: bool = False,
+              monitor: bool = False) -> tuple[Pid, Ref | None]:
+    """Erlang's ``spawn_opt`` with ``link`` / ``monitor``, both in place before ``fn`` starts."""
+    monitor_ref = make_ref() if monitor else None
     if not callable(fn):
         raise TypeError(f"spawn: expected a callable and its arguments, got {fn!r}")
     actor = _ProcessActor(fn, args)
     proc = actor.proc
     with node.table_lock:
         node.procs[proc.pid.id] = proc
-    if link:
+    if link or monitor_ref is not None:
         me = current()
         with _lock:
-            me.links.add(proc.pid)
-            proc.links.add(me.pid)
+            if link:
+                me.links.add(proc.pid)
+                proc.links.add(me.pid)
+            if monitor_ref is not None:
+                me.monitors[monitor_ref] = (node.name, proc.pid)
+                proc.monitored_by[monitor_ref] = (me.pid, proc.pid)
     pykka.ActorRegistry.register(actor.actor_ref)
     actor._start_actor_loop()
-    return proc.pid
+    return proc.pid, monitor_ref
 
 
 # -- receive -------------------------------------------------------------------------------

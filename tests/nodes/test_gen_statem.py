@@ -821,3 +821,18 @@ def test_postpone_and_timeouts_reject_malformed_actions() -> None:
         ref = nodes.monitor(pid)
         nodes.send(pid, action)
         assert wait_down(ref) == ("bad_action", action)
+
+
+class KilledInInit:
+    def init(args: Any) -> tuple:
+        nodes.exit(nodes.self(), "kill")
+        return ("ok", "never", None)
+
+
+@pytest.mark.parametrize("link", [True, False], ids=["start_link", "start"])
+def test_an_init_killed_at_once_is_reported_as_killed(link: bool) -> None:
+    nodes.process_flag("trap_exit", True)
+    starter = gen_statem.start_link if link else gen_statem.start
+    for _ in range(20):
+        assert starter(KilledInInit, None) == ("error", "killed")
+    assert nodes.flush() == []  # no EXIT left behind, as the contract says of a failed init

@@ -490,3 +490,18 @@ def test_demonitor_of_a_spent_or_unknown_ref_is_harmless() -> None:
 def test_monitor_wants_a_server_reference() -> None:
     with pytest.raises(TypeError, match="Pid"):
         nodes.monitor(42)
+
+
+def test_spawn_monitor_reports_even_an_instant_death_with_its_own_reason() -> None:
+    # the monitor is in place before the process runs: never "noproc", however fast it dies
+    def die_at_once(reason: str) -> None:
+        raise Exit(reason)
+
+    for k in range(50):
+        pid, ref = nodes.spawn_monitor(die_at_once, f"bye{k}")
+        assert type(pid) is Pid and type(ref) is Ref
+        assert nodes.receive(WAIT, match=is_down(ref)) == ("DOWN", ref, "process", pid, f"bye{k}")
+    pid, ref = nodes.spawn_monitor(lambda: None)
+    assert wait_down(ref) == "normal"
+    with pytest.raises(TypeError, match="callable"):
+        nodes.spawn_monitor(42)
