@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import io
 import pickle
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,12 @@ except (ImportError, AttributeError, ValueError):  # another cloudpickle: plain 
 
 _MARK = b"cloudpickle"  # the module name appears in every pickle that rebuilds a class by value
 
+# Classes some load is still filling in: cloudpickle tracks a skeleton before it sets the
+# skeleton's attributes, so another thread loading the same class meanwhile must fill it too
+# (as plain cloudpickle would) rather than take the half-built class as "already here".
+_lock = threading.Lock()
+_building: dict[int, int] = {}  # id(class) -> number of loads filling it in
+
 
 def loads(data: bytes | bytearray | memoryview) -> Any:
     """:func:`pickle.loads`, except that classes this process already has are kept as they are."""
@@ -52,13 +59,18 @@ def loads(data: bytes | bytearray | memoryview) -> Any:
         data = data.tobytes()
     if _MARK not in data:
         return pickle.loads(data)
-    return _KeepExistingClasses(io.BytesIO(data)).load()
+    unpickler = _KeepExistingClasses(io.BytesIO(data))
+    try:
+        return unpickler.load()
+    finally:
+        unpickler.done_building()
 
 
 class _KeepExistingClasses(pickle.Unpickler):
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file)
         self._existing: set[int] = set()  # ids of the classes found already here, during this load
+        self._building: list[int] = []  # ids of the classes this load is filling in, not done yet
 
     def find_class(self, module: str, name: str) -> Any:
         found = super().find_class(module, name)
@@ -73,11 +85,16 @@ class _KeepExistingClasses(pickle.Unpickler):
     def _skeleton(self, make: Callable[..., Any], tracker_arg: int) -> Callable[..., Any]:
         def skeleton(*args: Any) -> Any:
             tracker_id = args[tracker_arg] if len(args) > tracker_arg else None
-            existing = _TRACKER.get(tracker_id) if tracker_id is not None else None
-            if existing is None:
-                return make(*args)
-            self._existing.add(id(existing))
-            return existing
+            with _lock:
+                existing = _TRACKER.get(tracker_id) if tracker_id is not None else None
+                if existing is not None and id(existing) not in _building:
+                    self._existing.add(id(existing))
+                    return existing
+                # a new class, or one another load is still filling in: fill it in here too
+                cls = make(*args)
+                _building[id(cls)] = _building.get(id(cls), 0) + 1
+                self._building.append(id(cls))
+                return cls
 
         return skeleton
 
@@ -85,6 +102,26 @@ class _KeepExistingClasses(pickle.Unpickler):
         def keep_or_set(obj: Any, state: Any) -> Any:
             if id(obj) in self._existing:
                 return obj  # defined here: its code and globals stay the process's own
-            return setstate(obj, state)
+            setstate(obj, state)
+            with _lock:
+                if id(obj) in self._building:
+                    self._building.remove(id(obj))
+                    _release(id(obj))
+            return obj
 
         return keep_or_set
+
+    def done_building(self) -> None:
+        """A load that failed half-way leaves its classes to be filled in by the next one."""
+        with _lock:
+            for class_id in self._building:
+                _release(class_id)
+            self._building.clear()
+
+
+def _release(class_id: int) -> None:
+    n = _building[class_id] - 1
+    if n:
+        _building[class_id] = n
+    else:
+        del _building[class_id]

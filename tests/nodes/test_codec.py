@@ -6,6 +6,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -106,6 +107,36 @@ def test_a_class_coming_back_to_the_process_that_defined_it_is_left_as_it_is() -
     assert seen == [1, 2]
     # another process still rebuilds the class from the bytes
     assert load_in_fresh_interpreter(data, "obj[0].value, obj[1].Inner().hello()") == "1 hi"
+
+
+def test_two_threads_loading_a_new_class_at_once_both_get_it_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    # cloudpickle tracks a class before it fills it in: a second load meanwhile must not take
+    # the empty class for one this process already has
+    code = ("import cloudpickle, sys\n"
+            "class Data:\n    def a(self): return 1\n    def b(self): return 2\n"
+            "sys.stdout.buffer.write(cloudpickle.dumps(Data))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    data = out.stdout
+    from cloudpickle import cloudpickle as cp
+
+    original = cp._class_setstate
+    filling = threading.Event()
+
+    def slow_setstate(obj: object, state: object) -> object:
+        filling.set()
+        time.sleep(0.2)  # the point: a thread switch in the middle of filling the class in
+        return original(obj, state)
+
+    monkeypatch.setattr(cp, "_class_setstate", slow_setstate)
+    first: list = []
+    loader = threading.Thread(target=lambda: first.append(codec.loads(data)))
+    loader.start()
+    assert filling.wait(10)
+    second = codec.loads(data)
+    assert second().a() == 1 and second().b() == 2  # whole now, not only once the first load ends
+    loader.join(10)
+    assert second is first[0]
 
 
 def test_unpicklable_object_raises_encode_error() -> None:
