@@ -64,18 +64,22 @@ def _start(module: Any, args: Any, name: str | None, link: bool) -> tuple[str, A
     if not callable(getattr(module, "init", None)):
         raise TypeError(f"gen_statem.start: callback module {module!r} has no callable init(args)")
     me = process.current()
+    # the acknowledgement is a reply to an alias: one sent by an init that was killed while it
+    # ran (its thread goes on until it touches the runtime) is dropped, never left behind
     ack = make_ref()
+    me.mailbox.activate_alias(ack)
     # monitored (and linked) before init runs: an init killed at once is reported as killed
     pid, mref = process.spawn_opt(_enter, (module, args, name, me.pid, ack, link), link=link, monitor=True)
     assert mref is not None
 
     def is_ack_or_down(m: Any) -> bool:
-        return type(m) is tuple and len(m) >= 3 and (
-            (m[0] == "$ack" and m[1] == ack) or (m[0] == "DOWN" and m[1] == mref))
+        return (type(m) is CallReply and m.ref == ack) or (
+            type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == mref)
 
     msg = process.receive(None, is_ack_or_down)
-    if msg[0] == "$ack":
-        result = msg[2]
+    me.mailbox.deactivate_alias(ack)
+    if type(msg) is CallReply:
+        result = msg.value
         if result[0] == "ok":
             process.demonitor(mref)
             return result
@@ -100,7 +104,7 @@ def _enter(module: Any, args: Any, name: str | None, starter: Pid, ack: Ref, lin
     def fail(reason: Any) -> None:
         if linked:
             process.unlink(starter)
-        node.route(starter, ("$ack", ack, ("error", reason)))
+        node.route(starter, CallReply(ack, ("error", reason)))
         raise Exit(reason if reason != "normal" else "normal")
 
     if name is not None:
@@ -128,7 +132,7 @@ def _enter(module: Any, args: Any, name: str | None, starter: Pid, ack: Ref, lin
     else:
         fail(("bad_return_from_init", result))
         return
-    node.route(starter, ("$ack", ack, ("ok", me.pid)))
+    node.route(starter, CallReply(ack, ("ok", me.pid)))
     _Machine(module, state_name, data, starter if linked else None).run(actions)
 
 
@@ -159,7 +163,7 @@ def _one_action(actions: Any) -> bool:
 
 
 class _Machine:
-    __slots__ = ("module", "state", "data", "parent", "pending", "postponed", "timeouts", "tokens")
+    __slots__ = ("module", "state", "data", "parent", "pending", "postponed", "timeouts", "tokens", "zero")
 
     def __init__(self, module: Any, state: Any, data: Any, parent: Pid | None) -> None:
         self.module = module
@@ -171,6 +175,7 @@ class _Machine:
         # running time-outs: key ("timeout", "state_timeout", ("timeout", name)) -> (timer, token)
         self.timeouts: dict[Any, tuple[Ref, int]] = {}
         self.tokens = 0
+        self.zero: list[tuple[Any, Any]] = []  # time-outs of 0 ms set by the current transition
 
     def run(self, init_actions: Any) -> None:
         proc = process.current()
@@ -260,6 +265,14 @@ class _Machine:
             self.postponed = []
         if inserted:
             self.pending.extendleft(reversed(inserted))  # ...after the events this transition inserts
+        if self.zero:
+            # As OTP: a time-out of 0 is an event behind those enqueued above but ahead of every
+            # message not yet received; an event time-out of 0 is cancelled by any enqueued event.
+            zero, self.zero = self.zero, []
+            for key, content in zero:
+                if key == _EVENT_TIMEOUT and self.pending:
+                    continue
+                self.pending.append((key, content))
 
     def _actions(self, actions: Any, event: tuple[Any, Any] | None) -> tuple[bool, list | None]:
         """Send replies and set time-outs; (postpone?, events to insert)."""
@@ -303,7 +316,9 @@ class _Machine:
                 return False
         if key in self.timeouts:
             self._cancel(key)
-        if ms is not None:
+        if ms == 0:
+            self.zero.append((key, action[2]))
+        elif ms is not None:
             from . import send_after  # the package's timer scheduler (imported late: no cycle)
 
             self.tokens += 1
@@ -326,6 +341,8 @@ class _Machine:
             reply(from_, ("error", "unknown_system_message"))
 
     def _terminate(self, reason: Any, crash: bool = False) -> None:
+        for key in list(self.timeouts):
+            self._cancel(key)  # a dead machine's time-outs go with it, as Erlang's timers do
         terminate = getattr(self.module, "terminate", None)
         if terminate is not None:
             try:

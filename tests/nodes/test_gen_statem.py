@@ -9,6 +9,7 @@ callback module can take (a module, a class that is never instantiated, an insta
 from __future__ import annotations
 
 import threading
+import time
 import types
 from typing import Any
 
@@ -836,3 +837,71 @@ def test_an_init_killed_at_once_is_reported_as_killed(link: bool) -> None:
     for _ in range(20):
         assert starter(KilledInInit, None) == ("error", "killed")
     assert nodes.flush() == []  # no EXIT left behind, as the contract says of a failed init
+
+
+class SlowInitKilledMeanwhile:
+    """init has its pid killed by a helper process, then goes on (not touching the runtime) to
+    return "ok": the acknowledgement it then sends must not reach the starter's mailbox."""
+
+    def init(args: Any) -> tuple:
+        killer, done = args
+        nodes.send(killer, nodes.self())
+        time.sleep(0.2)  # killed meanwhile; Python's thread only notices at its next runtime call
+        done.set()
+        return ("ok", "never", None)
+
+
+def test_a_late_acknowledgement_from_a_killed_init_is_dropped() -> None:
+    done = threading.Event()
+
+    def killer() -> None:
+        victim = nodes.receive(WAIT)
+        nodes.exit(victim, "kill")
+
+    k = nodes.spawn(killer)
+    assert gen_statem.start(SlowInitKilledMeanwhile, (k, done)) == ("error", "killed")
+    assert done.wait(WAIT / 1000)  # init returned; its thread sends the acknowledgement next
+    time.sleep(0.1)  # time passing is the point: by now the late acknowledgement has been routed
+    assert nodes.flush() == []
+
+
+class ZeroTimeouts:
+    """a --"go"--> b with a state time-out and an event time-out of 0 ms; b records its events."""
+
+    def init(gate: threading.Event) -> tuple:
+        return ("ok", "a", {"gate": gate, "seen": []})
+
+    def a(event_type: Any, content: Any, data: dict) -> Any:
+        if content == "hold":
+            data["gate"].wait(WAIT / 1000)
+            return "keep_state_and_data"
+        if content == "go":
+            return ("next_state", "b", data, [("state_timeout", 0, "st0"), ("timeout", 0, "ev0")])
+        return ("keep_state", {**data, "seen": [*data["seen"], ("a", event_type, content)]})
+
+    def b(event_type: Any, content: Any, data: dict) -> Any:
+        if type(event_type) is tuple and event_type[0] == "call":
+            return ("keep_state_and_data", [("reply", event_type[1], data["seen"])])
+        return ("keep_state", {**data, "seen": [*data["seen"], (event_type, content)]})
+
+
+def test_zero_timeouts_come_before_messages_already_queued_as_in_otp() -> None:
+    gate = threading.Event()
+    ok, pid = gen_statem.start(ZeroTimeouts, gate)
+    gen_statem.cast(pid, "hold")  # so that "go" and "later" are both queued when "go" is handled
+    gen_statem.cast(pid, "go")
+    gen_statem.cast(pid, "later")
+    gate.set()
+    # the state time-out of 0 is handled before "later"; it is an event, so it cancels the event
+    # time-out of 0 set in the same transition
+    assert gen_statem.call(pid, "seen") == [("state_timeout", "st0"), ("cast", "later")]
+    stop_server(pid)
+
+
+def test_a_stopped_machine_leaves_no_timer_running() -> None:
+    ok, pid = gen_statem.start(Lock, nodes.self())
+    gen_statem.cast(pid, ("generic", "g", 60_000))
+    assert gen_statem.call(pid, "state") == "locked"  # the cast was handled: the timer runs
+    before = len(nodes._scheduler._timers)
+    stop_server(pid)
+    assert len(nodes._scheduler._timers) == before - 1
