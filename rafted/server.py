@@ -217,6 +217,9 @@ def init(args: tuple) -> tuple:
         log.error("rafted member cannot start from %r: %s", dir, e)
         _release_dir(dir, me)
         return ("stop", ("persistence_error", e))
+    except BaseException:
+        _release_dir(dir, me)  # any other failed start lets go of the directory at once too
+        raise
     s = _ensure_timer(ctx, name, s)
     ctx.run()
     if ctx.flush:

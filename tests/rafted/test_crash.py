@@ -281,3 +281,30 @@ def test_a_directory_in_use_by_another_os_process_is_refused_until_that_process_
         assert sorted(RaftedValue.query(r[1], None)[1]) == list(range(6))
     finally:
         nodes.gen_statem.stop(r[1])
+
+
+def test_a_member_whose_start_fails_lets_go_of_its_directory_at_once(
+    node_cluster: Any, tmp_path: Path
+) -> None:
+    # a data module whose new() raises fails the start with an exception, not a persistence
+    # error: the directory lock must not stay with this OS process until some later member here
+    # takes it over, or another OS process would be refused
+    class Broken(rafted.Data):
+        def new():  # type: ignore[misc]
+            raise RuntimeError("no value today")
+
+        def command(data, arg):  # type: ignore[no-untyped-def]
+            return None, data
+
+        def query(data, arg):  # type: ignore[no-untyped-def]
+            return data
+
+    d = str(tmp_path / "member")
+    nodes.process_flag("trap_exit", True)
+    r = RaftedValue.start_link(("create_new_consensus_group", RaftedValue.make_config(Broken)),
+                               persistence_dir=d)
+    assert r[0] == "error", r
+    node = node_cluster.start_node()
+    r = nodes.rpc.call(node.name, start_member, ("create_new_consensus_group", bag_config()), d, 2.0,
+                       timeout=30_000)
+    assert r[0] == "ok", f"{r}\n{node.log()}"
