@@ -82,8 +82,22 @@ def default_cookie() -> str:
             os.link(tmp, path)
         except FileExistsError:
             return path.read_text().strip()  # complete: it was linked only once written
+        except OSError:
+            # a file system without hard links: create it exclusively instead (a node starting
+            # at the very same moment may then read it before it is written)
+            return _create_exclusively(path, value)
     finally:
         os.unlink(tmp)
+    return value
+
+
+def _create_exclusively(path: Path, value: str) -> str:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
     return value
 
 

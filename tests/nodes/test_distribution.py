@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import nodes
-from nodes import gen_statem
+from nodes import dist, gen_statem
 
 try:
     from . import dist_peer_helpers as h
@@ -764,3 +764,20 @@ def test_a_start_under_a_taken_name_leaves_the_node_as_it_was(node_cluster, tmp_
                           capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("ok other")
+
+
+def test_the_cookie_file_is_made_without_hard_links_too(tmp_path, monkeypatch) -> None:
+    # some file systems refuse os.link: the cookie file is then created exclusively instead
+    monkeypatch.delenv("NODES_COOKIE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(dist.os, "link", no_links)
+    cookie = dist.default_cookie()
+    path = tmp_path / ".nodes.cookie"
+    assert cookie and path.read_text().strip() == cookie
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert dist.default_cookie() == cookie  # read back, not made again
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".nodes.cookie"]  # no temporary left
