@@ -213,8 +213,10 @@ class _Machine:
                         event_type, content = "info", msg
                 else:
                     event_type, content = "info", msg
-            if timeouts and event_type != _EVENT_TIMEOUT and _EVENT_TIMEOUT in timeouts:
-                self._cancel(_EVENT_TIMEOUT)  # any other event cancels the event time-out
+            if timeouts and _EVENT_TIMEOUT in timeouts:
+                # any event cancels the event time-out, inserted and retried ones too (when the
+                # time-out itself fires, it has just been taken out of `timeouts`)
+                self._cancel(_EVENT_TIMEOUT)
             self._handle(event_type, content)
 
     def _handle(self, event_type: Any, content: Any) -> None:

@@ -905,3 +905,24 @@ def test_a_stopped_machine_leaves_no_timer_running() -> None:
     before = len(nodes._scheduler._timers)
     stop_server(pid)
     assert len(nodes._scheduler._timers) == before - 1
+
+
+class InsertedTimeoutEvent:
+    def init(notify_to: Pid) -> tuple:
+        return ("ok", "s", {"notify": notify_to})
+
+    def s(event_type: Any, content: Any, data: dict) -> Any:
+        if content == "arm":
+            # an inserted event is an event: it cancels the event time-out set beside it
+            return ("keep_state_and_data", [("timeout", 100, "real"), ("next_event", "timeout", "inserted")])
+        notify(data, ("fired", event_type, content, "s"))
+        return "keep_state_and_data"
+
+
+def test_an_inserted_event_cancels_the_event_timeout_whatever_its_type() -> None:
+    ok, pid = gen_statem.start(InsertedTimeoutEvent, nodes.self())
+    gen_statem.cast(pid, "arm")
+    assert fired() == ("fired", "timeout", "inserted", "s")
+    with pytest.raises(TimeoutError):
+        fired(400)  # time passing is the point: 4x the time-out, and the real one never comes
+    stop_server(pid)
