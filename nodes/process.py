@@ -41,7 +41,7 @@ from . import registry
 from . import this_node as node
 from ._sched import batch_scheduling
 from .mailbox import Mailbox
-from .terms import CallReply, Exit, Pid, ProcessExit, Ref, make_ref
+from .terms import CallReply, Exit, Pid, ProcessExit, Ref, make_ref, rename_local_pid
 
 log = logging.getLogger("nodes")
 
@@ -610,32 +610,27 @@ def shutdown_all(reason: Any = "shutdown") -> None:
 
 
 def rename_all(new_name: str, new_creation: int) -> None:
-    """Distribution started: local processes take pids of the new node name.
+    """Distribution started: local processes' pids take the new node name, in place.
 
-    Old pids (``nonode@nohost``) keep routing to the same processes; the link and
-    monitor tables are rewritten so that exit signals carry the new pids.
+    As Erlang's ``node(Pid)`` follows the node's name, every holder of a local pid (a
+    variable, a link set, the registry, a queued message) sees the new name and the pid
+    still compares equal to the process's.  Copies of an old pid made otherwise (built by
+    hand, say) keep routing to the same process through ``pre_start_pids``.
     """
     with _lock, node.table_lock:
-        renamed: dict[Pid, Pid] = {}
         for proc in list(node.procs.values()):
-            old = proc.pid
-            new = Pid(new_name, old.id, new_creation)
-            renamed[old] = new
-            node.pre_start_pids[old] = proc
-            proc.pid = new
-            registry.rename_pid(old, new)
+            pid = proc.pid
+            node.pre_start_pids[Pid(pid.node, pid.id, pid.creation)] = proc
+            rename_local_pid(pid, new_name, new_creation)
 
         def fix(obj: Any) -> Any:
-            if type(obj) is Pid:
-                return renamed.get(obj, obj)
             if type(obj) is tuple and len(obj) == 2 and obj[1] == node.NONODE:
-                return (obj[0], new_name)
+                return (obj[0], new_name)  # a monitor on a registered name of this node
             return obj
 
         for proc in node.procs.values():
-            proc.links = {fix(p) for p in proc.links}
             proc.monitors = {
                 ref: (new_name if node_name == node.NONODE else node_name, fix(obj))
                 for ref, (node_name, obj) in proc.monitors.items()
             }
-            proc.monitored_by = {ref: (fix(w), fix(obj)) for ref, (w, obj) in proc.monitored_by.items()}
+            proc.monitored_by = {ref: (w, fix(obj)) for ref, (w, obj) in proc.monitored_by.items()}

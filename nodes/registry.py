@@ -47,15 +47,6 @@ def remove_pid(pid: Pid) -> None:
             _names.pop(name, None)
 
 
-def rename_pid(old: Pid, new: Pid) -> None:
-    """A local process got a new pid when distribution started."""
-    with _lock:
-        name = _by_pid.pop(old, None)
-        if name is not None:
-            _by_pid[new] = name
-            _names[name] = new
-
-
 def lookup(name: str) -> Pid | None:
     return _names.get(name)
 

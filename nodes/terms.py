@@ -4,6 +4,11 @@ They are immutable, hashable and picklable, so they travel between nodes as they
 are.  A Pid carries its node's name and *creation* (incarnation number): a node
 restarted under the same name gets a new creation, and a message addressed to a
 pid of an earlier incarnation is never delivered to a new process.
+
+One exception, as in Erlang: when distribution starts, the pids of the node's live
+processes take the node's new name in place (:func:`rename_local_pid`), so a pid taken
+before ``nodes.start`` still equals the process's pid afterwards.  A pid's hash depends
+on its id alone, so sets and dicts holding it stay valid through that rename.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ class Pid:
         _set_pid_id(self, id)
         _set_pid_creation(self, creation)
         args = (node, id, creation)
-        _set_pid_hash(self, hash(args))
+        _set_pid_hash(self, hash(id))  # the id alone: stable when the pid is renamed in place
         _set_pid_reduced(self, (cls, args))
         return self
 
@@ -162,6 +167,14 @@ _set_ref_reduced = Ref.__dict__["_reduced"].__set__
 # Python frame (``__reduce__`` stays for anyone calling it directly)
 copyreg.pickle(Pid, operator.attrgetter("_reduced"))
 copyreg.pickle(Ref, operator.attrgetter("_reduced"))
+
+
+def rename_local_pid(pid: Pid, node: str, creation: int) -> None:
+    """Distribution started (or was rolled back): ``pid``, a live local process's, now names
+    it on ``node``.  Only ``nodes.process.rename_all`` calls this."""
+    _set_pid_node(pid, node)
+    _set_pid_creation(pid, creation)
+    _set_pid_reduced(pid, (Pid, (node, pid.id, creation)))
 
 
 def make_ref() -> Ref:

@@ -781,3 +781,48 @@ def test_the_cookie_file_is_made_without_hard_links_too(tmp_path, monkeypatch) -
     assert path.stat().st_mode & 0o777 == 0o600
     assert dist.default_cookie() == cookie  # read back, not made again
     assert sorted(p.name for p in tmp_path.iterdir()) == [".nodes.cookie"]  # no temporary left
+
+
+PIDS_BEFORE_START = '''
+import sys
+import nodes
+nodes.process_flag("trap_exit", True)
+me = nodes.self()
+
+def echo():
+    while True:
+        m = nodes.receive()
+        if m == "stop":
+            return
+        nodes.send(m[0], ("echo", m[1]))
+
+p = nodes.spawn_link(echo)
+old_node, old_creation = p.node, p.creation
+nodes.register("pp", p)
+ref = nodes.monitor(p)
+held = {p: "value"}  # user data keyed by the pid
+name = nodes.start(sys.argv[1])
+# as Erlang: a local pid taken before distribution started names the same process after it
+assert me == nodes.self() and me.node == name, (me, nodes.self())
+assert p.node == name and nodes.whereis("pp") == p, (p, nodes.whereis("pp"))
+assert held[p] == "value" and held[nodes.whereis("pp")] == "value"
+copy = nodes.Pid(old_node, p.id, old_creation)  # an old pid built by hand still routes
+nodes.send(copy, (me, 1))
+assert nodes.receive(5000, match=lambda m: m[0] == "echo") == ("echo", 1)
+nodes.send(p, "stop")
+assert nodes.receive(5000, match=lambda m: m[0] == "EXIT") == ("EXIT", p, "normal")
+assert nodes.receive(5000, match=lambda m: m[0] == "DOWN") == ("DOWN", ref, "process", p, "normal")
+print("ok", name)
+'''
+
+
+def test_pids_taken_before_start_name_the_same_processes_after_it(node_cluster, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    h.start_peer(node_cluster)  # a running port-mapper for this test's nodes
+    env = {**os.environ, "PYTHONPATH": str(h.HERE.parent.parent)}
+    done = subprocess.run([sys.executable, "-c", PIDS_BEFORE_START, f"early{os.getpid()}"], env=env,
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("ok early")
