@@ -366,13 +366,8 @@ def call(server: Any, request: Any, timeout: int | None = 5000) -> Any:
     return _call(server, "$gen_call", request, timeout)
 
 
-def _check_timeout(fn: str, timeout: Any) -> None:
-    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
-        raise TypeError(f"{fn}: timeout must be a non-negative int of ms or None, got {timeout!r}")
-
-
 def _call(server: Any, tag: str, request: Any, timeout: int | None) -> Any:
-    _check_timeout("call", timeout)
+    process.check_timeout_ms("call", timeout)
     me = process.current()
     if type(server) is Pid:
         target_node = server.node
@@ -418,7 +413,7 @@ def reply(from_: Any, reply: Any) -> str:
 
 def stop(server: Any, reason: Any = "normal", timeout: int | None = None) -> str:
     """Stop the machine (its ``terminate`` runs); ``"ok"``, or raises ``nodes.Exit("noproc")``."""
-    _check_timeout("stop", timeout)  # before the stop request goes out, not after
+    process.check_timeout_ms("stop", timeout)  # before the stop request goes out, not after
     me = process.current()
     process.resolve_server(server)
     ref = process.monitor(server)

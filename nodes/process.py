@@ -195,9 +195,9 @@ def spawn_monitor(fn: Callable[..., Any], *args: Any) -> tuple[Pid, Ref]:
 def spawn_opt(fn: Callable[..., Any], args: tuple, link: bool = False,
               monitor: bool = False) -> tuple[Pid, Ref | None]:
     """Erlang's ``spawn_opt`` with ``link`` / ``monitor``, both in place before ``fn`` starts."""
-    monitor_ref = make_ref() if monitor else None
     if not callable(fn):
         raise TypeError(f"spawn: expected a callable and its arguments, got {fn!r}")
+    monitor_ref = make_ref() if monitor else None
     actor = _ProcessActor(fn, args)
     proc = actor.proc
     with node.table_lock:
@@ -468,6 +468,12 @@ def demonitor_as(me: Proc, ref: Ref, flush: bool = True) -> bool:
         except TimeoutError:
             pass
     return True
+
+
+def check_timeout_ms(fn: str, timeout: Any) -> None:
+    """The time-out of a call-like function: a non-negative int of ms, or None (TypeError else)."""
+    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
+        raise TypeError(f"{fn}: timeout must be a non-negative int of ms or None, got {timeout!r}")
 
 
 def await_reply(me: Proc, tag: Ref, mref: Ref, timeout: int | None) -> Any:

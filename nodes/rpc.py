@@ -38,8 +38,7 @@ def call(node_name: str, fn: Any, *args: Any, timeout: int | None = None) -> Any
         raise TypeError(f"rpc.call: node must be a node name str, got {node_name!r}")
     if not callable(fn):
         raise TypeError(f"rpc.call: expected a callable, got {fn!r}")
-    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
-        raise TypeError(f"rpc.call: timeout must be a non-negative int of ms or None, got {timeout!r}")
+    process.check_timeout_ms("rpc.call", timeout)
     me = process.current()
     remote = not node.is_local_node(node_name)
     # an unpicklable fn or argument fails here, at the call site
@@ -50,7 +49,7 @@ def call(node_name: str, fn: Any, *args: Any, timeout: int | None = None) -> Any
         mref = process.monitor((REX, node_name))
         node.route((REX, node_name), ("$rpc", me.pid, tag, payload))
     else:
-        mref = process.monitor(process.spawn(_worker, me.pid, tag, fn, args))
+        _, mref = process.spawn_monitor(_worker, me.pid, tag, fn, args)  # monitored before it runs
     try:
         msg = process.await_reply(me, tag, mref, timeout)
     except TimeoutError:

@@ -199,6 +199,7 @@ def init(args: tuple) -> tuple:
     me = nodes.self()
     ctx = _Ctx(me, _now())
     dir = options.get("persistence_dir")
+    started = False
     try:
         if dir is not None:
             dir_lock.acquire(dir, me)  # before reading it, and before a joiner bothers the leader
@@ -208,18 +209,17 @@ def init(args: tuple) -> tuple:
         else:
             result = _call_add_server(list(group_info[1]), me, options.get("join_timeout", JOIN_TIMEOUT))
             if result[0] == "error":
-                _release_dir(dir, me)
                 return ("stop", result[1])
             s = _initialize_follower_state(ctx, result[1], options)
             name = "follower"
+        started = True
     except (PersistenceError, OSError) as e:
         # damaged files, an unusable directory or one in use: refuse to start rather than lose data
         log.error("rafted member cannot start from %r: %s", dir, e)
-        _release_dir(dir, me)
         return ("stop", ("persistence_error", e))
-    except BaseException:
-        _release_dir(dir, me)  # any other failed start lets go of the directory at once too
-        raise
+    finally:
+        if not started:
+            _release_dir(dir, me)  # a start that failed, however, lets go of the directory at once
     s = _ensure_timer(ctx, name, s)
     ctx.run()
     if ctx.flush:
