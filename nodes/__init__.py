@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import gen_statem, rpc, sys
+from . import _sched, gen_statem, rpc, sys
 from . import process as _process
 from . import registry as _registry
 from . import this_node as _node
@@ -25,6 +25,7 @@ __all__ = [
     "self", "spawn", "spawn_link", "spawn_monitor", "send", "receive", "flush",
     "register", "unregister", "whereis", "link", "unlink", "process_flag", "process_info",
     "monitor", "demonitor", "exit", "is_alive", "send_after", "cancel_timer", "read_timer",
+    "hold_one_cpu",
     "gen_statem", "sys", "rpc",
 ]
 
@@ -156,6 +157,24 @@ def cancel_timer(ref: Ref) -> int | bool:
 def read_timer(ref: Ref) -> int | bool:
     """The ms a timer has left, or False."""
     return _scheduler.read(ref)
+
+
+def hold_one_cpu(hold: bool) -> bool:
+    """While the calling process holds it, keep this node's runtime threads on one CPU.
+
+    Beyond Erlang (whose closest kin is ``+sbt`` scheduler binding).  The node's processes
+    share one GIL and run one at a time anyway; kept on one CPU, passing the GIL from one to
+    the next is a context switch instead of waking another CPU, which on a virtual machine
+    costs tens of microseconds.  For the busiest node of a group: a rafted member holds it
+    while it leads.  The CPU is the one the caller runs on when the first hold begins; it ends
+    with the last holder's ``hold_one_cpu(False)`` or exit.  ZeroMQ's I/O threads and threads
+    that are not processes (an embedding program's) stay free.  Returns whether the threads
+    are held now: never under ``$NODES_CPU`` (the explicit choice stands) or with
+    ``$NODES_HOLD_CPU=0``.
+    """
+    if type(hold) is not bool:
+        raise TypeError(f"hold_one_cpu: expected True or False, got {hold!r}")
+    return _sched.hold_one_cpu(_process.self_pid(), hold)
 
 
 # -- distribution (filled in by nodes.dist) --------------------------------------------------

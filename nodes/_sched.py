@@ -1,5 +1,5 @@
 """Thread scheduling for the runtime's own threads (process threads, the transport's I/O thread):
-``SCHED_BATCH`` and, with ``$NODES_CPU``, the CPUs they may run on.
+``SCHED_BATCH``, the CPUs of ``$NODES_CPU``, and holding one CPU while a process asks for it.
 
 Kept apart so that both ``process`` and ``transport`` can use it without knowing each other.
 """
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 _SCHED_BATCH = os.environ.get("NODES_SCHED_BATCH", "1") != "0" and hasattr(os, "SCHED_BATCH")
+_HOLD = os.environ.get("NODES_HOLD_CPU", "1") != "0" and hasattr(os, "sched_setaffinity")
 
 
 def _parse_cpus(value: str | None) -> set[int] | None:
@@ -26,16 +28,27 @@ def _parse_cpus(value: str | None) -> set[int] | None:
 
 _CPUS = _parse_cpus(os.environ.get("NODES_CPU"))
 
+# Runtime threads alive now (native thread ids), the CPUs they are kept on (None: any the
+# process may use, or $NODES_CPU), and who holds one CPU (see hold_one_cpu).
+_lock = threading.Lock()
+_threads: set[int] = set()
+_held: set[object] = set()
+_held_cpu: int | None = None
+_EVERYWHERE = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+
 
 def batch_scheduling() -> None:
     """Set up a runtime thread's scheduling: ``SCHED_BATCH``, and the CPUs of ``$NODES_CPU``.
+
+    Call :func:`thread_done` when the thread ends.
 
     **CPUs.**  With ``$NODES_CPU`` (``"0"``, ``"0,1"``) every runtime thread is kept on those
     CPUs; ZeroMQ's own I/O thread, which needs no GIL, and the threads of an embedding program
     are not.  The runtime's threads take turns holding the GIL, and handing it to a thread
     on another CPU costs a cross-CPU wake-up: on a 2-core VM, keeping the busiest node (the
     leader and its 32 clients) on one CPU took it from 87-110 to 53-61 µs of CPU per command
-    and the group from about 8,000 to 12,000-13,000 commands/s.
+    and the group from about 8,000 to 12,000-13,000 commands/s.  Without ``$NODES_CPU``, the
+    same happens while a process holds one CPU (:func:`hold_one_cpu`).
 
     **SCHED_BATCH** (``$NODES_SCHED_BATCH=0``: don't): the calling thread under Linux's
     ``SCHED_BATCH`` policy.
@@ -58,6 +71,76 @@ def batch_scheduling() -> None:
             os.sched_setaffinity(0, _CPUS)  # 0: the calling thread (Linux affinity is per thread)
         except (OSError, AttributeError) as error:  # no such CPU here, or not Linux
             _warn_once(f"NODES_CPU={','.join(map(str, sorted(_CPUS)))} cannot be applied: {error}")
+    if _HOLD:
+        with _lock:
+            _threads.add(threading.get_native_id())
+            if _held_cpu is not None:
+                _set_affinity(0, {_held_cpu})
+
+
+def thread_done() -> None:
+    """The calling runtime thread ends: it is no longer moved by :func:`hold_one_cpu`."""
+    if _HOLD:
+        with _lock:
+            _threads.discard(threading.get_native_id())
+
+
+def hold_one_cpu(holder: object, hold: bool) -> bool:
+    """Keep every runtime thread of this node on one CPU while at least one holder wants it.
+
+    The node's threads share one GIL, so they run one at a time anyway; on one CPU, handing
+    the GIL from one to the next is a context switch instead of a wake-up of another CPU,
+    which on a virtual machine costs tens of microseconds.  The CPU is the one the first
+    holder's thread is running on when it asks.  ZeroMQ's I/O threads and the threads of an
+    embedding program are left free.  Returns whether the threads are held now; never with
+    ``$NODES_CPU`` (the explicit choice stands) or ``$NODES_HOLD_CPU=0``.
+    """
+    global _held_cpu
+    if not _HOLD or _CPUS is not None:
+        return False
+    with _lock:
+        if hold:
+            _held.add(holder)
+        else:
+            _held.discard(holder)
+        if _held and _held_cpu is None:
+            _held_cpu = _current_cpu()
+            mask: set[int] | None = {_held_cpu} if _held_cpu is not None else None
+        elif not _held and _held_cpu is not None:
+            _held_cpu = None
+            mask = _EVERYWHERE  # any CPU the process could use when it started
+        else:
+            return _held_cpu is not None
+        if mask is not None:
+            for tid in list(_threads):
+                if not _set_affinity(tid, mask):
+                    _threads.discard(tid)  # ended without saying so (a killed interpreter)
+        return _held_cpu is not None
+
+
+def holder_gone(holder: object) -> None:
+    """``holder`` ended (a process that exited): its hold, if any, ends with it."""
+    if holder in _held:
+        hold_one_cpu(holder, False)
+
+
+def _current_cpu() -> int | None:
+    """The CPU the calling thread runs on (field 39 of /proc/thread-self/stat), or None."""
+    try:
+        with open("/proc/thread-self/stat", "rb") as f:
+            stat = f.read()
+        # the command name (field 2) may hold spaces and parentheses: count after the last ')'
+        return int(stat[stat.rindex(b")") + 2:].split()[36])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _set_affinity(tid: int, cpus: set[int]) -> bool:
+    try:
+        os.sched_setaffinity(tid, cpus)
+        return True
+    except OSError:
+        return False
 
 
 _warned: set[str] = set()

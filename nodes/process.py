@@ -39,7 +39,7 @@ import pykka
 
 from . import registry
 from . import this_node as node
-from ._sched import batch_scheduling
+from ._sched import batch_scheduling, holder_gone, thread_done
 from .mailbox import Mailbox
 from .terms import CallReply, Exit, Pid, ProcessExit, Ref, make_ref, rename_local_pid
 
@@ -116,6 +116,7 @@ class _ProcessActor(pykka.ThreadingActor):
             except Exception:  # pragma: no cover - pykka's own bookkeeping
                 pass
             _tls.proc = None
+            thread_done()
 
 
 # -- the current process -------------------------------------------------------------------
@@ -260,6 +261,7 @@ def terminate(proc: Proc, reason: Any) -> None:
                     target.monitored_by.pop(ref, None)
     proc.mailbox.close(reason)
     pid = proc.pid
+    holder_gone(pid)
     for linked in links:
         send_exit(pid, linked, reason, "link")
     for ref, (watcher, obj) in watchers.items():

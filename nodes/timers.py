@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._sched import batch_scheduling
 from .terms import Pid, Ref, make_ref
 
 
@@ -70,6 +71,7 @@ class Scheduler:
         return max(0, int((entry[0] - time.monotonic()) * 1000))
 
     def _run(self) -> None:
+        batch_scheduling()  # a runtime thread: it sends into mailboxes, under the GIL
         heap = self._heap
         while True:
             due: list[tuple[Any, Any]] = []

@@ -82,7 +82,7 @@ from typing import Any, cast
 import zmq
 
 from . import codec, epmd
-from ._sched import batch_scheduling
+from ._sched import batch_scheduling, thread_done
 
 log = logging.getLogger("nodes.transport")
 
@@ -591,6 +591,7 @@ class Transport:
         finally:
             with lock:
                 self._shutdown()
+            thread_done()
 
     def _step(self) -> bool:
         """One round of work under the lock; False if there was nothing to do."""

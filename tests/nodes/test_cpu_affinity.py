@@ -43,3 +43,82 @@ def test_a_bad_nodes_cpu_is_refused_with_a_clear_error() -> None:
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert "NODES_CPU must be CPU numbers like '0' or '0,1', got 'first'" in result.stderr
+
+
+@needs_two_cpus
+def test_a_held_cpu_keeps_every_process_thread_on_it_until_the_holder_exits(node_cluster) -> None:
+    def _hold_scenario() -> dict[str, object]:
+        """Run in a process of the peer (a local function: it travels by value)."""
+        import nodes as n
+
+        def probe() -> None:
+            # answers each ("cpus", from) with the CPUs its own thread may run on
+            while True:
+                tag, sender = n.receive()
+                if tag == "stop":
+                    return
+                n.send(sender, ("cpus", sorted(os.sched_getaffinity(0))))
+
+        def ask(pid: n.Pid) -> list[int]:
+            n.send(pid, ("cpus", n.self()))
+            return n.receive(5000, lambda m: type(m) is tuple and m[0] == "cpus")[1]
+
+        def holder(parent: n.Pid) -> None:
+            n.send(parent, ("held", n.hold_one_cpu(True), sorted(os.sched_getaffinity(0))))
+            n.receive(timeout=None, match=lambda m: m == "let go")
+
+        def zmq_and_main() -> dict[str, list[int]]:
+            seen = {"main": sorted(os.sched_getaffinity(os.getpid()))}
+            for tid in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    if f.read().startswith("ZMQbg/IO"):
+                        seen["zmq"] = sorted(os.sched_getaffinity(int(tid)))
+            return seen
+
+        before = n.spawn(probe)
+        out: dict[str, object] = {"everywhere": sorted(os.sched_getaffinity(0)), "probe_before": ask(before)}
+        h = n.spawn(holder, n.self())
+        _, out["held"], out["holder_cpus"] = n.receive(5000, lambda m: type(m) is tuple and m[0] == "held")
+        out["probe_during"] = ask(before)
+        later = n.spawn(probe)
+        out["later_during"] = ask(later)
+        out.update(zmq_and_main())
+        ref = n.monitor(h)
+        n.send(h, "let go")
+        n.receive(5000, lambda m: type(m) is tuple and m[0] == "DOWN" and m[1] == ref)
+        out["probe_after"] = ask(before)
+        out["later_after"] = ask(later)
+        for pid in (before, later):
+            n.send(pid, ("stop", None))
+        return out
+
+    peer = node_cluster.start_node()
+    seen = nodes.rpc.call(peer.name, _hold_scenario, timeout=30_000)
+    everywhere = seen["everywhere"]
+    assert len(everywhere) > 1 and seen["probe_before"] == everywhere
+    assert seen["held"] is True
+    cpus = seen["holder_cpus"]
+    assert len(cpus) == 1 and cpus[0] in everywhere, seen
+    # processes that were running and processes started during the hold: on the held CPU
+    assert seen["probe_during"] == cpus and seen["later_during"] == cpus, seen
+    # ZeroMQ's I/O thread and the node's main thread (not a process) stay free
+    assert seen["zmq"] == everywhere and seen["main"] == everywhere, seen
+    # the holder's exit ends the hold: every process thread may use every CPU again
+    assert seen["probe_after"] == everywhere and seen["later_after"] == everywhere, seen
+
+
+def test_hold_one_cpu_gives_way_to_nodes_cpu_and_to_nodes_hold_cpu_0(node_cluster) -> None:
+    def hold_and_look() -> tuple[bool, list[int]]:
+        return nodes.hold_one_cpu(True), sorted(os.sched_getaffinity(0))
+
+    everywhere = sorted(os.sched_getaffinity(0))
+    off = node_cluster.start_node(env={"NODES_HOLD_CPU": "0"})
+    assert nodes.rpc.call(off.name, hold_and_look) == (False, everywhere)
+    cpu = max(everywhere)
+    chosen = node_cluster.start_node(env={"NODES_CPU": str(cpu)})
+    assert nodes.rpc.call(chosen.name, hold_and_look) == (False, [cpu])
+
+
+def test_hold_one_cpu_takes_a_bool() -> None:
+    with pytest.raises(TypeError, match="hold_one_cpu: expected True or False, got 1"):
+        nodes.hold_one_cpu(1)  # type: ignore[arg-type]

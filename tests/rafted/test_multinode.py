@@ -6,6 +6,7 @@ shell), so it travels by value inside the config and the snapshots.
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
@@ -92,3 +93,36 @@ def test_seed_example_across_three_nodes_and_failover(node_cluster: Any) -> None
     leader = wait_until(lambda: find_leader([bar, baz]), 10, "a new leader")
     assert RaftedValue.command(leader, "dequeue") == ("ok", "c")
     assert RaftedValue.query(leader, "length") == ("ok", 3)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and at least two usable CPUs")
+def test_the_leaders_node_keeps_its_threads_on_one_cpu_and_hands_that_over_with_leadership(
+        node_cluster: Any) -> None:
+    def start_member(group_info: Any, name: str) -> Any:
+        import rafted as r
+
+        return r.RaftedValue.start_link(group_info, name=name)
+
+    def process_cpus() -> list[int]:
+        # rpc runs this in a fresh process of the node: a runtime thread like the member's
+        return sorted(os.sched_getaffinity(0))
+
+    everywhere = sorted(os.sched_getaffinity(0))
+    n1, n2 = node_cluster.start_node(), node_cluster.start_node()
+    config = RaftedValue.make_config(make_queue_with_length())
+    assert nodes.rpc.call(n1.name, start_member, ("create_new_consensus_group", config), "foo")[0] == "ok"
+    foo, bar = ("foo", n1.name), ("bar", n2.name)
+    assert nodes.rpc.call(n2.name, start_member, ("join_existing_consensus_group", [foo]), "bar")[0] == "ok"
+
+    held = nodes.rpc.call(n1.name, process_cpus)
+    assert len(held) == 1 and held[0] in everywhere  # the lonely leader held it from its start
+    assert nodes.rpc.call(n2.name, process_cpus) == everywhere  # a follower's node is left free
+
+    bar_pid = nodes.rpc.call(n2.name, nodes.whereis, "bar")
+    assert RaftedValue.replace_leader(foo, bar_pid) == "ok"
+    wait_until(lambda: len(nodes.rpc.call(n2.name, process_cpus)) == 1, 10,
+               "the new leader's node to hold a CPU")
+    wait_until(lambda: nodes.rpc.call(n1.name, process_cpus) == everywhere, 10,
+               "the old leader's node to let its CPU go")
+    assert RaftedValue.command(bar, ("enqueue", "x")) == ("ok", 0)

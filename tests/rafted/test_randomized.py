@@ -474,7 +474,12 @@ def test_randomized_with_netsplits(cluster: Cluster) -> None:
                     return None
                 return leaders[0]
 
-            ctx.leader = wait_until(leader_of_all, WAIT_MS / 1000, what="a leader after healing")
+            # the healed members' higher terms start an election, which may take several rounds
+            try:
+                ctx.leader = wait_until(leader_of_all, ELECTION_WAIT_MS / 1000)
+            except AssertionError:
+                ctx.fail(f"no leader all agree on within {ELECTION_WAIT_MS} ms of healing; "
+                         f"the members: {election_view(ctx.working)}")
             while ctx.killed:
                 drain_hook_messages()
                 op_purge_killed_member(ctx)
