@@ -138,6 +138,11 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _raw_send: Any = zmq.backend.Socket.send
 _raw_recv: Any = zmq.backend.Socket.recv
+# Plain ints: pyzmq's constants are enum.IntFlag members, and ``&`` on those runs Python code
+# (``Flag.__and__``, about 1 µs); the hot loop tests ZMQ_EVENTS several times per round.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
 
 
 def _send_parts(sock: zmq.Socket[Any], parts: list[bytes]) -> None:
@@ -159,7 +164,7 @@ def _recv_parts(sock: zmq.Socket[Any]) -> list[bytes]:
 
 def _events(sock: zmq.Socket[Any]) -> int:
     """ZMQ_EVENTS of ``sock`` (processes its pending commands, consuming its ZMQ_FD signal)."""
-    return cast(int, sock.getsockopt(zmq.EVENTS))
+    return cast(int, sock.getsockopt(_EVENTS))
 
 
 def _nothing() -> None:
@@ -453,7 +458,7 @@ class Transport:
         stats["messages_sent"] += 1
         # The send may have consumed the socket's ZMQ_FD signal for input that arrived
         # meanwhile: make sure the I/O thread looks at the socket before it sleeps again.
-        if _events(sock) & zmq.POLLIN:
+        if _events(sock) & _POLLIN:
             stats["direct_found_input"] += 1
             self._post(_nothing)
 
@@ -664,17 +669,17 @@ class Transport:
         router = self._router
         assert router is not None
         got = False
-        if _events(router) & zmq.POLLIN:
+        if _events(router) & _POLLIN:
             self._recv_batch(router, self._on_router_message)
             got = True
         for sock, conn in list(self._by_sock.items()):
             if conn.closed:
                 continue
             ev = _events(sock)
-            if ev & zmq.POLLIN:
+            if ev & _POLLIN:
                 self._recv_batch(sock, functools.partial(self._on_dealer_message, conn), conn)
                 got = True
-            if ev & zmq.POLLOUT and conn.state == "connecting" and not conn.closed:
+            if ev & _POLLOUT and conn.state == "connecting" and not conn.closed:
                 self._send_hello(conn)  # the TCP connection is up
                 got = True
         return got
