@@ -58,6 +58,10 @@ class NoOp(LeaderHook):
     """The default hook module: ignores every event."""
 
 
+#: each hook's do-nothing function: a module whose hook is this one need not be called
+INHERITED_NO_OPS: dict[str, Any] = {name: getattr(LeaderHook, name) for name in HOOK_NAMES}
+
+
 def check_leader_hook_module(module: Any) -> None:
     """Raise TypeError unless ``module`` has the six callable ``on_*`` hooks."""
     missing = [name for name in HOOK_NAMES if not callable(getattr(module, name, None))]

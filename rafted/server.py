@@ -78,6 +78,7 @@ from rafted import members as Members
 from rafted._values import replace as _replace_value
 from rafted.command_results import CommandResults
 from rafted.config import Config
+from rafted.leader_hook import INHERITED_NO_OPS
 from rafted.log_entry import (
     ADD_FOLLOWER,
     CHANGE_CONFIG,
@@ -184,7 +185,10 @@ class _Ctx:
         self.effects.append((s.config.communication_module.reply, (from_, reply)))
 
     def hook(self, s: State, name: str, *args: Any) -> None:
-        self.effects.append((_call_hook, (s.config.leader_hook_module, name, args)))
+        module = s.config.leader_hook_module
+        if getattr(module, name, None) is INHERITED_NO_OPS[name]:
+            return  # LeaderHook's own do-nothing (NoOp, the default): no call per command
+        self.effects.append((_call_hook, (module, name, args)))
 
     def run(self) -> None:
         for fn, args in self.effects:
@@ -486,8 +490,12 @@ def _finish(ctx: _Ctx, state_name: str, result: tuple, s_in: State) -> tuple:
     s = result[pos]
     if name != state_name and "leader" in (name, state_name):
         _hold_one_cpu(name == "leader")
-    if s is s_in and name == state_name:
-        return result  # nothing changed (a lease read, a stale tick): the armed timer still stands
+    if name == state_name and (s is s_in or (
+            s.leadership is s_in.leadership and s.election is s_in.election and s.timer is s_in.timer
+            and s.members is s_in.members and s.config is s_in.config)):
+        # nothing the timer depends on changed (a command, a lease read, a stale tick): the
+        # armed timer still stands
+        return result
     s2 = _ensure_timer(ctx, name, s)
     if s2 is s:
         return result
