@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
+import time
 
 _SCHED_BATCH = os.environ.get("NODES_SCHED_BATCH", "1") != "0" and hasattr(os, "SCHED_BATCH")
 _HOLD = os.environ.get("NODES_HOLD_CPU", "1") != "0" and hasattr(os, "sched_setaffinity")
@@ -92,7 +94,8 @@ def hold_one_cpu(holder: object, hold: bool) -> bool:
     the GIL from one to the next is a context switch instead of a wake-up of another CPU,
     which on a virtual machine costs tens of microseconds.  The CPU is the one the first
     holder's thread is running on when it asks.  ZeroMQ's I/O threads and the threads of an
-    embedding program are left free.  Returns whether the threads are held now; never with
+    embedding program are left free.  If other programs keep that CPU busy, the hold moves to
+    a less busy one (see ``_watch``).  Returns whether the threads are held now; never with
     ``$NODES_CPU`` (the explicit choice stands) or ``$NODES_HOLD_CPU=0``.
     """
     global _held_cpu
@@ -105,17 +108,128 @@ def hold_one_cpu(holder: object, hold: bool) -> bool:
             _held.discard(holder)
         if _held and _held_cpu is None:
             _held_cpu = _current_cpu()
-            mask: set[int] | None = {_held_cpu} if _held_cpu is not None else None
+            if _held_cpu is None:
+                return False
+            _move_threads({_held_cpu})
+            _start_watcher()
         elif not _held and _held_cpu is not None:
             _held_cpu = None
-            mask = _EVERYWHERE  # any CPU the process could use when it started
-        else:
-            return _held_cpu is not None
-        if mask is not None:
-            for tid in list(_threads):
-                if not _set_affinity(tid, mask):
-                    _threads.discard(tid)  # ended without saying so (a killed interpreter)
+            _move_threads(_EVERYWHERE)  # any CPU the process could use when it started
         return _held_cpu is not None
+
+
+def held_cpu() -> int | None:
+    """The CPU the runtime threads are held on, or None."""
+    return _held_cpu
+
+
+def _move_threads(cpus: set[int]) -> None:
+    """Every registered runtime thread to ``cpus``; the caller holds ``_lock``."""
+    for tid in list(_threads):
+        if not _set_affinity(tid, cpus):
+            _threads.discard(tid)  # ended without saying so (a killed interpreter)
+
+
+# -- moving away from a CPU that other programs keep busy ----------------------------------------
+#
+# The CPU is chosen once, where the first holder happened to run.  If other programs then keep
+# it busy (another node holding the same CPU, a batch job), the held threads would wait for it
+# while another CPU idles: every WATCH_INTERVAL a watcher thread (alive only while a hold is)
+# compares, from /proc/stat, how busy each allowed CPU was with work that is not this node's
+# runtime threads, and moves the hold to the least busy CPU when the held one was busy with
+# others' work more than MOVE_WHEN_BUSY of the time and the other at least MOVE_MARGIN less,
+# both over the last interval and over a short second look (RECHECK_INTERVAL) after it.
+
+WATCH_INTERVAL = 1.0  # s
+RECHECK_INTERVAL = 0.25  # s
+MOVE_WHEN_BUSY = 0.5
+MOVE_MARGIN = 0.25
+_watcher: threading.Thread | None = None
+
+
+def _start_watcher() -> None:
+    """Start the watcher if none runs; the caller holds ``_lock``."""
+    global _watcher
+    if _watcher is None and len(_EVERYWHERE) > 1:
+        _watcher = threading.Thread(target=_watch, name="nodes-cpu-hold", daemon=True)
+        _watcher.start()
+
+
+def _watch() -> None:
+    global _watcher, _held_cpu
+    before = _sample()
+    while True:
+        time.sleep(WATCH_INTERVAL)
+        now = _sample()
+        with _lock:
+            if _held_cpu is None:
+                _watcher = None
+                return
+            held = _held_cpu
+        if _less_busy_cpu(held, before, now) is not None:
+            # Two nodes holding one CPU both see the other's work there: each waits a random
+            # while and looks again over a short window, so the one that moves first is seen
+            # gone by the other, which stays (both moving at once would swap them together).
+            time.sleep(random.uniform(0, WATCH_INTERVAL))
+            start = _sample()
+            time.sleep(RECHECK_INTERVAL)
+            now = _sample()
+            with _lock:
+                target = _less_busy_cpu(held, start, now)
+                if target is not None and _held_cpu == held:
+                    _held_cpu = target
+                    _move_threads({target})
+                    _log.info("nodes: runtime threads held on CPU %d now (CPU %d was busy)", target, held)
+        before = now
+
+
+def _less_busy_cpu(held: int, before: tuple[float, dict[int, int], int],
+                   now: tuple[float, dict[int, int], int]) -> int | None:
+    """The CPU to move to between two samples (see above), or None to stay."""
+    (t0, busy0, own0), (t1, busy1, own1) = before, now
+    ticks = os.sysconf("SC_CLK_TCK") * (t1 - t0)
+    others = {cpu: busy1[cpu] - busy0[cpu] for cpu in _EVERYWHERE if cpu in busy0 and cpu in busy1}
+    if held not in others or ticks <= 0:
+        return None
+    # this node's runtime threads ran on the held CPU only: what is left is others' work
+    others[held] -= own1 - own0
+    best = min(others, key=lambda cpu: others[cpu])
+    if others[held] > MOVE_WHEN_BUSY * ticks and others[best] < others[held] - MOVE_MARGIN * ticks:
+        return best
+    return None
+
+
+def _sample() -> tuple[float, dict[int, int], int]:
+    return time.monotonic(), _cpu_busy(), _own_cpu_time()
+
+
+def _cpu_busy() -> dict[int, int]:
+    """Per CPU, clock ticks spent running anything (user, nice, system, irq, softirq)."""
+    busy: dict[int, int] = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    fields = line.split()
+                    user, nice, system, _idle, _iowait, irq, softirq = map(int, fields[1:8])
+                    busy[int(fields[0][3:])] = user + nice + system + irq + softirq
+    except (OSError, ValueError):
+        pass
+    return busy
+
+
+def _own_cpu_time() -> int:
+    """Clock ticks the registered runtime threads have run (utime + stime of each)."""
+    total = 0
+    for tid in list(_threads):
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(b")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 def holder_gone(holder: object) -> None:
@@ -143,10 +257,11 @@ def _set_affinity(tid: int, cpus: set[int]) -> bool:
         return False
 
 
+_log = logging.getLogger("nodes")
 _warned: set[str] = set()
 
 
 def _warn_once(text: str) -> None:
     if text not in _warned:
         _warned.add(text)
-        logging.getLogger("nodes").warning("%s", text)
+        _log.warning("%s", text)

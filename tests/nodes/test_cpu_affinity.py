@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
+import nodecluster
 import pytest
 
 import nodes
@@ -122,3 +124,62 @@ def test_hold_one_cpu_gives_way_to_nodes_cpu_and_to_nodes_hold_cpu_0(node_cluste
 def test_hold_one_cpu_takes_a_bool() -> None:
     with pytest.raises(TypeError, match="hold_one_cpu: expected True or False, got 1"):
         nodes.hold_one_cpu(1)  # type: ignore[arg-type]
+
+
+@needs_two_cpus
+def test_a_hold_moves_off_a_cpu_that_another_program_keeps_busy(node_cluster) -> None:
+    def hold_forever() -> None:
+        nodes.hold_one_cpu(True)
+        nodes.receive()
+
+    def process_cpus() -> list[int]:
+        return sorted(os.sched_getaffinity(0))  # rpc runs this in a process of the peer
+
+    peer = node_cluster.start_node()
+    nodes.rpc.call(peer.name, nodes.spawn, hold_forever)
+    held = nodes.rpc.call(peer.name, process_cpus)
+    assert len(held) == 1
+    # a busy loop kept on the held CPU: another program's work there
+    burner = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{held[0]}}})\n"
+                               "while True:\n    pass\n"])
+    try:
+        def moved_cpus() -> list[int] | None:
+            cpus = nodes.rpc.call(peer.name, process_cpus)
+            return cpus if cpus != held else None
+
+        moved = nodecluster.wait_until(moved_cpus, 30, "the hold to leave the busy CPU")
+        assert len(moved) == 1 and moved[0] in os.sched_getaffinity(0)
+    finally:
+        burner.kill()
+        burner.wait()
+
+
+@needs_two_cpus
+@pytest.mark.timeout(90)
+def test_two_busy_nodes_holding_one_cpu_part_and_stay_parted(node_cluster) -> None:
+    first = min(os.sched_getaffinity(0))
+
+    def hold_and_spin() -> None:
+        os.sched_setaffinity(0, {first})  # both holds begin on the same CPU
+        nodes.hold_one_cpu(True)
+        while True:  # a busy node: its runtime threads want a whole CPU
+            pass
+
+    def process_cpus() -> list[int]:
+        return sorted(os.sched_getaffinity(0))
+
+    if len(os.sched_getaffinity(0)) != 2:
+        pytest.skip("the parting is checked on exactly two CPUs")
+    peers = [node_cluster.start_node() for _ in range(2)]
+    for peer in peers:
+        nodes.rpc.call(peer.name, nodes.spawn, hold_and_spin)
+
+    def held() -> tuple[int, ...]:
+        return tuple(nodes.rpc.call(peer.name, process_cpus, timeout=10_000)[0] for peer in peers)
+
+    nodecluster.wait_until(lambda: len(set(held())) == 2, 40, "the two nodes to hold different CPUs")
+    # parted, they stay so: neither sees the other's work on its own CPU any more
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        assert len(set(held())) == 2
+        time.sleep(0.2)  # sampling what the nodes hold while time passes
