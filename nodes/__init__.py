@@ -174,7 +174,12 @@ def hold_one_cpu(hold: bool) -> bool:
     """
     if type(hold) is not bool:
         raise TypeError(f"hold_one_cpu: expected True or False, got {hold!r}")
-    return _sched.hold_one_cpu(_process.self_pid(), hold)
+    me = _process.current()
+    held = _sched.hold_one_cpu(me.pid, hold)
+    if hold and not me.alive:
+        # killed meanwhile: its exit may have looked for its hold before it was there
+        return _sched.hold_one_cpu(me.pid, False)
+    return held
 
 
 # -- distribution (filled in by nodes.dist) --------------------------------------------------

@@ -1,5 +1,6 @@
-"""Thread scheduling for the runtime's own threads (process threads, the transport's I/O thread):
-``SCHED_BATCH``, the CPUs of ``$NODES_CPU``, and holding one CPU while a process asks for it.
+"""Thread scheduling for the runtime's own threads (process threads, the transport's I/O thread,
+the timers' thread): ``SCHED_BATCH``, the CPUs of ``$NODES_CPU``, and holding one CPU while a
+process asks for it.
 
 Kept apart so that both ``process`` and ``transport`` can use it without knowing each other.
 """
@@ -14,6 +15,7 @@ import time
 
 _SCHED_BATCH = os.environ.get("NODES_SCHED_BATCH", "1") != "0" and hasattr(os, "SCHED_BATCH")
 _HOLD = os.environ.get("NODES_HOLD_CPU", "1") != "0" and hasattr(os, "sched_setaffinity")
+_WATCH = os.environ.get("NODES_HOLD_CPU_WATCH", "1") != "0"
 
 
 def _parse_cpus(value: str | None) -> set[int] | None:
@@ -60,8 +62,8 @@ def batch_scheduling() -> None:
     thread on its CPU: two context switches during which no Python thread of the node runs.
     ``SCHED_BATCH`` turns off that wake-up preemption only; priorities and time slices stay.
     Measured on a 2-core VM (32 rafted clients): 0.9 -> 0.1 involuntary switches per command
-    on the leader's node, 8-15 % more commands per second.  Used for process threads and the
-    transport's I/O thread, never for the threads of an embedding program.
+    on the leader's node, 8-15 % more commands per second.  Used for process threads, the
+    transport's I/O thread and the timers' thread, never for the threads of an embedding program.
     """
     if _SCHED_BATCH:
         try:
@@ -95,8 +97,10 @@ def hold_one_cpu(holder: object, hold: bool) -> bool:
     which on a virtual machine costs tens of microseconds.  The CPU is the one the first
     holder's thread is running on when it asks.  ZeroMQ's I/O threads and the threads of an
     embedding program are left free.  If other programs keep that CPU busy, the hold moves to
-    a less busy one (see ``_watch``).  Returns whether the threads are held now; never with
-    ``$NODES_CPU`` (the explicit choice stands) or ``$NODES_HOLD_CPU=0``.
+    a less busy one (see ``_watch``; ``$NODES_HOLD_CPU_WATCH=0``: it stays).  Threads a held
+    thread starts inherit its CPU (Linux); :func:`unheld_thread` undoes that.  Returns whether
+    the threads are held now; never with ``$NODES_CPU`` (the explicit choice stands) or
+    ``$NODES_HOLD_CPU=0``.
     """
     global _held_cpu
     if not _HOLD or _CPUS is not None:
@@ -126,8 +130,36 @@ def held_cpu() -> int | None:
 def _move_threads(cpus: set[int]) -> None:
     """Every registered runtime thread to ``cpus``; the caller holds ``_lock``."""
     for tid in list(_threads):
-        if not _set_affinity(tid, cpus):
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except ProcessLookupError:
             _threads.discard(tid)  # ended without saying so (a killed interpreter)
+        except OSError as error:  # a CPU set that shrank, a sandbox: stay where it is
+            _warn_once(f"nodes: cannot move runtime threads to CPUs {sorted(cpus)}: {error}")
+
+
+def unheld_thread() -> None:
+    """For a helper thread started by a runtime thread: undo the held CPU it inherited.
+
+    Linux gives a new thread its creator's CPUs, so a thread started by a held thread is
+    held too, though it is no runtime thread and would never be let go.
+    """
+    if _held_cpu is not None:
+        _set_affinity(0, _CPUS if _CPUS is not None else _EVERYWHERE)
+
+
+def _forget_after_fork() -> None:
+    # a forked child has one thread: the parent's thread ids name the parent's threads
+    global _lock, _held_cpu, _watcher
+    _lock = threading.Lock()
+    _threads.clear()
+    _held.clear()
+    _held_cpu = None
+    _watcher = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 # -- moving away from a CPU that other programs keep busy ----------------------------------------
@@ -142,21 +174,23 @@ def _move_threads(cpus: set[int]) -> None:
 
 WATCH_INTERVAL = 1.0  # s
 RECHECK_INTERVAL = 0.25  # s
-MOVE_WHEN_BUSY = 0.5
-MOVE_MARGIN = 0.25
+# Two busy nodes sharing a CPU get about half of it each: each must see that as a reason to move.
+MOVE_WHEN_BUSY = 0.35
+MOVE_MARGIN = 0.2
 _watcher: threading.Thread | None = None
 
 
 def _start_watcher() -> None:
     """Start the watcher if none runs; the caller holds ``_lock``."""
     global _watcher
-    if _watcher is None and len(_EVERYWHERE) > 1:
+    if _WATCH and _watcher is None and len(_EVERYWHERE) > 1:
         _watcher = threading.Thread(target=_watch, name="nodes-cpu-hold", daemon=True)
         _watcher.start()
 
 
 def _watch() -> None:
     global _watcher, _held_cpu
+    unheld_thread()  # started by a held thread, it would run on the CPU it watches
     before = _sample()
     while True:
         time.sleep(WATCH_INTERVAL)
@@ -191,7 +225,8 @@ def _less_busy_cpu(held: int, before: tuple[float, dict[int, int], int],
     others = {cpu: busy1[cpu] - busy0[cpu] for cpu in _EVERYWHERE if cpu in busy0 and cpu in busy1}
     if held not in others or ticks <= 0:
         return None
-    # this node's runtime threads ran on the held CPU only: what is left is others' work
+    # this node's runtime threads ran on the held CPU only: what is left is others' work (the
+    # node's other threads, ZeroMQ's, may have run elsewhere: counting them errs towards staying)
     others[held] -= own1 - own0
     best = min(others, key=lambda cpu: others[cpu])
     if others[held] > MOVE_WHEN_BUSY * ticks and others[best] < others[held] - MOVE_MARGIN * ticks:
@@ -219,17 +254,14 @@ def _cpu_busy() -> dict[int, int]:
 
 
 def _own_cpu_time() -> int:
-    """Clock ticks the registered runtime threads have run (utime + stime of each)."""
-    total = 0
-    for tid in list(_threads):
-        try:
-            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
-                stat = f.read()
-            fields = stat[stat.rindex(b")") + 2:].split()
-            total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
+    """Clock ticks this OS process has run, every thread's, ended ones' too (utime + stime)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def holder_gone(holder: object) -> None:

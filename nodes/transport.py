@@ -82,7 +82,7 @@ from typing import Any, cast
 import zmq
 
 from . import codec, epmd
-from ._sched import batch_scheduling, thread_done
+from ._sched import batch_scheduling, thread_done, unheld_thread
 
 log = logging.getLogger("nodes.transport")
 
@@ -387,7 +387,8 @@ class Transport:
         # thread may be using a socket (ZMQ_FD is edge-like: see _poll_sockets).
         self._poller.register(router.getsockopt(zmq.FD), zmq.POLLIN)
         self._poller.register(self._wake_fd, zmq.POLLIN)
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nodes-epmd-lookup")
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nodes-epmd-lookup",
+                                            initializer=unheld_thread)
         self._thread = threading.Thread(target=self._run, name=f"nodes-transport-{self.node_name}",
                                         daemon=True)
         self._thread.start()
