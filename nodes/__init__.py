@@ -166,8 +166,9 @@ def hold_one_cpu(hold: bool) -> bool:
     share one GIL and run one at a time anyway; kept on one CPU, passing the GIL from one to
     the next is a context switch instead of waking another CPU, which on a virtual machine
     costs tens of microseconds.  For the busiest node of a group: a rafted member holds it
-    while it leads.  The CPU is the one the caller runs on when the first hold begins; it ends
-    with the last holder's ``hold_one_cpu(False)`` or exit.  ZeroMQ's I/O threads and threads
+    while it leads.  The CPU is the one the caller runs on when the first hold begins (a
+    watcher moves the hold off it if other programs keep it busy); it ends with the last
+    holder's ``hold_one_cpu(False)`` or exit.  ZeroMQ's I/O threads and threads
     that are not processes (an embedding program's) stay free.  Returns whether the threads
     are held now: never under ``$NODES_CPU`` (the explicit choice stands) or with
     ``$NODES_HOLD_CPU=0``.
