@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -815,19 +816,9 @@ def test_a_leader_takes_the_run_of_commands_at_the_head_of_its_mailbox_and_nothi
 
 def test_commands_queued_behind_a_busy_leader_each_get_their_own_result(cluster: Cluster) -> None:
     leader, _followers = cluster.make(2)
-    results: list[Any] = []
-    lock = threading.Lock()
-
-    def client() -> None:
-        r = RaftedValue.command(leader, "inc")
-        with lock:
-            results.append(r)
-
-    # the clients' commands arrive together and queue behind one another
-    threads = [threading.Thread(target=client) for _ in range(40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    # forty clients (each thread is a process of its own): their commands arrive together and
+    # queue behind one another
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        results = list(pool.map(lambda _: RaftedValue.command(leader, "inc"), range(40), timeout=30))
     assert sorted(results) == [("ok", i) for i in range(40)]
     assert RaftedValue.query(leader, "get") == ("ok", 40)
