@@ -293,6 +293,10 @@ def commit_to_latest(logs: Logs) -> tuple[Logs, list[LogEntry]]:
     return _replace_value(logs, i_committed=logs.i_max), to_apply
 
 
+#: a term no log entry has (terms start at 0)
+NO_TERM = -1
+
+
 def _prev_term(logs: Logs, i_prev: int) -> int:
     return 0 if i_prev == 0 else logs.map[i_prev][0]
 
@@ -333,7 +337,22 @@ def make_append_entries_req(
     if i_prev != 0 and i_prev < logs.i_min:
         sent = logs.snapshots_in_flight.get(follower)
         if sent is not None and now - sent[1] < snapshot_retry_ms:
-            return ("skip", logs)
+            if not heartbeat:
+                return ("skip", logs)
+            # A heartbeat all the same, or the follower's election timer runs out while its
+            # snapshot is on the way (or lost, waiting for the retry) and it disrupts the group.
+            # It names the snapshot's index with a term no entry has: a follower that has the
+            # snapshot (committed up to there) accepts it without a term check, one that has
+            # not rejects it; nothing is appended either way.
+            req = AppendEntriesRequest(
+                leader_pid=me,
+                term=term,
+                prev_log=(NO_TERM, sent[0]),
+                entries=[],
+                i_leader_commit=logs.i_committed,
+                leader_timestamp=now,
+            )
+            return ("ok", req, logs)
         i_snap = logs.i_committed if snapshot_index is None else snapshot_index
         new_followers = dict(followers)  # type: ignore[arg-type]
         new_followers[follower] = (i_snap + 1, i_rep)

@@ -176,6 +176,34 @@ def test_lagging_follower_gets_one_snapshot_at_a_time() -> None:
     assert B not in logs.snapshots_in_flight
 
 
+def test_a_follower_waiting_for_its_snapshot_still_gets_heartbeats_it_cannot_misread() -> None:
+    logs, members = leader_logs()
+    for _ in range(300):
+        logs, _ = cmd(logs, 1)
+    logs, _ = Logs.set_follower_index(logs, members, 1, C, logs.i_max, A)
+    logs = Logs.truncate_old_logs(logs, logs.i_committed)
+    logs = Logs.rewind_follower(logs, B, 1)
+    kind, logs = send(logs, B, now=100)
+    assert kind == "snapshot"
+    i_snap = logs.i_committed
+    logs = Logs.rewind_follower(logs, B, 1)  # its answer to an earlier request: a rejection
+    # no entries while the snapshot is on its way, but a heartbeat: without it the follower's
+    # election timer would run out before the retry and it would start an election
+    kind, hb, after = send(logs, B, heartbeat=True, now=200)
+    assert kind == "ok" and after is logs
+    assert hb.entries == [] and hb.prev_log == (Logs.NO_TERM, i_snap) and hb.term == 1
+    # a follower without the snapshot rejects it: nothing appended, it hints where it is
+    lagging, _ = leader_logs()
+    assert Logs.append_entries(lagging, members, hb.prev_log, hb.entries, hb.i_leader_commit)[0] == "reject"
+    # one that has installed it (committed up to the snapshot) accepts it, matching up to there
+    installed = dataclasses.replace(logs, i_committed=i_snap)
+    r = Logs.append_entries(installed, members, hb.prev_log, hb.entries, hb.i_leader_commit)
+    assert r[0] == "ok" and r[5] == i_snap and r[3] == [] and r[4] == []
+    # a follower with different uncommitted entries there rejects it: no term matches NO_TERM
+    diverged = dataclasses.replace(logs, i_committed=i_snap - 1)
+    assert Logs.append_entries(diverged, members, hb.prev_log, hb.entries, hb.i_leader_commit)[0] == "reject"
+
+
 def test_timeout_now_request_carries_every_unacknowledged_entry() -> None:
     logs, members = leader_logs()
     logs, _ = Logs.set_follower_index(logs, members, 1, B, 1, A)
