@@ -156,14 +156,19 @@ def test_rejection_jumps_back_to_the_followers_hint() -> None:
     assert Logs.rewind_follower(logs, B, None).followers[B] == (22, 10)
 
 
-def test_lagging_follower_gets_one_snapshot_at_a_time() -> None:
+def b_behind_the_truncated_log() -> tuple[Logs.Logs, Members.Members]:
+    """300 commands committed with C; B still at the start, behind what memory keeps."""
     logs, members = leader_logs()
     for _ in range(300):
         logs, _ = cmd(logs, 1)
     logs, _ = Logs.set_follower_index(logs, members, 1, C, logs.i_max, A)
     logs = Logs.truncate_old_logs(logs, logs.i_committed)
     assert logs.i_min > 2 and len(logs.map) == 100
-    logs = Logs.rewind_follower(logs, B, 1)
+    return Logs.rewind_follower(logs, B, 1), members
+
+
+def test_lagging_follower_gets_one_snapshot_at_a_time() -> None:
+    logs, members = b_behind_the_truncated_log()
     kind, logs = send(logs, B, now=100)
     assert kind == "snapshot"
     assert logs.followers[B] == (logs.i_committed + 1, 0)
@@ -177,12 +182,7 @@ def test_lagging_follower_gets_one_snapshot_at_a_time() -> None:
 
 
 def test_a_follower_waiting_for_its_snapshot_still_gets_heartbeats_it_cannot_misread() -> None:
-    logs, members = leader_logs()
-    for _ in range(300):
-        logs, _ = cmd(logs, 1)
-    logs, _ = Logs.set_follower_index(logs, members, 1, C, logs.i_max, A)
-    logs = Logs.truncate_old_logs(logs, logs.i_committed)
-    logs = Logs.rewind_follower(logs, B, 1)
+    logs, members = b_behind_the_truncated_log()
     kind, logs = send(logs, B, now=100)
     assert kind == "snapshot"
     i_snap = logs.i_committed
