@@ -256,12 +256,18 @@ def _cpu_busy() -> dict[int, int]:
 def _own_cpu_time() -> int:
     """Clock ticks this OS process has run, every thread's, ended ones' too (utime + stime)."""
     try:
-        with open("/proc/self/stat", "rb") as f:
-            stat = f.read()
-        fields = stat[stat.rindex(b")") + 2:].split()
-        return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+        fields = _stat_fields("/proc/self/stat")
+        return int(fields[14]) + int(fields[15])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _stat_fields(path: str) -> list[bytes]:
+    """The fields of a /proc ``stat`` file, numbered as in proc(5): ``fields[39]`` is field 39."""
+    with open(path, "rb") as f:
+        stat = f.read()
+    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
+    return [b"", b"", b"", *stat[stat.rindex(b")") + 2:].split()]
 
 
 def holder_gone(holder: object) -> None:
@@ -273,20 +279,16 @@ def holder_gone(holder: object) -> None:
 def _current_cpu() -> int | None:
     """The CPU the calling thread runs on (field 39 of /proc/thread-self/stat), or None."""
     try:
-        with open("/proc/thread-self/stat", "rb") as f:
-            stat = f.read()
-        # the command name (field 2) may hold spaces and parentheses: count after the last ')'
-        return int(stat[stat.rindex(b")") + 2:].split()[36])
+        return int(_stat_fields("/proc/thread-self/stat")[39])
     except (OSError, ValueError, IndexError):
         return None
 
 
-def _set_affinity(tid: int, cpus: set[int]) -> bool:
+def _set_affinity(tid: int, cpus: set[int]) -> None:
     try:
         os.sched_setaffinity(tid, cpus)
-        return True
     except OSError:
-        return False
+        pass  # a thread that is gone, a CPU set that shrank: it stays as it is
 
 
 _log = logging.getLogger("nodes")

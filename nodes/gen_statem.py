@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from . import process, registry
@@ -409,6 +410,34 @@ def reply(from_: Any, reply: Any) -> str:
     process.check_alive()
     node.route(from_[0], CallReply(from_[1], reply))
     return "ok"
+
+
+def take_queued_calls(accept: Callable[[Any], bool], limit: int) -> list[tuple[Any, Any]]:
+    """Beyond OTP, for a state function: the calls waiting at the head of its own mailbox.
+
+    Takes out, in order, the ``$gen_call`` messages at the head of the calling machine's
+    mailbox whose request ``accept`` is true, at most ``limit``, as ``(from_, request)``
+    pairs; the run ends at the first other message, so nothing queued before a taken call is
+    overtaken.  The caller handles them within the current event (a burst of like requests
+    in one pass) and answers each with :func:`reply`.
+    """
+    blocked = False
+
+    def call_at_head(m: Any) -> bool:
+        nonlocal blocked
+        if not blocked and type(m) is tuple and len(m) == 3 and m[0] == "$gen_call" and accept(m[2]):
+            return True
+        blocked = True  # the first other message ends the run: nothing behind it is taken
+        return False
+
+    taken: list[tuple[Any, Any]] = []
+    while len(taken) < limit and not blocked:
+        try:
+            msg = process.receive(0, call_at_head)
+        except TimeoutError:
+            break
+        taken.append((msg[1], msg[2]))
+    return taken
 
 
 def stop(server: Any, reason: Any = "normal", timeout: int | None = None) -> str:

@@ -673,7 +673,7 @@ def _leader_command(ctx: _Ctx, from_: Any, arg: Any, cmd_id: Any, s: State) -> t
     # The commands queued right behind this one join it in this event: one pass through the
     # state machine for a burst instead of one per command. Only a run of commands at the head
     # of the mailbox is taken, so no other message is overtaken.
-    for _, frm, (_, a, cid) in _commands_queued_next():
+    for frm, (_, a, cid) in nodes.gen_statem.take_queued_calls(_is_command, COMMAND_BURST):
         s = _append_command(ctx, frm, a, cid, s)
     return ("keep_state", s)
 
@@ -688,26 +688,8 @@ def _append_command(ctx: _Ctx, from_: Any, arg: Any, cmd_id: Any, s: State) -> S
 COMMAND_BURST = 256
 
 
-def _commands_queued_next() -> list[tuple]:
-    """The ``command`` calls at the head of this process's mailbox, taken out in order."""
-    taken: list[tuple] = []
-    blocked = False
-
-    def command_at_head(m: Any) -> bool:
-        nonlocal blocked
-        if not blocked and type(m) is tuple and len(m) == 3 and m[0] == "$gen_call":
-            req = m[2]
-            if type(req) is tuple and len(req) == 3 and req[0] == "command":
-                return True
-        blocked = True  # the first other message ends the run: nothing behind it is taken
-        return False
-
-    while len(taken) < COMMAND_BURST and not blocked:
-        try:
-            taken.append(nodes.receive(0, command_at_head))
-        except TimeoutError:
-            break
-    return taken
+def _is_command(req: Any) -> bool:
+    return type(req) is tuple and len(req) == 3 and req[0] == "command"
 
 
 def _leader_query(ctx: _Ctx, from_: Any, arg: Any, s: State) -> tuple:

@@ -926,3 +926,33 @@ def test_an_inserted_event_cancels_the_event_timeout_whatever_its_type() -> None
     with pytest.raises(TimeoutError):
         fired(400)  # time passing is the point: 4x the time-out, and the real one never comes
     stop_server(pid)
+
+
+def test_take_queued_calls_takes_the_run_at_the_head_of_the_mailbox_and_nothing_behind() -> None:
+    def call(i: int) -> tuple:
+        return ("$gen_call", (nodes.self(), nodes.make_ref()), ("command", i))
+
+    def is_command(req: Any) -> bool:
+        return type(req) is tuple and req[0] == "command"
+
+    def in_a_process(parent: Any) -> None:
+        me = nodes.self()
+        a, b, c = call(1), call(2), call(3)
+        status = ("$gen_call", (me, nodes.make_ref()), "status")
+        for m in (a, b, status, c):
+            nodes.send(me, m)
+        first = gen_statem.take_queued_calls(is_command, 100)
+        rest = nodes.flush()
+        burst = [call(i) for i in range(25)]
+        for m in burst:
+            nodes.send(me, m)
+        bounded = gen_statem.take_queued_calls(is_command, 20)
+        left = nodes.flush()
+        nodes.send(parent, (first == [a[1:], b[1:]], rest == [status, c],
+                            bounded == [m[1:] for m in burst[:20]], left == burst[20:]))
+
+    nodes.spawn(in_a_process, nodes.self())
+    got = nodes.receive(WAIT, lambda m: type(m) is tuple and len(m) == 4)
+    # the two calls in front are taken; the call behind them and the command after it stay
+    # queued, in order; a longer run is taken at most `limit` at a time
+    assert got == (True, True, True, True)

@@ -785,35 +785,6 @@ def test_a_state_handed_out_by_get_state_never_changes(cluster: Cluster) -> None
 #
 # a burst of commands in one event
 #
-def test_a_leader_takes_the_run_of_commands_at_the_head_of_its_mailbox_and_nothing_behind() -> None:
-    from rafted import server
-
-    def cmd(i: int) -> tuple:
-        return ("$gen_call", (nodes.self(), nodes.make_ref()), ("command", ("add", i), nodes.make_ref()))
-
-    def in_a_process(parent: Any) -> None:
-        me = nodes.self()
-        a, b, c = cmd(1), cmd(2), cmd(3)
-        status = ("$gen_call", (me, nodes.make_ref()), "status")
-        for m in (a, b, status, c):
-            nodes.send(me, m)
-        first = server._commands_queued_next()
-        rest = nodes.flush()
-        burst = [cmd(i) for i in range(server.COMMAND_BURST + 5)]
-        for m in burst:
-            nodes.send(me, m)
-        bounded = server._commands_queued_next()
-        left = nodes.flush()
-        nodes.send(parent, (first == [a, b], rest == [status, c],
-                            bounded == burst[: server.COMMAND_BURST], left == burst[server.COMMAND_BURST:]))
-
-    nodes.spawn(in_a_process, nodes.self())
-    got = receive_matching(lambda m: type(m) is tuple and len(m) == 4, 5000)
-    # the two commands in front are taken; the call behind them and the command after it stay
-    # queued, in order; a longer run is taken COMMAND_BURST at a time
-    assert got == (True, True, True, True)
-
-
 def test_commands_queued_behind_a_busy_leader_each_get_their_own_result(cluster: Cluster) -> None:
     leader, _followers = cluster.make(2)
     # forty clients (each thread is a process of its own): their commands arrive together and
