@@ -669,13 +669,20 @@ def _append_or_refuse(ctx: _Ctx, from_: Any, s: State, logs: Logs.Logs, entry: L
 
 
 def _leader_command(ctx: _Ctx, from_: Any, arg: Any, cmd_id: Any, s: State) -> tuple:
-    s = _append_command(ctx, from_, arg, cmd_id, s)
     # The commands queued right behind this one join it in this event: one pass through the
     # state machine for a burst instead of one per command. Only a run of commands at the head
     # of the mailbox is taken, so no other message is overtaken.
+    burst = [(from_, arg, cmd_id)]
     for frm, (_, a, cid) in nodes.gen_statem.take_queued_calls(_is_command, COMMAND_BURST):
-        s = _append_command(ctx, frm, a, cid, s)
-    return ("keep_state", s)
+        burst.append((frm, a, cid))
+    if s.persistence is not None:
+        # each written on its own: one that cannot be serialized is refused alone
+        for frm, a, cid in burst:
+            s = _append_command(ctx, frm, a, cid, s)
+        return ("keep_state", s)
+    # one copy of the log and of the state for the whole burst
+    logs = Logs.add_entries(s.logs, s.current_term, COMMAND, burst)
+    return ("keep_state", _schedule_flush(ctx, _replace_value(s, logs=logs)))
 
 
 def _append_command(ctx: _Ctx, from_: Any, arg: Any, cmd_id: Any, s: State) -> State:

@@ -58,6 +58,24 @@ def test_elected_leader_starts_followers_optimistically_and_lists_members_in_ent
     assert logs.map[2] == (1, 2, "leader_elected", [A, B, C])
 
 
+def test_a_burst_of_commands_is_appended_as_consecutive_entries_of_the_leaders_term() -> None:
+    logs, _ = leader_logs(term=3)
+    burst = [(("client", k), "inc", k) for k in range(4)]
+    new = Logs.add_entries(logs, 3, "command", burst)
+    assert new.i_max == logs.i_max + 4
+    assert Logs.slice_entries(new.map, logs.i_max + 1, new.i_max) == [
+        (3, logs.i_max + 1 + k, "command", p) for k, p in enumerate(burst)]
+    assert logs.i_max == 2, "values are immutable"
+    with pytest.raises(KeyError):
+        logs.map[3]  # the earlier log does not see the burst (they share one store)
+    # the next single entry follows the burst
+    after, e = cmd(new, 3)
+    assert e[1] == new.i_max + 1 and after.i_max == e[1]
+    # and a follower is sent the whole burst in one request
+    req = send(after, B)[1]
+    assert [x[1] for x in req.entries] == list(range(logs.i_max, after.i_max + 1))
+
+
 def test_append_entries_pipelines_and_heartbeats_carry_no_entries() -> None:
     logs, _ = leader_logs()
     kind, req, logs = send(logs, B, now=7)
