@@ -1,6 +1,6 @@
 """``python -m nodes`` / ``pynode``: start a node, with an interactive shell or headless.
 
-    pynode --sname 1                 node 1@<short hostname>, interactive shell
+    pynode --sname 1                 node 1@<short hostname>, interactive shell (SIGTERM: stop, exit 0)
     pynode --name n1@192.0.2.1       a long name (the host part is the address to bind and announce)
     pynode --sname 2 --cookie secret the shared cookie (default: $NODES_COOKIE, else ~/.nodes.cookie)
     pynode --sname 3 --noshell       headless until SIGTERM/SIGINT, then stop cleanly and exit 0
@@ -52,11 +52,21 @@ def main(argv: list[str] | None = None) -> int:
         return _headless()
     from .shell import run_shell
 
+    # As erl since OTP 20: SIGTERM stops the node cleanly (its processes go, links and monitors
+    # fire) and the shell exits 0. The handler runs in the main thread, the prompt's.
+    signal.signal(signal.SIGTERM, _exit_0)
     try:
         run_shell()
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            raise
     finally:
         _stop_node()
     return 0
+
+
+def _exit_0(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _headless() -> int:

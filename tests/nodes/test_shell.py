@@ -95,6 +95,24 @@ def test_shell_is_a_process_of_the_node(shell: Any) -> None:
     h.wait_gone(name)
 
 
+@pytest.mark.distributed
+def test_shell_stops_its_node_and_exits_0_on_sigterm(shell: Any) -> None:
+    name = shell.node_name
+    shell.expect(prompt(name))
+    assert "True" in run(shell, f"nodes.connect({nodes.node()!r})")
+    run(shell, 'nodes.register("sh", nodes.spawn(nodes.receive))')
+    ref = nodes.monitor(("sh", name))
+    nodes.rpc.call(name, nodes.node, timeout=10_000)  # after the monitor request on the same connection
+    shell.kill(signal.SIGTERM)  # while it waits at the prompt
+    shell.expect(pexpect.EOF, timeout=20)
+    shell.close()
+    assert (shell.exitstatus, shell.signalstatus) == (0, None), shell.before
+    # its processes were stopped (as init:stop() does), not left to a lost connection
+    down = nodes.receive(10_000, lambda m: type(m) is tuple and m[:2] == ("DOWN", ref))
+    assert down[4] == "shutdown"
+    h.wait_gone(name)
+
+
 def test_pynode_help_explains_every_flag() -> None:
     assert PYNODE.exists(), f"no console script at {PYNODE}"
     done = subprocess.run([str(PYNODE), "--help"], capture_output=True, text=True, timeout=30)
