@@ -17,9 +17,9 @@ from typing import Any
 
 import cloudpickle
 
-from nodes import unpickling
+from nodes import Pid, Ref, unpickling
 
-__all__ = ["dumps", "loads", "PICKLE_PROTOCOL"]
+__all__ = ["dumps", "loads", "cannot_serialize", "ALWAYS_SERIALIZABLE", "PICKLE_PROTOCOL"]
 
 PICKLE_PROTOCOL = 5
 _MAIN_MARKER = b"__main__"
@@ -35,6 +35,21 @@ def dumps(obj: Any) -> bytes:
         # refers to something defined in __main__: by reference it would not load elsewhere
         return cloudpickle.dumps(obj, protocol=PICKLE_PROTOCOL)
     return data
+
+
+# Values that always serialize: checked by type alone (a command's usual argument and id).
+ALWAYS_SERIALIZABLE = frozenset({str, int, float, bool, bytes, type(None), Pid, Ref})
+
+
+def cannot_serialize(obj: Any) -> str | None:
+    """Why ``obj`` cannot be sent to another node or written (``None`` when it can)."""
+    if type(obj) in ALWAYS_SERIALIZABLE:
+        return None
+    try:
+        dumps(obj)
+    except Exception as e:  # a lock, a socket, a generator, ...
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def loads(data: bytes | memoryview) -> Any:

@@ -70,11 +70,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nodes
-from rafted import dir_lock
+from nodes.codec import EncodeError
+from rafted import _codec, dir_lock
 from rafted import election as Election
 from rafted import leadership as Leadership
 from rafted import logs as Logs
 from rafted import members as Members
+from rafted._codec import ALWAYS_SERIALIZABLE
 from rafted._values import replace as _replace_value
 from rafted.command_results import CommandResults
 from rafted.config import Config
@@ -192,7 +194,12 @@ class _Ctx:
 
     def run(self) -> None:
         for fn, args in self.effects:
-            fn(*args)
+            try:
+                fn(*args)
+            except EncodeError as e:
+                # a value that cannot travel to another node (a command's result a data module
+                # made unpicklable, say): that one message is lost, the member goes on
+                log.error("a message to another node could not be serialized, dropped: %s", e)
 
 
 #
@@ -658,14 +665,33 @@ def _append_and_flush(ctx: _Ctx, s: State, logs: Logs.Logs, entry: LogEntry, **c
 
 
 def _append_or_refuse(ctx: _Ctx, from_: Any, s: State, logs: Logs.Logs, entry: LogEntry, what: str) -> State:
-    """Append ``entry``; a persisting leader refuses one it cannot serialize (``("error",
-    (what, text))`` to the caller) instead of crashing."""
+    """Append ``entry``; a leader refuses one it cannot serialize (``("error", (what, text))``
+    to the caller) instead of crashing: a persisting one when it writes the entry, one in
+    memory when the entry would go to other members (see :func:`_refused_unsendable`)."""
+    if s.persistence is None and _refused_unsendable(ctx, s, from_, what, entry[2], entry[3]):
+        return s
     try:
         return _append_and_flush(ctx, s, logs, entry)
     except UnpersistableEntry as e:
         log.error("refusing a request that cannot be persisted: %s", e)
         ctx.reply(s, from_, ("error", (what, str(e))))
         return s
+
+
+def _refused_unsendable(ctx: _Ctx, s: State, from_: Any, what: str, kind: str, *values: Any) -> bool:
+    """True (and the caller answered with an error) when one of ``values``, the user's part of a
+    new entry, cannot be serialized while the group has other members: sending it would fail
+    on every AppendEntries, so the leader could neither replicate it nor go on. A lonely
+    in-memory leader never serializes its entries (a joiner gets a snapshot of the value)."""
+    if len(s.members.all) == 1:
+        return False
+    for value in values:
+        why = _codec.cannot_serialize(value)
+        if why is not None:
+            log.error("refusing a %s entry that cannot be sent to other members: %s", kind, why)
+            ctx.reply(s, from_, ("error", (what, f"cannot serialize the {kind} entry: {why}")))
+            return True
+    return False
 
 
 def _leader_command(ctx: _Ctx, from_: Any, arg: Any, cmd_id: Any, s: State) -> tuple:
@@ -681,6 +707,12 @@ def _leader_command(ctx: _Ctx, from_: Any, arg: Any, cmd_id: Any, s: State) -> t
             s = _append_command(ctx, frm, a, cid, s)
         return ("keep_state", s)
     # one copy of the log and of the state for the whole burst
+    if len(s.members.all) > 1:
+        burst = [c for c in burst if not (
+            (type(c[1]) not in ALWAYS_SERIALIZABLE or type(c[2]) not in ALWAYS_SERIALIZABLE)
+            and _refused_unsendable(ctx, s, c[0], "command_failed", COMMAND, c[1], c[2]))]
+        if not burst:
+            return ("keep_state", s)
     logs = Logs.add_entries(s.logs, s.current_term, COMMAND, burst)
     return ("keep_state", _schedule_flush(ctx, _replace_value(s, logs=logs)))
 

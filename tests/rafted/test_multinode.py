@@ -126,3 +126,59 @@ def test_the_leaders_node_keeps_its_threads_on_one_cpu_and_hands_that_over_with_
     wait_until(lambda: nodes.rpc.call(n1.name, process_cpus) == everywhere, 10,
                "the old leader's node to let its CPU go")
     assert RaftedValue.command(bar, ("enqueue", "x")) == ("ok", 0)
+
+
+def test_a_leader_refuses_what_it_could_not_send_to_the_other_nodes_and_goes_on(node_cluster: Any) -> None:
+    """A client on the leader's node hands it objects no pickler can serialize: the leader must
+    neither crash nor get stuck on an entry it can never replicate."""
+
+    class Box(rafted.Data):
+        def new():
+            return 0
+
+        def command(n, arg):
+            import threading
+
+            # "lock" makes a result that cannot travel back to a client on another node
+            return (threading.Lock() if arg == "lock" else n), n + 1
+
+        def query(n, arg):
+            return n
+
+    def start_member(group_info: Any, name: str) -> Any:
+        import rafted as r
+
+        return r.RaftedValue.start_link(group_info, name=name)
+
+    def on_this_node(fn_name: str, arg_kind: str) -> Any:
+        # the client runs on the leader's node: nothing is pickled on the way in
+        import threading
+
+        import rafted as r
+
+        arg = threading.Lock() if arg_kind == "lock" else "inc"
+        return getattr(r.RaftedValue, fn_name)("m", arg)
+
+    n1, n2, n3 = (node_cluster.start_node() for _ in range(3))
+    config = RaftedValue.make_config(Box)  # no lease: a query goes through the log
+    assert nodes.rpc.call(n1.name, start_member, ("create_new_consensus_group", config), "m")[0] == "ok"
+    join = ("join_existing_consensus_group", [("m", n1.name)])
+    assert nodes.rpc.call(n2.name, start_member, join, "m")[0] == "ok"
+    assert nodes.rpc.call(n3.name, start_member, join, "m")[0] == "ok"
+    leader = ("m", n1.name)
+    assert RaftedValue.command(leader, "inc") == ("ok", 0)
+    term = RaftedValue.status(leader)["current_term"]
+
+    r = nodes.rpc.call(n1.name, on_this_node, "command", "lock")
+    assert r[0] == "error" and r[1][0] == "command_failed" and "serialize" in r[1][1], r
+    r = nodes.rpc.call(n1.name, on_this_node, "query", "lock")
+    assert r[0] == "error" and r[1][0] == "query_failed" and "serialize" in r[1][1], r
+    # applied, but its result cannot reach this (remote) client: the reply is lost, the leader is not
+    assert RaftedValue.command(leader, "lock", timeout=1000) == ("error", "timeout")
+
+    assert RaftedValue.command(leader, "inc") == ("ok", 2)
+    status = RaftedValue.status(leader)
+    assert status["state_name"] == "leader" and status["current_term"] == term
+    # the followers have everything the leader committed
+    for f in (("m", n2.name), ("m", n3.name)):
+        wait_until(lambda f=f: RaftedValue.query_non_leader(f, None) == ("ok", 3), 5, f"{f} to catch up")
