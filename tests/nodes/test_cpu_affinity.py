@@ -19,6 +19,47 @@ needs_two_cpus = pytest.mark.skipif(
     reason="needs Linux and at least two usable CPUs")
 
 
+class IdleCpuWatch:
+    """Whether, while a test waited for a hold to move, some other CPU had room for it.
+
+    A hold moves only to a CPU clearly less busy than its own. When other programs keep every
+    CPU of this machine busy, staying is right, and a test that waits for a move is skipped
+    instead of failed: it fails only if most of its wait had a CPU at most ``busy_below`` busy.
+    """
+
+    def __init__(self, busy_below: float) -> None:
+        self.busy_below = busy_below
+        self.windows = self.roomy = 0
+        self.last = (time.monotonic(), self._sample())
+
+    @staticmethod
+    def _sample() -> dict[int, tuple[int, int]]:
+        per_cpu = {}
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    fields = [int(x) for x in line.split()[1:8]]
+                    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
+                    per_cpu[int(line.split()[0][3:])] = (busy, sum(fields))
+        return per_cpu
+
+    def look(self, held: int) -> None:
+        t0, before = self.last
+        if time.monotonic() - t0 < 0.5:
+            return
+        now = self._sample()
+        self.last = (time.monotonic(), now)
+        fractions = [(now[c][0] - before[c][0]) / max(1, now[c][1] - before[c][1])
+                     for c in now if c != held and c in before and c in os.sched_getaffinity(0)]
+        self.windows += 1
+        self.roomy += any(f <= self.busy_below for f in fractions)
+
+    def skip_unless_there_was_room(self) -> None:
+        if self.roomy * 2 < self.windows:
+            pytest.skip(f"other programs kept this machine's CPUs busy ({self.roomy} of {self.windows} "
+                        "half-second windows had room): nowhere better to move")
+
+
 @needs_two_cpus
 def test_runtime_threads_stay_on_nodes_cpu_and_zeromq_stays_free(node_cluster) -> None:
     def affinities() -> dict[str, object]:
@@ -144,11 +185,18 @@ def test_a_hold_moves_off_a_cpu_that_another_program_keeps_busy(node_cluster) ->
     burner = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{held[0]}}})\n"
                                "while True:\n    pass\n"])
     try:
+        room = IdleCpuWatch(busy_below=0.75)  # the burner's CPU is fully busy: less than this is better
+
         def moved_cpus() -> list[int] | None:
             cpus = nodes.rpc.call(peer.name, process_cpus)
+            room.look(held[0])
             return cpus if cpus != held else None
 
-        moved = nodecluster.wait_until(moved_cpus, 30, "the hold to leave the busy CPU")
+        try:
+            moved = nodecluster.wait_until(moved_cpus, 30, "the hold to leave the busy CPU")
+        except AssertionError:
+            room.skip_unless_there_was_room()
+            raise
         assert len(moved) == 1 and moved[0] in os.sched_getaffinity(0)
     finally:
         burner.kill()
@@ -178,7 +226,18 @@ def test_two_busy_nodes_holding_one_cpu_part_and_stay_parted(node_cluster) -> No
     def held() -> tuple[int, ...]:
         return tuple(nodes.rpc.call(peer.name, process_cpus, timeout=10_000)[0] for peer in peers)
 
-    nodecluster.wait_until(lambda: len(set(held())) == 2, 40, "the two nodes to hold different CPUs")
+    # each node sees the other's half of the shared CPU: a move pays only if the other CPU is idle
+    room = IdleCpuWatch(busy_below=0.3)
+
+    def parted() -> bool:
+        room.look(first)
+        return len(set(held())) == 2
+
+    try:
+        nodecluster.wait_until(parted, 40, "the two nodes to hold different CPUs")
+    except AssertionError:
+        room.skip_unless_there_was_room()
+        raise
     # parted, they stay so: neither sees the other's work on its own CPU any more
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline:
