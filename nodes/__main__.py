@@ -46,21 +46,25 @@ def main(argv: list[str] | None = None) -> int:
     import nodes
 
     name = args.sname or args.name
-    if name is not None:
-        nodes.start(name, cookie=args.cookie)
     if args.noshell:
+        if name is not None:
+            nodes.start(name, cookie=args.cookie)
         return _headless()
     from .shell import run_shell
 
     # As erl since OTP 20: SIGTERM stops the node cleanly (its processes go, links and monitors
-    # fire) and the shell exits 0. The handler runs in the main thread, the prompt's.
+    # fire) and the shell exits 0. The handler runs in the main thread, the prompt's, from the
+    # start on, so a node being started is stopped too.
     signal.signal(signal.SIGTERM, _exit_0)
     try:
+        if name is not None:
+            nodes.start(name, cookie=args.cookie)
         run_shell()
     except SystemExit as e:
         if e.code not in (None, 0):
             raise
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the stop short
         _stop_node()
     return 0
 

@@ -43,7 +43,8 @@ ALWAYS_SERIALIZABLE = frozenset({str, int, float, bool, bytes, type(None), Pid, 
 
 def cannot_serialize(obj: Any) -> str | None:
     """Why ``obj`` cannot be sent to another node or written (``None`` when it can)."""
-    if type(obj) in ALWAYS_SERIALIZABLE:
+    t = type(obj)
+    if t in ALWAYS_SERIALIZABLE or (t is tuple and all(type(x) in ALWAYS_SERIALIZABLE for x in obj)):
         return None
     try:
         dumps(obj)

@@ -184,7 +184,7 @@ class _Ctx:
         self.effects.append((s.config.communication_module.cast, (dest, msg)))
 
     def reply(self, s: State, from_: Any, reply: Any) -> None:
-        self.effects.append((s.config.communication_module.reply, (from_, reply)))
+        self.effects.append((_send_reply, (s.config.communication_module, from_, reply)))
 
     def hook(self, s: State, name: str, *args: Any) -> None:
         module = s.config.leader_hook_module
@@ -194,12 +194,18 @@ class _Ctx:
 
     def run(self) -> None:
         for fn, args in self.effects:
-            try:
-                fn(*args)
-            except EncodeError as e:
-                # a value that cannot travel to another node (a command's result a data module
-                # made unpicklable, say): that one message is lost, the member goes on
-                log.error("a message to another node could not be serialized, dropped: %s", e)
+            fn(*args)
+
+
+def _send_reply(module: Any, from_: Any, reply: Any) -> None:
+    try:
+        module.reply(from_, reply)
+    except EncodeError as e:
+        # An answer for a client on another node that cannot travel (results are checked to
+        # serialize, but one may exceed the frame limit): that client times out, the member goes
+        # on. Messages between members are not caught: one that cannot be sent would be retried
+        # for ever, so the member fails loudly instead.
+        log.error("the reply to %r could not be serialized, dropped: %s", from_, e)
 
 
 #
@@ -767,6 +773,11 @@ def _leader_add_follower(ctx: _Ctx, from_: Any, new_follower: Any, s: State) -> 
     if not _membership_change_allowed(s):
         ctx.reply(s, from_, ("error", "uncommitted_membership_change"))
         return ("keep_state", s)
+    if len(s.members.all) <= 1 and s.flush_pending:
+        # A lonely leader commits what it appended before a joiner counts: the joiner then gets
+        # those entries inside its snapshot, never as entries (a lonely leader's entries were not
+        # checked to travel). The FLUSH message already sent finds nothing left to do.
+        s = _on_flush(ctx, "leader", s)[1]
     # a persisting leader sends its latest snapshot file: the joiner's log starts after it
     meta = s.persistence.latest_snapshot_metadata if s.persistence is not None else None
     snapshot_index = None if meta is None else meta.last_committed_index
@@ -780,13 +791,24 @@ def _leader_add_follower(ctx: _Ctx, from_: Any, new_follower: Any, s: State) -> 
     if len(s.members.all) <= 1:
         # a lonely leader had no quorum to lose; its quorum clock starts now
         leadership = _replace_value(leadership, quorum_timer_started_at=ctx.now)
+    before = s
     s = _append_and_flush(ctx, s, logs, entry, members=result[1], leadership=leadership)
     file_snapshot = _read_snapshot_file_for_sending(ctx, s)
     if file_snapshot is not None:
         ctx.reply(s, from_, ("ok", file_snapshot[0]))
-    else:
-        # in memory (or the file could not be read: the joiner then is ahead of its next index)
-        ctx.reply(s, from_, ("ok", _make_install_snapshot(ctx, s, for_joiner=True)))
+        return ("keep_state", s)
+    # in memory (or the file could not be read: the joiner then is ahead of its next index)
+    snapshot = _make_install_snapshot(ctx, s, for_joiner=True)
+    my_node = getattr(ctx.me, "node", None)  # (the simulation's members are plain names)
+    remote = getattr(new_follower, "node", my_node) != my_node
+    why = _codec.cannot_serialize(snapshot) if remote else None
+    if why is not None:
+        # the value cannot travel to the joiner's node: refused before it counts as a member (in
+        # memory nothing was written, so the state before the entry is the whole undo)
+        log.error("refusing %r: the snapshot for it cannot be serialized: %s", new_follower, why)
+        ctx.reply(before, from_, ("error", ("cannot_serialize_snapshot", why)))
+        return ("keep_state", before)
+    ctx.reply(s, from_, ("ok", snapshot))
     return ("keep_state", s)
 
 
@@ -1255,10 +1277,11 @@ def _run_command(
 ) -> tuple[Any, CommandResults]:
     """Apply one committed command to (data, results); ``ctx`` is given in the leader only.
 
-    A data module that raises (or returns no ``(ret, new_data)`` pair) leaves the value
-    unchanged and fails just this command with ``("error", ("command_failed", text))``:
-    data modules are deterministic, so every member takes the same decision, and a bad
-    command costs its caller an error rather than every member its life.
+    A data module that raises (or returns no ``(ret, new_data)`` pair, or a ``ret`` that
+    cannot be serialized) leaves the value unchanged and fails just this command with
+    ``("error", ("command_failed", text))``: data modules are deterministic, so every member
+    takes the same decision, and a bad command costs its caller an error rather than every
+    member its life.
     """
     client, arg, cmd_id = payload
     found, result = results.fetch(cmd_id)
@@ -1271,6 +1294,12 @@ def _run_command(
         ret = s.config.data_module.command(data, arg)
         if type(ret) is not tuple or len(ret) != 2:
             raise TypeError(f"command(data, arg) must return a (ret, new_data) tuple, got {ret!r}")
+        if type(ret[0]) not in ALWAYS_SERIALIZABLE:
+            # a result travels to clients on other nodes and lives on in snapshots (the cached
+            # results): one that cannot is the data module's error, decided alike on every member
+            why = _codec.cannot_serialize(ret[0])
+            if why is not None:
+                raise TypeError(f"command(data, arg) returned a result that cannot be serialized: {why}")
     except Exception as exc:
         if ctx is not None:
             log.error("%r.command(data, %r) failed", s.config.data_module, arg, exc_info=True)

@@ -96,8 +96,8 @@ class Sim:
         for fn, args in ctx.effects:
             if fn is SimComm.cast:
                 self.send(pid, args[0], args[1])
-            elif fn is SimComm.reply:
-                self.replies[args[0]] = args[1]
+            elif fn is server._send_reply:  # (_send_reply, (module, from_, reply))
+                self.replies[args[1]] = args[2]
             else:
                 self.hooks.append((pid, args[1], args[2]))  # (_call_hook, (module, name, args))
         if ctx.flush:

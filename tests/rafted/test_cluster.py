@@ -793,3 +793,104 @@ def test_commands_queued_behind_a_busy_leader_each_get_their_own_result(cluster:
         results = list(pool.map(lambda _: RaftedValue.command(leader, "inc"), range(40), timeout=30))
     assert sorted(results) == [("ok", i) for i in range(40)]
     assert RaftedValue.query(leader, "get") == ("ok", 40)
+
+
+class GateHook(rafted.LeaderHook):
+    """Blocks the leader inside its first committed command after ``arm()`` until ``release()``:
+    whatever clients send meanwhile queues up in its mailbox, in the order sent."""
+
+    armed = False
+    gate = threading.Event()
+
+    @classmethod
+    def arm(cls) -> None:
+        cls.gate.clear()
+        cls.armed = True
+
+    @classmethod
+    def release(cls) -> None:
+        cls.gate.set()
+
+    @classmethod
+    def on_command_committed(cls, data_before: Any, arg: Any, ret: Any, data_after: Any) -> None:
+        if cls.armed:
+            cls.armed = False
+            cls.gate.wait(20)
+
+
+def queue_behind_the_gate(pool: ThreadPoolExecutor, leader: Any, calls: list) -> list:
+    """Start each call in its own client once the previous one is queued at the blocked leader."""
+    futures = []
+    for k, call in enumerate(calls, start=1):
+        futures.append(pool.submit(call))
+        wait_until(lambda k=k: nodes.process_info(leader, "message_queue_len")[1] >= k,
+                   what=f"{k} requests queued at the leader")
+    return futures
+
+
+def test_a_command_that_cannot_travel_is_refused_alone_from_a_burst(cluster: Cluster) -> None:
+    leader, followers = cluster.make(2, with_(CONF, leader_hook_module=GateHook))
+    assert RaftedValue.command(leader, "inc") == ("ok", 0)
+    GateHook.arm()
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        blocker = pool.submit(RaftedValue.command, leader, "inc")
+        wait_until(lambda: GateHook.armed is False, what="the leader to block in its hook")
+        futures = queue_behind_the_gate(pool, leader, [
+            lambda: RaftedValue.command(leader, "inc"),
+            lambda: RaftedValue.command(leader, ("set", threading.Lock())),
+            lambda: RaftedValue.command(leader, "inc"),
+        ])
+        GateHook.release()
+        assert blocker.result(10) == ("ok", 1)
+        first, bad, last = (f.result(10) for f in futures)
+    # the burst around it is appended and answered in order; the one that cannot be sent to the
+    # followers (they are other processes, possibly on other nodes) is refused, never applied
+    assert (first, last) == (("ok", 2), ("ok", 3))
+    assert bad[0] == "error" and bad[1][0] == "command_failed" and "serialize" in bad[1][1], bad
+    assert RaftedValue.query(leader, "get") == ("ok", 4)
+    for f in followers:
+        wait_until(lambda f=f: RaftedValue.query_non_leader(f, "get") == ("ok", 4), what="followers to apply")
+
+
+def test_a_result_that_cannot_be_serialized_fails_the_command_on_every_member(cluster: Cluster) -> None:
+    class LockMaker(rafted.Data):
+        def new():
+            return 0
+
+        def command(n, arg):
+            return (threading.Lock() if arg == "lock" else n), n + 1
+
+        def query(n, arg):
+            return n
+
+    leader, followers = cluster.make(2, with_(CONF, data_module=LockMaker))
+    r = RaftedValue.command(leader, "lock")
+    assert r[0] == "error" and r[1][0] == "command_failed" and "cannot be serialized" in r[1][1], r
+    assert RaftedValue.command(leader, "inc") == ("ok", 0)  # the value stayed as it was
+    for member in [leader, *followers]:
+        wait_until(lambda m=member: RaftedValue.query_non_leader(m, None) == ("ok", 1),
+                   what="members to agree")
+        assert len(state_of(member)[1].command_results) == 1  # no lock cached for a snapshot
+
+
+def test_a_lonely_leader_commits_what_it_appended_before_a_joiner_counts(cluster: Cluster) -> None:
+    leader = cluster.new_leader(with_(CONF, leader_hook_module=GateHook))
+    GateHook.arm()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        blocker = pool.submit(RaftedValue.command, leader, "inc")
+        wait_until(lambda: GateHook.armed is False, what="the leader to block in its hook")
+        futures = queue_behind_the_gate(pool, leader, [
+            *(lambda: RaftedValue.command(leader, "inc") for _ in range(3)),
+            lambda: cluster.add_follower(leader, wait=False),
+        ])
+        GateHook.release()
+        assert blocker.result(10) == ("ok", 0)
+        assert [f.result(10) for f in futures[:3]] == [("ok", 1), ("ok", 2), ("ok", 3)]
+        joiner = futures[3].result(20)
+    wait_until(lambda: RaftedValue.query_non_leader(joiner, "get") == ("ok", 4),
+               what="the joiner to catch up")
+    # the commands queued before the join reached the joiner inside its snapshot, committed:
+    # never as entries, which a lonely leader did not check could travel. The joiner's log
+    # starts with the snapshot's last entry; the add_follower entry comes right after it.
+    entries = list(state_of(joiner)[1].logs.map.values())
+    assert [e[2] for e in entries].index("add_follower") == 1, entries

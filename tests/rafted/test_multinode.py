@@ -139,7 +139,7 @@ def test_a_leader_refuses_what_it_could_not_send_to_the_other_nodes_and_goes_on(
         def command(n, arg):
             import threading
 
-            # "lock" makes a result that cannot travel back to a client on another node
+            # "lock" makes a result that cannot travel back to a client on another node: refused
             return (threading.Lock() if arg == "lock" else n), n + 1
 
         def query(n, arg):
@@ -173,12 +173,46 @@ def test_a_leader_refuses_what_it_could_not_send_to_the_other_nodes_and_goes_on(
     assert r[0] == "error" and r[1][0] == "command_failed" and "serialize" in r[1][1], r
     r = nodes.rpc.call(n1.name, on_this_node, "query", "lock")
     assert r[0] == "error" and r[1][0] == "query_failed" and "serialize" in r[1][1], r
-    # applied, but its result cannot reach this (remote) client: the reply is lost, the leader is not
-    assert RaftedValue.command(leader, "lock", timeout=1000) == ("error", "timeout")
+    # a result that could not reach a client on another node fails the command, the value unchanged
+    r = RaftedValue.command(leader, "lock")
+    assert r[0] == "error" and r[1][0] == "command_failed" and "cannot be serialized" in r[1][1], r
 
-    assert RaftedValue.command(leader, "inc") == ("ok", 2)
+    assert RaftedValue.command(leader, "inc") == ("ok", 1)
     status = RaftedValue.status(leader)
     assert status["state_name"] == "leader" and status["current_term"] == term
     # the followers have everything the leader committed
     for f in (("m", n2.name), ("m", n3.name)):
-        wait_until(lambda f=f: RaftedValue.query_non_leader(f, None) == ("ok", 3), 5, f"{f} to catch up")
+        wait_until(lambda f=f: RaftedValue.query_non_leader(f, None) == ("ok", 2), 5, f"{f} to catch up")
+
+
+def test_a_joiner_on_another_node_is_refused_when_the_value_cannot_travel(node_cluster: Any) -> None:
+    class Poisonable(rafted.Data):
+        def new():
+            return (0, None)
+
+        def command(state, arg):
+            import threading
+
+            n, extra = state
+            return n, (n + 1, threading.Lock() if arg == "poison" else extra)
+
+        def query(state, arg):
+            return state[0]
+
+    def start_member(group_info: Any, name: str) -> Any:
+        import rafted as r
+
+        return r.RaftedValue.start_link(group_info, name=name)
+
+    n1, n2 = (node_cluster.start_node() for _ in range(2))
+    config = RaftedValue.make_config(Poisonable)
+    assert nodes.rpc.call(n1.name, start_member, ("create_new_consensus_group", config), "m")[0] == "ok"
+    leader = ("m", n1.name)
+    assert RaftedValue.command(leader, "poison") == ("ok", 0)  # the value now holds a lock
+
+    r = nodes.rpc.call(n2.name, start_member, ("join_existing_consensus_group", [leader]), "m")
+    assert r[0] == "error" and r[1][0] == "cannot_serialize_snapshot", r
+    # refused before it counted: the group is still the lonely leader, and it goes on
+    status = RaftedValue.status(leader)
+    assert status["state_name"] == "leader" and len(status["members"]) == 1, status
+    assert RaftedValue.command(leader, "inc") == ("ok", 1)
