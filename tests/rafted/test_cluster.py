@@ -894,3 +894,18 @@ def test_a_lonely_leader_commits_what_it_appended_before_a_joiner_counts(cluster
     # starts with the snapshot's last entry; the add_follower entry comes right after it.
     entries = list(state_of(joiner)[1].logs.map.values())
     assert [e[2] for e in entries].index("add_follower") == 1, entries
+
+
+def test_a_config_that_cannot_travel_is_refused_and_the_old_one_stays(cluster: Cluster) -> None:
+    leader, followers = cluster.make(1)
+
+    class LockedHook(rafted.LeaderHook):
+        def __init__(self) -> None:
+            self.lock = threading.Lock()  # an instance no pickler can copy to the followers
+
+    r = RaftedValue.change_config(leader, with_(CONF, leader_hook_module=LockedHook()))
+    assert r[0] == "error" and r[1][0] == "invalid_config" and "serialize" in r[1][1], r
+    assert RaftedValue.status(leader)["config"] == CONF
+    assert RaftedValue.change_config(leader, with_(CONF, election_timeout=ELECTION + 1)) == "ok"
+    wait_until(lambda: state_of(followers[0])[1].config.election_timeout == ELECTION + 1,
+               what="the follower to take the new config")
