@@ -370,25 +370,31 @@ def call(server: Any, request: Any, timeout: int | None = 5000) -> Any:
 def _call(server: Any, tag: str, request: Any, timeout: int | None) -> Any:
     process.check_timeout_ms("call", timeout)
     me = process.current()
+    # The common case, a live process of this node named by its pid, is looked up once and
+    # handed to the monitor, the send and the demonitor (each would look it up again).
+    target = node.local_proc(server) if type(server) is Pid and server.node == node.name else None
     if type(server) is Pid:
         target_node = server.node
-        if server == me.pid:
+        if target is me or (target is None and server == me.pid):
             raise Exit("calling_self")
     else:
         target_node, _obj = process.resolve_server(server)
         if type(server) is str and registry.lookup(server) == me.pid:
             raise Exit("calling_self")
     mailbox = me.mailbox
-    ref = process.monitor_as(me, server)
+    ref = process.monitor_as(me, server, target)
     mailbox.activate_alias(ref)
-    node.route(server, (tag, (me.pid, ref), request))
+    if target is not None:
+        target.mailbox.put((tag, (me.pid, ref), request))  # dropped if it died meanwhile, as a send
+    else:
+        node.route(server, (tag, (me.pid, ref), request))
     try:
         msg = process.await_reply(me, ref, ref, timeout)  # the monitor's ref tags the reply too
     except TimeoutError:
         raise Exit("timeout") from None
     mailbox.deactivate_alias(ref, purge=False)  # its one reply was just taken
     if type(msg) is CallReply:
-        process.demonitor_as(me, ref)
+        process.demonitor_as(me, ref, target=target)
         return msg.value
     reason = msg[4]
     if reason == "noconnection":

@@ -422,18 +422,20 @@ def monitor(server: Any) -> Ref:
     return monitor_as(current(), server)
 
 
-def monitor_as(me: Proc, server: Any) -> Ref:
-    """:func:`monitor` for a caller that already holds its process (``gen_statem.call``)."""
-    if type(server) is Pid and node.is_local_node(server.node):
+def monitor_as(me: Proc, server: Any, target: Proc | None = None) -> Ref:
+    """:func:`monitor` for a caller that already holds its process (``gen_statem.call``);
+    ``target``, when the caller already looked it up, is the local process ``server`` names."""
+    if target is not None or (type(server) is Pid and node.is_local_node(server.node)):
         target_node, obj = node.name, server  # the common case of a call: no name resolution
     else:
         target_node, obj = resolve_server(server)
     ref = make_ref()
-    if node.is_local_node(target_node):
+    if target_node is node.name or node.is_local_node(target_node):
         if type(obj) is tuple:
             obj = (obj[0], node.name)
         with _lock:
-            target = _monitor_target(obj)
+            if target is None:
+                target = _monitor_target(obj)
             if target is not None and target.alive:
                 target.monitored_by[ref] = (me.pid, obj)
                 me.monitors[ref] = (node.name, obj)
@@ -453,15 +455,18 @@ def demonitor(ref: Ref, flush: bool = True) -> bool:
     return demonitor_as(current(), ref, flush)
 
 
-def demonitor_as(me: Proc, ref: Ref, flush: bool = True) -> bool:
-    """:func:`demonitor` for a caller that already holds its process (``gen_statem.call``)."""
+def demonitor_as(me: Proc, ref: Ref, flush: bool = True, target: Proc | None = None) -> bool:
+    """:func:`demonitor` for a caller that already holds its process (``gen_statem.call``);
+    ``target``, if given, is the local process the monitor was set on (no second lookup)."""
     with _lock:
         entry = me.monitors.pop(ref, None)
-        if entry is not None and node.is_local_node(entry[0]):
-            target = _monitor_target(entry[1])
+        local = target is not None or (entry is not None and node.is_local_node(entry[0]))
+        if entry is not None and local:
+            if target is None:
+                target = _monitor_target(entry[1])
             if target is not None:
                 target.monitored_by.pop(ref, None)
-    if entry is not None and not node.is_local_node(entry[0]):
+    if entry is not None and not local:
         _remote(entry[0], ("demonitor", me.pid, entry[1], ref))
     if flush and len(me.mailbox):
         try:
