@@ -73,6 +73,23 @@ def make_bag() -> Any:
     return Bag
 
 
+def make_lock_maker() -> Any:
+    """An int whose command ``"lock"`` returns a result no pickler can copy (a lock); any other
+    command returns the value before it. Defined in a function: it travels by value."""
+
+    class LockMaker(rafted.Data):
+        def new():
+            return 0
+
+        def command(n, arg):
+            return (threading.Lock() if arg == "lock" else n), n + 1
+
+        def query(n, arg):
+            return n
+
+    return LockMaker
+
+
 class Netsplit:
     """A communication module that drops every message from or to an isolated process (replies to
     clients included); ``Netsplit.set(pids)`` chooses the isolated ones."""

@@ -19,6 +19,7 @@ from rafted_support import (
     T_MAX_ELECTION,
     Cluster,
     Netsplit,
+    make_lock_maker,
     receive_matching,
     state_name,
     state_of,
@@ -853,17 +854,7 @@ def test_a_command_that_cannot_travel_is_refused_alone_from_a_burst(cluster: Clu
 
 
 def test_a_result_that_cannot_be_serialized_fails_the_command_on_every_member(cluster: Cluster) -> None:
-    class LockMaker(rafted.Data):
-        def new():
-            return 0
-
-        def command(n, arg):
-            return (threading.Lock() if arg == "lock" else n), n + 1
-
-        def query(n, arg):
-            return n
-
-    leader, followers = cluster.make(2, with_(CONF, data_module=LockMaker))
+    leader, followers = cluster.make(2, with_(CONF, data_module=make_lock_maker()))
     r = RaftedValue.command(leader, "lock")
     assert r[0] == "error" and r[1][0] == "command_failed" and "cannot be serialized" in r[1][1], r
     assert RaftedValue.command(leader, "inc") == ("ok", 0)  # the value stayed as it was

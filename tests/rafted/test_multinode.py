@@ -12,6 +12,7 @@ from typing import Any
 
 import nodecluster
 import pytest
+from rafted_support import make_lock_maker
 
 import nodes
 import rafted
@@ -132,19 +133,6 @@ def test_a_leader_refuses_what_it_could_not_send_to_the_other_nodes_and_goes_on(
     """A client on the leader's node hands it objects no pickler can serialize: the leader must
     neither crash nor get stuck on an entry it can never replicate."""
 
-    class Box(rafted.Data):
-        def new():
-            return 0
-
-        def command(n, arg):
-            import threading
-
-            # "lock" makes a result that cannot travel back to a client on another node: refused
-            return (threading.Lock() if arg == "lock" else n), n + 1
-
-        def query(n, arg):
-            return n
-
     def start_member(group_info: Any, name: str) -> Any:
         import rafted as r
 
@@ -160,7 +148,8 @@ def test_a_leader_refuses_what_it_could_not_send_to_the_other_nodes_and_goes_on(
         return getattr(r.RaftedValue, fn_name)("m", arg)
 
     n1, n2, n3 = (node_cluster.start_node() for _ in range(3))
-    config = RaftedValue.make_config(Box)  # no lease: a query goes through the log
+    # "lock" makes a result that could not travel back to a client on another node
+    config = RaftedValue.make_config(make_lock_maker())  # no lease: a query goes through the log
     assert nodes.rpc.call(n1.name, start_member, ("create_new_consensus_group", config), "m")[0] == "ok"
     join = ("join_existing_consensus_group", [("m", n1.name)])
     assert nodes.rpc.call(n2.name, start_member, join, "m")[0] == "ok"
