@@ -170,10 +170,11 @@ if hasattr(os, "register_at_fork"):
 # compares, from /proc/stat, how busy each allowed CPU was with work that is not this node's
 # runtime threads, and moves the hold to the least busy CPU when the held one was busy with
 # others' work more than MOVE_WHEN_BUSY of the time and the other at least MOVE_MARGIN less,
-# both over the last interval and over a short second look (RECHECK_INTERVAL) after it.
+# over the last interval and over two short looks after it (RECHECK_INTERVAL, FINAL_LOOK).
 
 WATCH_INTERVAL = 1.0  # s
 RECHECK_INTERVAL = 0.25  # s
+FINAL_LOOK = 0.15  # s
 # Two busy nodes sharing a CPU get about half of it each: each must see that as a reason to move.
 MOVE_WHEN_BUSY = 0.35
 MOVE_MARGIN = 0.2
@@ -208,8 +209,16 @@ def _watch() -> None:
             start = _sample()
             time.sleep(RECHECK_INTERVAL)
             now = _sample()
+            target = _less_busy_cpu(held, start, now)
+            if target is not None:
+                # and once more, over a window wholly after that one: a node that moved away
+                # during the look above shows up on the target here, instead of both moving
+                time.sleep(FINAL_LOOK)
+                last = _sample()
+                if _less_busy_cpu(held, now, last) != target:
+                    target = None
+                now = last
             with _lock:
-                target = _less_busy_cpu(held, start, now)
                 if target is not None and _held_cpu == held:
                     _held_cpu = target
                     _move_threads({target})
