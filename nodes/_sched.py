@@ -122,11 +122,6 @@ def hold_one_cpu(holder: object, hold: bool) -> bool:
         return _held_cpu is not None
 
 
-def held_cpu() -> int | None:
-    """The CPU the runtime threads are held on, or None."""
-    return _held_cpu
-
-
 def _move_threads(cpus: set[int]) -> None:
     """Every registered runtime thread to ``cpus``; the caller holds ``_lock``."""
     for tid in list(_threads):

@@ -430,7 +430,7 @@ def monitor_as(me: Proc, server: Any, target: Proc | None = None) -> Ref:
     else:
         target_node, obj = resolve_server(server)
     ref = make_ref()
-    if target_node is node.name or node.is_local_node(target_node):
+    if node.is_local_node(target_node):
         if type(obj) is tuple:
             obj = (obj[0], node.name)
         with _lock:

@@ -799,8 +799,7 @@ def _leader_add_follower(ctx: _Ctx, from_: Any, new_follower: Any, s: State) -> 
         return ("keep_state", s)
     # in memory (or the file could not be read: the joiner then is ahead of its next index)
     snapshot = _make_install_snapshot(ctx, s, for_joiner=True)
-    my_node = getattr(ctx.me, "node", None)  # (the simulation's members are plain names)
-    remote = getattr(new_follower, "node", my_node) != my_node
+    remote = type(new_follower) is nodes.Pid and new_follower.node != nodes.node()
     why = _codec.cannot_serialize(snapshot) if remote else None
     if why is not None:
         # the value cannot travel to the joiner's node: refused before it counts as a member (in
