@@ -271,8 +271,21 @@ def test_a_follower_cut_off_under_load_is_caught_up_after_the_heal_while_the_lea
         assert nodes.rpc.call(n.name, dist.heal) is None
     wait_until(lambda: RaftedValue.query_non_leader(cut_off, None) == ("ok", total + 1), 30,
                "the cut-off follower to catch up")
-    # the group serves on, whoever leads after the heal (the cut-off member's elections raised its term)
-    now_leader = wait_until(lambda: find_leader([leader, ("c", n2.name), cut_off]), 10, "a leader")
-    assert RaftedValue.command(now_leader, "inc") == ("ok", total + 1)
-    wait_until(lambda: not RaftedValue.status(now_leader)["unresponsive_followers"], 10,
-               "every follower to answer the leader")
+    # The group serves on, whoever leads after the heal: the cut-off member's elections raised its
+    # term, so the leader may change meanwhile. One id for every try: applied once, whoever answers.
+    members = [leader, ("c", n2.name), cut_off]
+    cmd_id = nodes.make_ref()
+
+    def one_more_command() -> bool:
+        now_leader = find_leader(members)
+        if now_leader is None:
+            return False
+        return RaftedValue.command(now_leader, "inc", id=cmd_id) == ("ok", total + 1)
+
+    wait_until(one_more_command, 10, "one more command")
+
+    def all_answer_the_leader() -> bool:
+        now_leader = find_leader(members)
+        return now_leader is not None and not RaftedValue.status(now_leader)["unresponsive_followers"]
+
+    wait_until(all_answer_the_leader, 10, "every follower to answer the leader")
