@@ -27,7 +27,10 @@ one action), as OTP's:
 Wire format (what a member finds in its mailbox): ``("$gen_call", (pid, ref),
 request)``, ``("$gen_cast", msg)``, ``("$system", (pid, ref), request)``;
 replies are :class:`~nodes.terms.CallReply` so that a reply arriving after the
-caller gave up is dropped (Erlang uses process aliases for this).
+caller gave up is dropped (Erlang uses process aliases for this).  A call to a name
+registered on this node (``"foo"`` or ``("foo", node())``) looks the name up once and
+then calls, and monitors, that pid, as OTP's ``gen:call`` does; a name nobody has
+raises ``Exit("noproc")`` at once.
 """
 
 from __future__ import annotations
@@ -370,6 +373,15 @@ def call(server: Any, request: Any, timeout: int | None = 5000) -> Any:
 def _call(server: Any, tag: str, request: Any, timeout: int | None) -> Any:
     process.check_timeout_ms("call", timeout)
     me = process.current()
+    if type(server) is not Pid and (type(server) is str or (
+            type(server) is tuple and len(server) == 2 and type(server[0]) is str
+            and type(server[1]) is str and node.is_local_node(server[1]))):
+        # A name on this node is looked up once, and the call goes to (and monitors) the process
+        # it names then, as OTP's gen:call does: "noproc" at once when nobody has it.
+        pid = registry.lookup(server if type(server) is str else server[0])
+        if pid is None:
+            raise Exit("noproc")
+        server = pid
     # The common case, a live process of this node named by its pid, is looked up once and
     # handed to the monitor, the send and the demonitor (each would look it up again).
     target = node.local_proc(server) if type(server) is Pid and server.node == node.name else None
@@ -379,8 +391,6 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None) -> Any:
             raise Exit("calling_self")
     else:
         target_node, _obj = process.resolve_server(server)
-        if type(server) is str and registry.lookup(server) == me.pid:
-            raise Exit("calling_self")
     mailbox = me.mailbox
     ref = process.monitor_as(me, server, target)
     mailbox.activate_alias(ref)

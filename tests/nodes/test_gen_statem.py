@@ -38,8 +38,8 @@ class Server:
     """The machine most tests drive; a class used as a callback module (never instantiated).
 
     idle:    calls "ping", "ping_by_function", "whoami", ("echo", x), "log", "hold", ("stop", r),
-             "crash", ("raise_exit", r), "bad_return", "call_self"; casts and infos are logged;
-             cast ("block", event) blocks the process until the event is set.
+             "crash", ("raise_exit", r), "bad_return", "call_self" (or ("call_self", server));
+             casts and infos are logged; cast ("block", event) blocks the process until the event is set.
     holding: a call that was answered later; cast "release" answers it and goes back to idle.
     """
 
@@ -78,9 +78,10 @@ class Server:
             raise Exit(content[1])
         if content == "bad_return":
             return ("no_such_return", 42)
-        if content == "call_self":
+        if content == "call_self" or (type(content) is tuple and content[0] == "call_self"):
+            myself = nodes.self() if content == "call_self" else content[1]  # or a name of mine
             try:
-                gen_statem.call(nodes.self(), "ping", 100)
+                gen_statem.call(myself, "ping", 100)
             except Exit as exc:
                 return ("keep_state_and_data", [("reply", from_, ("raised", exc.reason))])
             return ("keep_state_and_data", [("reply", from_, "no exception")])
@@ -345,6 +346,27 @@ def test_calling_itself_raises_instead_of_deadlocking() -> None:
     pid = start_server()
     assert gen_statem.call(pid, "call_self") == ("raised", "calling_self")
     stop_server(pid)
+
+
+def test_calling_itself_by_its_name_raises_too() -> None:
+    pid = start_server(name="calls_itself")
+    for myself in ("calls_itself", ("calls_itself", nodes.node())):
+        assert gen_statem.call(pid, ("call_self", myself)) == ("raised", "calling_self")
+    stop_server(pid)
+
+
+def test_a_call_by_local_name_goes_to_the_process_that_has_the_name_then() -> None:
+    first = start_server(name="named_statem")
+    assert gen_statem.call("named_statem", "whoami")["server"] == first
+    assert gen_statem.call(("named_statem", nodes.node()), "whoami")["server"] == first
+    stop_server(first)
+    with pytest.raises(Exit) as excinfo:
+        gen_statem.call(("named_statem", nodes.node()), "ping", timeout=None)  # no wait: nobody has it
+    assert excinfo.value.reason == "noproc"
+    second = start_server(name="named_statem")
+    assert gen_statem.call("named_statem", "whoami")["server"] == second != first
+    stop_server(second)
+    assert nodes.flush() == []
 
 
 @pytest.mark.parametrize("timeout", [-1, "100", True])
