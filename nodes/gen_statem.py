@@ -373,9 +373,8 @@ def call(server: Any, request: Any, timeout: int | None = 5000) -> Any:
 def _call(server: Any, tag: str, request: Any, timeout: int | None) -> Any:
     process.check_timeout_ms("call", timeout)
     me = process.current()
-    if type(server) is not Pid and (type(server) is str or (
-            type(server) is tuple and len(server) == 2 and type(server[0]) is str
-            and type(server[1]) is str and node.is_local_node(server[1]))):
+    if type(server) is str or (type(server) is tuple and len(server) == 2 and type(server[0]) is str
+                               and type(server[1]) is str and node.is_local_node(server[1])):
         # A name on this node is looked up once, and the call goes to (and monitors) the process
         # it names then, as OTP's gen:call does: "noproc" at once when nobody has it.
         pid = registry.lookup(server if type(server) is str else server[0])
