@@ -41,7 +41,15 @@ SCRIPTS = Path(__file__).resolve().parent
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
 
-from bench_stats import client_loop, failover_figures, free_port, pin_leader, summarize, window_figures  # noqa: E402
+from bench_stats import (  # noqa: E402
+    client_loop,
+    crash_moment,
+    failover_figures,
+    free_port,
+    pin_leader,
+    summarize,
+    window_figures,
+)
 
 REPLY = "@@bench "  # prefix of the worker's answer lines (anything else on stdout is ignored)
 CALL_TIMEOUT_S = 5.0
@@ -291,15 +299,18 @@ class PySyncObjBench:
         return leader.request("load", timeout_s=warmup + duration_s + 120, clients=clients,
                               duration=duration_s, warmup=warmup)
 
-    def failover(self, tries: int) -> dict[str, Any]:
+    def failover(self, tries: int, period_s: float) -> dict[str, Any]:
+        """As rafted's: the kill comes at a random moment within ``period_s`` of the health check."""
         times: list[float] = []
         elections: list[int] = []
+        waits: list[float] = []
         for i in range(tries):
             self.healthy_or_restart(f"before failover try {i + 1}")
             time.sleep(0.5)
             leader, st = self.wait_healthy()
             term0 = st["term"]
             survivors = [w for addr, w in self.workers.items() if addr != leader.addr]
+            waits.append(crash_moment(period_s))
             t_kill = time.perf_counter()
             leader.kill()
             for w in survivors:
@@ -312,7 +323,7 @@ class PySyncObjBench:
             elections.append(term1 - term0)
             say(f"   PySyncObj failover {i + 1}/{tries}: {elapsed:.3f} s, {term1 - term0} election(s)")
             self.start(leader.addr)  # a fresh node on the same address takes the dead one's place
-        return failover_figures(times, elections)
+        return failover_figures(times, elections, waits)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -344,7 +355,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 figures["windows"] = {"clients": long_clients,
                                       **window_figures(figures["conc"][str(long_clients)]["window_rates"])}
         if "failover" in only and args.failover_tries > 0:
-            figures["failover_s"] = bench.failover(args.failover_tries)
+            figures["failover_s"] = bench.failover(args.failover_tries, args.heartbeat_timeout / 1000)
         if bench.notes:
             figures["incidents"] = bench.notes
         return figures

@@ -53,6 +53,7 @@ for _p in (str(ROOT), str(SCRIPTS)):
 from bench_stats import (  # noqa: E402
     WINDOW_S,
     client_loop,
+    crash_moment,
     failover_figures,
     free_port,
     pin_leader,
@@ -400,6 +401,7 @@ class RaftedBench:
     def failover(self, tries: int) -> dict[str, Any]:
         times: list[float] = []
         elections: list[int] = []
+        waits: list[float] = []
         for i in range(tries):
             leader, st = self.wait_healthy()
             time.sleep(0.5)  # a few heartbeats under a steady leader
@@ -407,6 +409,7 @@ class RaftedBench:
             term0 = st["current_term"]
             dead_node = leader.node
             survivors = [n for n in self.member_nodes if n != dead_node]
+            waits.append(crash_moment(self.args.heartbeat_timeout / 1000))
             t_kill = time.perf_counter()
             self.cluster.kill(dead_node)
             t_ok, new_leader = self.first_answer(survivors, dead_node, t_kill + 60)
@@ -417,7 +420,7 @@ class RaftedBench:
             elections.append(n_elections)
             say(f"   rafted failover {i + 1}/{tries}: {elapsed:.3f} s, {n_elections} election(s)")
             self.replace_dead(new_leader, leader, dead_node)
-        return failover_figures(times, elections)
+        return failover_figures(times, elections, waits)
 
     def first_answer(self, survivors: list[str], dead_node: str, deadline: float) -> tuple[float, nodes.Pid]:
         """Poll the surviving members with a command until one of them (the new leader) commits it."""

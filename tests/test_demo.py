@@ -1,11 +1,9 @@
 """``./scripts/demo`` end to end: the seed example's results, a clean exit, nothing left running.
 
 Each test runs the demo as a user would (``./scripts/demo`` from the repository root), in
-a session of its own, and reads its output line by line.  Every process of the run is
-found through ``/proc``: the demo's session (the demo and the node processes it starts)
-and a marker variable in the environment, which every descendant inherits, including
-the demo's private port-mapper (a detached process in a session of its own).  After the
-demo exits none of them may remain; whatever does is killed by PID.
+a session of its own, through ``script_run.ScriptRun``, which finds every process of the run
+(the node processes, the demo's private port-mapper).  After the demo exits none of them may
+remain; whatever does is killed by PID.
 
 The demo picks its own port-mapper port and cookie, so these tests do not make the
 pytest process a node and are not ``distributed``.
@@ -16,22 +14,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import threading
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from script_run import ROOT, ScriptRun
 
-ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "scripts" / "demo"
-MARK_VAR = "RAFTED_DEMO_TEST_RUN"
-#: seconds for one demo run (~5 s normally; more if it has to (re)install .venv)
-RUN_TIMEOUT = 150.0
-#: seconds for the run's processes to disappear once the demo has exited
-GONE_TIMEOUT = 10.0
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -67,143 +56,16 @@ RESULT_LINE = re.compile(r"^  \((?P<node>\S+)\) (?P<call>.*?)\s+-> (?P<result>.*
 NEW_LEADER_LINE = re.compile(rf"^   new leader (?P<pid>{PID}) elected after \d+\.\d+ s$")
 
 
-# -- one run of the demo ------------------------------------------------------------------------
-
-def _proc_info(pid: int) -> tuple[str, int] | None:
-    """(state, session id) of a process, None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
-    return fields[0], int(fields[3])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "?"
-
-
-class DemoRun:
-    """``./scripts/demo ARGS`` in its own session, its output collected by a reader thread."""
-
-    def __init__(self, *args: str) -> None:
-        self.mark = f"{MARK_VAR}={uuid.uuid4().hex}".encode()
-        env = {**os.environ, MARK_VAR: self.mark.split(b"=", 1)[1].decode()}
-        # the demo chooses its own port-mapper port and cookie; share nothing with this process
-        for var in ("NODES_EPMD_PORT", "NODES_COOKIE"):
-            env.pop(var, None)
-        self.lines: list[str] = []
-        self._eof = False
-        self._cond = threading.Condition()
-        self.popen = subprocess.Popen(
-            [str(DEMO), *args], cwd=ROOT, env=env, start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        self._reader = threading.Thread(target=self._read, name="demo-output", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for raw in self.popen.stdout:
-            with self._cond:
-                self.lines.append(raw.decode(errors="replace").rstrip("\r\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
-
-    def output(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines)
-
-    def wait_for_line(self, pattern: str, timeout: float = RUN_TIMEOUT) -> str:
-        """The first output line matching ``pattern`` (re.search); fails at EOF or after ``timeout``."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if regex.search(line):
-                        return line
-                remaining = deadline - time.monotonic()
-                if self._eof or remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-        pytest.fail(f"the demo never printed a line matching {pattern!r}; its output:\n{self.output()}")
-
-    def wait(self, timeout: float = RUN_TIMEOUT) -> int:
-        try:
-            status = self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the demo did not exit within {timeout} s; its output:\n{self.output()}")
-        self._reader.join(10)
-        return status
-
-    def processes(self) -> dict[int, str]:
-        """Live (non-zombie) processes of this run: the demo's session or the marker in the environment."""
-        found: dict[int, str] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            info = _proc_info(pid)
-            if info is None or info[0] in ("Z", "X"):
-                continue
-            mine = info[1] == self.popen.pid
-            if not mine:
-                try:
-                    mine = self.mark in (entry / "environ").read_bytes().split(b"\0")
-                except OSError:
-                    continue  # gone, or not ours to read
-            if mine:
-                found[pid] = _cmdline(pid)
-        return found
-
-    def leftovers(self, timeout: float = GONE_TIMEOUT) -> dict[int, str]:
-        """Processes of the run still alive ``timeout`` seconds after the demo exited."""
-        deadline = time.monotonic() + timeout
-        left = self.processes()
-        while left and time.monotonic() < deadline:
-            time.sleep(0.05)
-            left = self.processes()
-        return left
-
-    def kill_all(self) -> None:
-        """Kill, by PID, the demo and every process of the run that is still there."""
-        if self.popen.poll() is None:
-            self.popen.kill()
-        # nodes before port-mappers (a node that outlives its port-mapper starts a new one),
-        # and again until none is left
-        deadline = time.monotonic() + GONE_TIMEOUT
-        while (left := self.processes()) and time.monotonic() < deadline:
-            for pid in sorted(left, key=lambda pid: "epmd" in left[pid]):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.05)
-        try:
-            self.popen.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not wait
-            pass
-        if self.popen.stdout is not None:
-            self._reader.join(10)
-            self.popen.stdout.close()
-
-
 @pytest.fixture
-def demo_runs() -> Iterator[list[DemoRun]]:
-    runs: list[DemoRun] = []
+def demo_runs() -> Iterator[list[ScriptRun]]:
+    runs: list[ScriptRun] = []
     yield runs
     for run in runs:
         run.kill_all()
 
 
-def start_demo(runs: list[DemoRun], *args: str) -> DemoRun:
-    run = DemoRun(*args)
+def start_demo(runs: list[ScriptRun], *args: str) -> ScriptRun:
+    run = ScriptRun([str(DEMO)], *args, what="the demo")
     runs.append(run)
     return run
 
@@ -233,13 +95,13 @@ def check_new_leader(output: str, shown: list[re.Match[str]]) -> None:
     assert answers and all(m["node"] == leader_node for m in answers), output
 
 
-def check_nothing_left(run: DemoRun, seen_while_running: dict[int, str] | None = None) -> None:
+def check_nothing_left(run: ScriptRun, seen_while_running: dict[int, str] | None = None) -> None:
     left = run.leftovers()
     assert not left, (f"processes of the demo still running after it exited: {left}\n"
                       f"(seen while it ran: {seen_while_running})\n{run.output()}")
 
 
-def processes_while_running(run: DemoRun, check: bool = True) -> dict[int, str]:
+def processes_while_running(run: ScriptRun, check: bool = True) -> dict[int, str]:
     """The run's processes once its three nodes are up: proves ``processes()`` finds them all.
 
     ``check=False`` for a run that may end right after its nodes are up (then they may be gone).
@@ -258,7 +120,7 @@ def processes_while_running(run: DemoRun, check: bool = True) -> dict[int, str]:
 
 # -- tests --------------------------------------------------------------------------------------
 
-def test_demo_runs_the_seed_example(demo_runs: list[DemoRun]) -> None:
+def test_demo_runs_the_seed_example(demo_runs: list[ScriptRun]) -> None:
     run = start_demo(demo_runs)
     seen = processes_while_running(run)
     status = run.wait()
@@ -271,7 +133,7 @@ def test_demo_runs_the_seed_example(demo_runs: list[DemoRun]) -> None:
     check_nothing_left(run, seen)
 
 
-def test_demo_persist_restarts_from_disk(demo_runs: list[DemoRun], tmp_path: Path) -> None:
+def test_demo_persist_restarts_from_disk(demo_runs: list[ScriptRun], tmp_path: Path) -> None:
     persist = tmp_path / "persist"
     run = start_demo(demo_runs, "--persist", str(persist))
     seen = processes_while_running(run, check=False)  # while persistence is missing it fails at once
@@ -302,7 +164,7 @@ def check_persist_output(output: str, persist: Path) -> None:
     r"^   waiting for foo to elect itself",     # inside the rpc that starts the first member
     r"^== commands on the replicated value",    # a running group, commands in flight
 ])
-def test_demo_ctrl_c_stops_everything(demo_runs: list[DemoRun], after: str) -> None:
+def test_demo_ctrl_c_stops_everything(demo_runs: list[ScriptRun], after: str) -> None:
     run = start_demo(demo_runs)
     seen = processes_while_running(run)
     run.wait_for_line(after)

@@ -1,0 +1,85 @@
+"""``scripts/bench.py`` end to end, shortened: every scenario runs and reports what the README says.
+
+The figures themselves depend on the machine and are not asserted (speed is measured, not
+tested); what is asserted is what a user of the benchmark relies on: every scenario of the
+performance issue runs, no operation fails, the JSON object on the last line has the documented
+shape with sane values, and no process of the run is left behind.  PySyncObj (``--compare``)
+needs a package download and is not run here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from script_run import ROOT, ScriptRun
+
+pytestmark = pytest.mark.timeout(300)
+
+BENCH = ROOT / "scripts" / "bench.py"
+DURATION_S = 1.0
+HEARTBEAT_MS = 200  # the default: the failover's kill waits at most this long after the check
+
+
+@pytest.fixture
+def bench_run() -> Iterator[list[ScriptRun]]:
+    runs: list[ScriptRun] = []
+    yield runs
+    for run in runs:
+        run.kill_all()
+
+
+def check_load(name: str, figures: Any, clients: int) -> None:
+    assert isinstance(figures, dict), f"{name}: {figures!r}"
+    assert figures["clients"] == clients, f"{name}: {figures!r}"
+    assert figures["errors"] == 0, f"{name}: operations failed: {figures!r}"
+    assert figures["ops"] > 0 and figures["ops_per_s"] > 0, f"{name}: {figures!r}"
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"], f"{name}: {figures!r}"
+
+
+def test_every_scenario_runs_and_the_json_line_has_the_documented_shape(bench_run: list[ScriptRun]) -> None:
+    run = ScriptRun([sys.executable, str(BENCH)], "--duration", str(DURATION_S), "--failover-tries", "1",
+                    "--json", what="the benchmark")
+    bench_run.append(run)
+    status = run.wait(240)
+    output = run.output()
+    assert status == 0, f"the benchmark exited with {status}:\n{output}"
+    assert "Traceback" not in output, output
+    fig = json.loads(output.splitlines()[-1])
+
+    assert fig["system"] == "rafted" and fig["members"] == 3, fig
+    check_load("seq", fig["seq"], 1)
+    assert sorted(fig["conc"], key=int) == ["1", "8", "32", "128"], fig["conc"].keys()
+    for clients, figures in fig["conc"].items():
+        check_load(f"conc {clients}", figures, int(clients))
+    check_load("lease_reads", fig["lease_reads"], 1)
+    check_load("persist", fig["persist"], 32)
+
+    failover = fig["failover_s"]
+    assert failover["tries"] == 1 and len(failover["times"]) == 1, failover
+    assert 0 < failover["median"] <= failover["max"], failover
+    assert failover["elections_max"] >= 1, f"a failover without an election: {failover}"
+    # the kill comes at a random moment of the heartbeat interval, as a crash would
+    assert all(0 <= w <= HEARTBEAT_MS / 1000 for w in failover["kill_after_check_s"]), failover
+
+    windows = fig["windows"]
+    assert windows["clients"] == 32 and windows["window_s"] == 0.5, windows
+    assert len(windows["rates"]) == int(DURATION_S / 0.5), windows
+    assert windows["rates"] == fig["conc"]["32"]["window_rates"], "windows are not the 32-client run's"
+    assert min(windows["rates"]) > 0, windows
+
+    members = fig["rss_mb"]["members"]
+    assert len(members) == 3 and sum(m["leader"] for m in members.values()) == 1, members
+    assert all(m["start"] > 0 and m["max"] >= m["end"] for m in members.values()), members
+
+    # the table a user reads, and the verdict on each target of the issue
+    for row in ("commands                    32", "lease reads", "persist (fsync)", "failover rafted:"):
+        assert row in output, f"no {row!r} line in the table:\n{output}"
+    targets = fig["targets"]
+    assert len(targets) >= 8 and all(isinstance(t["met"], bool) for t in targets), targets
+
+    left = run.leftovers()
+    assert not left, f"processes of the benchmark still running after it exited: {left}\n{output}"
