@@ -14,9 +14,10 @@ Scenarios (all run by default, in this order):
             the members' resident memory, sampled from /proc/<pid>/status every 0.5 s)
   lease     change_config to election_timeout_clock_drift_margin=100 (lease reads on), then 1
             client calling query() back to back; the config is restored afterwards
-  failover  SIGKILL the leader's node process, time until a surviving member answers a command,
-            count elections (term increase); the dead member is removed and a fresh node joins
-            before the next try
+  failover  after a health check and a random part of a heartbeat interval (a crash comes at any
+            moment), SIGKILL the leader's node process, time until a surviving member answers a
+            command, count elections (term increase); the dead member is removed and a fresh
+            node joins before the next try
   persist   a new group with persistence_dir on every member (fsync on), 32 clients
 
 Every OS process started is killed by PID in a ``finally``, as is the private epmd.
