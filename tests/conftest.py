@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import script_run
 
 import nodes
 
@@ -114,3 +115,13 @@ def node_cluster(this_node: str, tmp_path: Path) -> Iterator[nodecluster_t.NodeC
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture
+def script_runs() -> Iterator[list[script_run.ScriptRun]]:
+    """Scripts a test starts (``script_runs.append(ScriptRun(...))``); each is killed with every
+    process it started when the test ends."""
+    runs: list[script_run.ScriptRun] = []
+    yield runs
+    for run in runs:
+        run.kill_all()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,14 +23,6 @@ DURATION_S = 1.0
 HEARTBEAT_MS = 200  # the default: the failover's kill waits at most this long after the check
 
 
-@pytest.fixture
-def bench_run() -> Iterator[list[ScriptRun]]:
-    runs: list[ScriptRun] = []
-    yield runs
-    for run in runs:
-        run.kill_all()
-
-
 def check_load(name: str, figures: Any, clients: int) -> None:
     assert isinstance(figures, dict), f"{name}: {figures!r}"
     assert figures["clients"] == clients, f"{name}: {figures!r}"
@@ -40,10 +31,10 @@ def check_load(name: str, figures: Any, clients: int) -> None:
     assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"], f"{name}: {figures!r}"
 
 
-def test_every_scenario_runs_and_the_json_line_has_the_documented_shape(bench_run: list[ScriptRun]) -> None:
+def test_every_scenario_runs_and_the_json_line_has_the_documented_shape(script_runs: list[ScriptRun]) -> None:
     run = ScriptRun([sys.executable, str(BENCH)], "--duration", str(DURATION_S), "--failover-tries", "1",
                     "--json", what="the benchmark")
-    bench_run.append(run)
+    script_runs.append(run)
     status = run.wait(240)
     output = run.output()
     assert status == 0, f"the benchmark exited with {status}:\n{output}"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,14 +53,6 @@ RESTART_RESULTS: list[tuple[str, str, str]] = [
 
 RESULT_LINE = re.compile(r"^  \((?P<node>\S+)\) (?P<call>.*?)\s+-> (?P<result>.*)$")
 NEW_LEADER_LINE = re.compile(rf"^   new leader (?P<pid>{PID}) elected after \d+\.\d+ s$")
-
-
-@pytest.fixture
-def demo_runs() -> Iterator[list[ScriptRun]]:
-    runs: list[ScriptRun] = []
-    yield runs
-    for run in runs:
-        run.kill_all()
 
 
 def start_demo(runs: list[ScriptRun], *args: str) -> ScriptRun:
@@ -120,8 +111,8 @@ def processes_while_running(run: ScriptRun, check: bool = True) -> dict[int, str
 
 # -- tests --------------------------------------------------------------------------------------
 
-def test_demo_runs_the_seed_example(demo_runs: list[ScriptRun]) -> None:
-    run = start_demo(demo_runs)
+def test_script_runs_the_seed_example(script_runs: list[ScriptRun]) -> None:
+    run = start_demo(script_runs)
     seen = processes_while_running(run)
     status = run.wait()
     output = run.output()
@@ -133,9 +124,9 @@ def test_demo_runs_the_seed_example(demo_runs: list[ScriptRun]) -> None:
     check_nothing_left(run, seen)
 
 
-def test_demo_persist_restarts_from_disk(demo_runs: list[ScriptRun], tmp_path: Path) -> None:
+def test_demo_persist_restarts_from_disk(script_runs: list[ScriptRun], tmp_path: Path) -> None:
     persist = tmp_path / "persist"
-    run = start_demo(demo_runs, "--persist", str(persist))
+    run = start_demo(script_runs, "--persist", str(persist))
     seen = processes_while_running(run, check=False)  # while persistence is missing it fails at once
     status = run.wait()
     output = run.output()
@@ -164,8 +155,8 @@ def check_persist_output(output: str, persist: Path) -> None:
     r"^   waiting for foo to elect itself",     # inside the rpc that starts the first member
     r"^== commands on the replicated value",    # a running group, commands in flight
 ])
-def test_demo_ctrl_c_stops_everything(demo_runs: list[ScriptRun], after: str) -> None:
-    run = start_demo(demo_runs)
+def test_demo_ctrl_c_stops_everything(script_runs: list[ScriptRun], after: str) -> None:
+    run = start_demo(script_runs)
     seen = processes_while_running(run)
     run.wait_for_line(after)
     os.killpg(run.popen.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
