@@ -28,7 +28,9 @@ def check_load(name: str, figures: Any, clients: int) -> None:
     assert figures["clients"] == clients, f"{name}: {figures!r}"
     assert figures["errors"] == 0, f"{name}: operations failed: {figures!r}"
     assert figures["ops"] > 0 and figures["ops_per_s"] > 0, f"{name}: {figures!r}"
-    assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"], f"{name}: {figures!r}"
+    # percentiles are histogram buckets (0.5 % wide), the maximum is exact but rounded to 0.1 ms:
+    # the two are not comparable to the last digit
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"] and figures["max_ms"] > 0, f"{name}: {figures!r}"
 
 
 def test_every_scenario_runs_and_the_json_line_has_the_documented_shape(script_runs: list[ScriptRun]) -> None:
