@@ -16,7 +16,9 @@ from rafted_support import make_lock_maker
 
 import nodes
 import rafted
+from nodes import dist
 from rafted import RaftedValue
+from rafted.logs import EXTRA_ENTRIES_KEPT_IN_MEMORY
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(120)]
 
@@ -214,9 +216,6 @@ def test_a_follower_cut_off_under_load_is_caught_up_after_the_heal_while_the_lea
     other keeps a quorum, every command commits, and the leader keeps no entries for the missing
     follower (its in-memory log holds the committed tail it always keeps and nothing more, however
     many commands go by); after the heal that follower gets the whole value."""
-    from nodes import dist
-    from rafted.logs import EXTRA_ENTRIES_KEPT_IN_MEMORY
-
     start_member = member_starter()
 
     def commands_on_this_node(count: int, first: int) -> Any:
