@@ -60,7 +60,7 @@ def spawn_monitor(fn: Any, *args: Any) -> tuple[Pid, Ref]:
 def send(dest: Any, msg: Any) -> Any:
     """Send ``msg`` to a Pid, a registered name or a ``(name, node)``; never raises for a dead dest."""
     _process.check_alive()
-    _node.route(dest, msg)
+    _node.send(dest, msg)
     return msg
 
 

@@ -414,7 +414,7 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None) -> Any:
 def cast(server: Any, msg: Any) -> str:
     """Send an asynchronous request; always ``"ok"``."""
     process.check_alive()
-    node.route(server, ("$gen_cast", msg))
+    node.send(server, ("$gen_cast", msg))
     return "ok"
 
 

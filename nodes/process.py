@@ -41,7 +41,7 @@ from . import registry
 from . import this_node as node
 from ._sched import batch_scheduling, holder_gone, thread_done
 from .mailbox import Mailbox
-from .terms import CallReply, Exit, Pid, ProcessExit, Ref, make_ref, rename_local_pid
+from .terms import CallReply, Exit, Pid, ProcessExit, Ref, make_ref, rename_local_pid, split_node_name
 
 log = logging.getLogger("nodes")
 
@@ -352,6 +352,7 @@ def link(pid: Pid) -> bool:
         if not trapping:
             raise Exit("noproc")
         return True
+    split_node_name(pid.node)  # a malformed name is a wrong argument: raise before linking
     with _lock:
         me.links.add(pid)
     _remote(pid.node, ("link", me.pid, pid))
@@ -442,6 +443,7 @@ def monitor_as(me: Proc, server: Any, target: Proc | None = None) -> Ref:
             else:
                 me.mailbox.put(("DOWN", ref, "process", obj, "noproc"))
         return ref
+    split_node_name(target_node)  # a malformed name is a wrong argument: raise before monitoring
     with _lock:
         me.monitors[ref] = (target_node, obj)
     _remote(target_node, ("monitor", me.pid, obj, ref))

@@ -189,6 +189,20 @@ def make_ref() -> Ref:
     return self
 
 
+class BadNodeName(ValueError):
+    """A node name that is not ``"name@host"``: a wrong argument, not an unreachable node."""
+
+
+def split_node_name(node: str) -> tuple[str, str]:
+    """``"name@host"`` → ``("name", "host")``; raises :class:`BadNodeName` for anything else."""
+    if not isinstance(node, str):
+        raise TypeError(f"node name must be a str like 'name@host', not {type(node).__name__}")
+    name, sep, host = node.partition("@")
+    if not sep or not name or not host or "@" in host or any(c.isspace() for c in node):
+        raise BadNodeName(f"bad node name {node!r}: expected 'name@host'")
+    return name, host
+
+
 class Exit(Exception):
     """An exit raised by a call (``exit(Reason)`` in Erlang); ``.reason`` is the Erlang-style reason.
 

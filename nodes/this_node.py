@@ -12,13 +12,16 @@ message for another node is dropped, as in a non-distributed ``erl``.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import registry
-from .terms import NONODE, Pid
+from .terms import NONODE, BadNodeName, Pid, split_node_name
 
-__all__ = ["NONODE", "route", "local_proc", "new_pid", "is_local_node"]
+__all__ = ["NONODE", "route", "send", "local_proc", "new_pid", "is_local_node"]
+
+log = logging.getLogger("nodes")
 
 if TYPE_CHECKING:
     from .process import Proc
@@ -66,8 +69,21 @@ def local_proc(pid: Pid) -> Proc | None:
     return None
 
 
+def send(dest: Any, msg: Any) -> None:
+    """:func:`route` for ``nodes.send`` and ``gen_statem.cast``, which never raise for where a
+    message goes: a destination on a malformed node name is dropped with a warning, as Erlang
+    drops a message to a node that cannot exist.  (A wrong *type* of destination still raises.)"""
+    try:
+        route(dest, msg)
+    except BadNodeName as error:
+        log.warning("message to %r dropped: %s", dest, error)
+
+
 def route(dest: Any, msg: Any) -> None:
-    """Send ``msg`` to ``dest`` (Pid | name | (name, node)); never raises for a dead destination."""
+    """Send ``msg`` to ``dest`` (Pid | name | (name, node)); never raises for a dead destination.
+
+    Raises TypeError for a destination of another form and :class:`BadNodeName` (a ValueError)
+    for a node name that is not ``name@host``, so that a call names its caller's mistake."""
     if type(dest) is Pid:
         if dest.node == name or dest.node == NONODE:
             proc = local_proc(dest)
@@ -75,6 +91,8 @@ def route(dest: Any, msg: Any) -> None:
                 proc.mailbox.put(msg)
         elif dist is not None:
             dist.send_signal(dest.node, ("msg", dest, msg))
+        else:
+            split_node_name(dest.node)  # a malformed name is a wrong argument, distributed or not
         return
     if type(dest) is str:
         pid = registry.lookup(dest)
@@ -91,6 +109,8 @@ def route(dest: Any, msg: Any) -> None:
             route(reg_name, msg)
         elif dist is not None:
             dist.send_signal(node_name, ("reg_msg", reg_name, msg))
+        else:
+            split_node_name(node_name)
         return
     raise TypeError(
         f"send: destination must be a Pid, a registered name str or a (name, node) tuple, got {dest!r}")

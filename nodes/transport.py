@@ -83,6 +83,7 @@ import zmq
 
 from . import codec, epmd
 from ._sched import batch_scheduling, thread_done, unheld_thread
+from .terms import split_node_name
 
 log = logging.getLogger("nodes.transport")
 
@@ -101,16 +102,6 @@ RESOLVE_TIMEOUT = 2.0
 
 # Handshake message kinds (session frame kinds live in codec).
 HELLO, CHALLENGE, REPLY, ACK, NOK, REFUSED, RESET = b"h", b"c", b"r", b"a", b"k", b"n", b"x"
-
-
-def split_node_name(node: str) -> tuple[str, str]:
-    """``"name@host"`` → ``("name", "host")``; raises ValueError for anything else."""
-    if not isinstance(node, str):
-        raise TypeError(f"node name must be a str like 'name@host', not {type(node).__name__}")
-    name, sep, host = node.partition("@")
-    if not sep or not name or not host or "@" in host or any(c.isspace() for c in node):
-        raise ValueError(f"bad node name {node!r}: expected 'name@host'")
-    return name, host
 
 
 def default_bind_host(node: str) -> str:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 import nodes
-from nodes import Pid, Ref
+from nodes import Pid, Ref, process
 
 #: ms to wait for something that should happen promptly (generous: the machine may be busy)
 WAIT = 5000
@@ -25,3 +29,26 @@ def wait_down(ref: Ref) -> object:
 def wait_gone(pid: Pid) -> object:
     """Block until ``pid`` is gone; its exit reason (``"noproc"`` if it was gone already)."""
     return wait_down(nodes.monitor(pid))
+
+
+def check_malformed_node_names_are_wrong_arguments(caplog) -> None:
+    """A node name without ``name@host`` form: send and cast (which never raise) drop the message
+    and log why; call, monitor and link raise ValueError naming the expected form, and leave no
+    message or monitor behind.  The same distributed or not."""
+    caplog.set_level(logging.WARNING, logger="nodes")
+    me = process.current()
+    monitors, links = dict(me.monitors), set(me.links)
+    for dest in (("some_name", "nohostpart"), ("some_name", "@host"), Pid("a@", 1)):
+        caplog.clear()
+        assert nodes.send(dest, "lost") == "lost"
+        assert nodes.gen_statem.cast(dest, "lost") == "ok"
+        dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+        assert len(dropped) == 2 and all("name@host" in m for m in dropped), dropped
+        with pytest.raises(ValueError, match="name@host"):
+            nodes.gen_statem.call(dest, "request", 1000)
+        with pytest.raises(ValueError, match="name@host"):
+            nodes.monitor(dest)
+    with pytest.raises(ValueError, match="name@host"):
+        nodes.link(Pid("a@", 1))
+    assert nodes.flush() == []
+    assert me.monitors == monitors and me.links == links

@@ -25,8 +25,10 @@ from nodes import dist, gen_statem
 
 try:
     from . import dist_peer_helpers as h
+    from .process_helpers import check_malformed_node_names_are_wrong_arguments
 except ImportError:
     import dist_peer_helpers as h  # type: ignore[no-redef]
+    from process_helpers import check_malformed_node_names_are_wrong_arguments
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(60)]
 
@@ -193,6 +195,10 @@ def test_send_to_unreachable_nodes_returns_at_once(this_node) -> None:
             assert nodes.send(dest, "msg") == "msg"
             assert time.perf_counter() - started < 0.05, dest
     h.wait_until_true(lambda: ghost not in nodes.list_nodes(), 5.0, "nothing connected")
+
+
+def test_a_malformed_node_name_is_dropped_by_send_and_refused_by_call(this_node, caplog) -> None:
+    check_malformed_node_names_are_wrong_arguments(caplog)
 
 
 # -- 3. remote links and monitors --------------------------------------------------------------

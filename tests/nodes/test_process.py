@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from process_helpers import WAIT, is_down, wait_gone
+from process_helpers import WAIT, check_malformed_node_names_are_wrong_arguments, is_down, wait_gone
 
 import nodes
 from nodes import Exit, Pid, Ref
@@ -240,6 +240,10 @@ def test_send_never_raises_for_a_dead_or_unknown_destination() -> None:
     nodes.send(("some_name", "other@host"), "lost")  # not distributed: dropped
     nodes.send(Pid("other@host", 1), "lost")
     assert nodes.flush() == []
+
+
+def test_a_malformed_node_name_is_dropped_by_send_and_refused_by_call(caplog) -> None:
+    check_malformed_node_names_are_wrong_arguments(caplog)
 
 
 def test_send_rejects_something_that_is_not_a_destination() -> None:
