@@ -1,4 +1,4 @@
-"""Value types every other room passes around: Pid, Ref, Exit, and the call-reply envelope.
+"""Value types every other room passes around: Pid, Ref, Exit, the call-reply envelope, and node names.
 
 They are immutable, hashable and picklable, so they travel between nodes as they
 are.  A Pid carries its node's name and *creation* (incarnation number): a node
