@@ -25,6 +25,7 @@ from typing import Any
 
 from . import process, rpc
 from . import this_node as node
+from .terms import split_node_name
 
 log = logging.getLogger("nodes.dist")
 
@@ -180,8 +181,9 @@ def _on_node_up(node_name: str, creation: int) -> None:
 
 def connect(node_name: str) -> bool:
     """Connect to ``node_name`` (``Node.connect``); False when not distributed or refused."""
-    if not isinstance(node_name, str) or "@" not in node_name:
+    if not isinstance(node_name, str):
         raise TypeError(f"connect: expected a node name like '2@host', got {node_name!r}")
+    split_node_name(node_name)  # ValueError for a str that is not name@host
     if node.dist is None:
         return False
     if node_name == node.name:

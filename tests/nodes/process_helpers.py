@@ -33,7 +33,7 @@ def wait_gone(pid: Pid) -> object:
 
 def check_malformed_node_names_are_wrong_arguments(caplog) -> None:
     """A node name without ``name@host`` form: send and cast (which never raise) drop the message
-    and log why; call, monitor and link raise ValueError naming the expected form, and leave no
+    and log why; call, monitor, link and connect raise ValueError naming the expected form, and leave no
     message or monitor behind.  The same distributed or not."""
     caplog.set_level(logging.WARNING, logger="nodes")
     me = process.current()
@@ -50,5 +50,9 @@ def check_malformed_node_names_are_wrong_arguments(caplog) -> None:
             nodes.monitor(dest)
     with pytest.raises(ValueError, match="name@host"):
         nodes.link(Pid("a@", 1))
+    with pytest.raises(ValueError, match="name@host"):
+        nodes.connect("nohostpart")
+    with pytest.raises(TypeError, match="node name"):
+        nodes.connect(42)  # type: ignore[arg-type]
     assert nodes.flush() == []
     assert me.monitors == monitors and me.links == links
