@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from . import _sched, gen_statem, rpc, sys
+from . import codec as _codec
 from . import process as _process
 from . import registry as _registry
 from . import this_node as _node
+from .codec import EncodeError
 from .terms import Exit, Pid, Ref, make_ref
 from .timers import Scheduler as _Scheduler
 
@@ -25,7 +27,7 @@ __all__ = [
     "self", "spawn", "spawn_link", "spawn_monitor", "send", "receive", "flush",
     "register", "unregister", "whereis", "link", "unlink", "process_flag", "process_info",
     "monitor", "demonitor", "exit", "is_alive", "send_after", "cancel_timer", "read_timer",
-    "hold_one_cpu",
+    "hold_one_cpu", "term_to_binary", "binary_to_term", "EncodeError",
     "gen_statem", "sys", "rpc",
 ]
 
@@ -181,6 +183,21 @@ def hold_one_cpu(hold: bool) -> bool:
         # killed meanwhile: its exit may have looked for its hold before it was there
         return _sched.hold_one_cpu(me.pid, False)
     return held
+
+
+def term_to_binary(term: Any) -> bytes:
+    """``term`` as bytes, the way messages travel between nodes (Erlang's ``term_to_binary``):
+    pickle, or cloudpickle when something in it is defined in ``__main__``, a shell or a
+    function (it then travels by value).  Raises :class:`EncodeError` (a TypeError) when
+    neither can serialize it (a lock, a socket, ...)."""
+    return _codec.dumps(term)
+
+
+def binary_to_term(data: bytes | bytearray | memoryview) -> Any:
+    """The term ``term_to_binary`` made (Erlang's ``binary_to_term``).  Unpickling runs code:
+    only for bytes this program made or authenticated.  A class this process defined comes
+    back as the class itself, untouched (see ``nodes.unpickling``)."""
+    return _codec.loads(data)
 
 
 # -- distribution (filled in by nodes.dist) --------------------------------------------------

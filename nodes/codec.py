@@ -110,7 +110,7 @@ def _cloud_dumps(obj: object, plain_error: BaseException | None) -> bytes:
         )
 
 
-def loads(data: bytes) -> Any:
+def loads(data: bytes | bytearray | memoryview) -> Any:
     """Deserialize bytes made by :func:`dumps`.  Only for authenticated input: it runs code."""
     return unpickling.loads(data)
 

@@ -70,7 +70,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nodes
-from nodes.codec import EncodeError
 from rafted import _codec, dir_lock
 from rafted import election as Election
 from rafted import leadership as Leadership
@@ -200,7 +199,7 @@ class _Ctx:
 def _send_reply(module: Any, from_: Any, reply: Any) -> None:
     try:
         module.reply(from_, reply)
-    except EncodeError as e:
+    except nodes.EncodeError as e:
         # An answer for a client on another node that cannot travel (results are checked to
         # serialize, but one may exceed the frame limit): that client times out, the member goes
         # on. Messages between members are not caught: one that cannot be sent would be retried

@@ -268,3 +268,21 @@ def test_random_parts_never_open(parts: list[bytes]) -> None:
     _, b = session_pair()
     with pytest.raises(codec.FrameError):
         b.open(parts)
+
+
+def test_term_to_binary_is_the_codec_in_the_public_face() -> None:
+    import nodes
+
+    class Local:
+        def __init__(self, value: int):
+            self.value = value
+
+    term = ("msg", nodes.make_ref(), [1, 2.5, "x"], Local(7))
+    data = nodes.term_to_binary(term)
+    assert type(data) is bytes
+    back = nodes.binary_to_term(memoryview(data))
+    assert back[:3] == term[:3] and type(back[3]) is Local and back[3].value == 7
+    assert load_in_fresh_interpreter(data, "obj[3].value") == "7"  # the local class went by value
+    with pytest.raises(nodes.EncodeError, match="lock"):
+        nodes.term_to_binary([threading.Lock()])
+    assert nodes.EncodeError is codec.EncodeError
