@@ -150,10 +150,11 @@ def start_link(
         raise TypeError(f"start_link: group_info must be {_GROUP_INFO_FORMS}, got {group_info!r}")
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"start_link: name must be a non-empty str or None, got {name!r}")
-    if not isinstance(log_file_expansion_factor, (int, float)) or log_file_expansion_factor <= 0:
-        raise ValueError(
-            f"start_link: log_file_expansion_factor must be positive, got {log_file_expansion_factor!r}"
-        )
+    factor = log_file_expansion_factor
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool):
+        raise TypeError(f"start_link: log_file_expansion_factor must be a positive number, got {factor!r}")
+    if not factor > 0:  # also NaN, which would silently turn compaction off
+        raise ValueError(f"start_link: log_file_expansion_factor must be a positive number, got {factor!r}")
     _check_timeout("start_link", join_timeout)
     if not isinstance(log_file_min_size, int) or isinstance(log_file_min_size, bool) or log_file_min_size < 0:
         raise ValueError(
@@ -289,7 +290,10 @@ def force_remove_member(member: Any, pid: nodes.Pid) -> Any:
     _check_pid("force_remove_member", pid)
     if member == pid:
         raise ValueError("force_remove_member: a member cannot remove itself")
-    return nodes.gen_statem.call(member, ("force_remove_member", pid))
+    result = nodes.gen_statem.call(member, ("force_remove_member", pid))
+    if result == ("error", "cannot_remove_self"):  # ``member`` named ``pid`` by a registered name
+        raise ValueError(f"force_remove_member: a member cannot remove itself ({member!r} is {pid!r})")
+    return result
 
 
 def status(server: Any, timeout: int | None = 5000) -> dict:

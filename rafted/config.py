@@ -20,10 +20,11 @@ __all__ = ["Config", "make_config"]
 
 def _check_positive_int(name: str, value: Any) -> None:
     # bool is an int subclass; True as a time-out is certainly a mistake
+    what = "a positive int" if name == "max_retained_command_results" else "a positive int (milliseconds)"
     if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive int (milliseconds), got {value!r}")
+        raise TypeError(f"{name} must be {what}, got {value!r}")
     if value <= 0:
-        raise ValueError(f"{name} must be a positive int (milliseconds), got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)

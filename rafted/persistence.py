@@ -70,8 +70,8 @@ The server calls, when ``state.persistence`` is not None:
 - :meth:`Persistence.log_compaction_runnable` /
   :meth:`Persistence.switch_log_file_and_spawn_snapshot_writer` after
   writing; the helper reports with the message ``(SNAPSHOT_CREATED, path,
-  term, last_committed_index, size)`` (or, as in the original, the call
-  ``("snapshot_created", ...)``), handled by :meth:`Persistence.snapshot_created`;
+  term, last_committed_index, size)``, handled by :meth:`Persistence.snapshot_created`
+  (no call does this: a caller could make a member trust a snapshot that is not there);
 - :meth:`Persistence.install_snapshot` when a follower installs a snapshot
   sent by the leader (written before it is acknowledged);
 - ``latest_snapshot_metadata`` bounds log truncation: with persistence,

@@ -1219,6 +1219,11 @@ def _handle_call_common(ctx: _Ctx, from_: Any, req: Any, state_name: str, s: Sta
     if tag == "force_remove_member" and n == 2:
         # Removing a member may make a candidate the winner; the next time-out sorts that out.
         pid = req[1]
+        if pid == ctx.me:
+            # named by its registered name, a member was asked to forget itself: it would go on
+            # as a leader of nobody (the caller turns this into a ValueError, as for a pid)
+            ctx.reply(s, from_, ("error", "cannot_remove_self"))
+            return ("keep_state", s)
         s = _replace_value(s, members=Members.force_remove_member(s.members, pid))
         if s.leadership is not None:
             s = _replace_value(
@@ -1230,10 +1235,6 @@ def _handle_call_common(ctx: _Ctx, from_: Any, req: Any, state_name: str, s: Sta
         return ("keep_state", s)
     if tag == "status" and n == 0:
         ctx.reply(s, from_, _status(ctx, state_name, s))
-        return ("keep_state", s)
-    if tag == "snapshot_created" and n == 5 and s.persistence is not None:
-        s = _replace_value(s, persistence=s.persistence.snapshot_created(*req[1:]))
-        ctx.reply(s, from_, "ok")
         return ("keep_state", s)
     if state_name == "leader":
         ctx.reply(s, from_, ("error", "unexpected_message"))

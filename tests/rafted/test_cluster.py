@@ -121,6 +121,24 @@ def test_one_membership_change_at_a_time(cluster: Cluster) -> None:
     nodes.exit(idle, "kill")
 
 
+def test_a_member_named_by_its_registered_name_cannot_be_told_to_forget_itself(cluster: Cluster) -> None:
+    leader = cluster.new_leader(name="self_remover")
+    follower = cluster.add_follower(leader)
+    for server in ("self_remover", ("self_remover", nodes.node()), leader):
+        with pytest.raises(ValueError, match="cannot remove itself"):
+            RaftedValue.force_remove_member(server, leader)
+    assert set(RaftedValue.status(leader)["members"]) == {leader, follower}
+    assert RaftedValue.command("self_remover", "inc") == ("ok", 0)
+
+
+def test_no_caller_can_make_a_member_trust_a_snapshot_it_did_not_write(cluster: Cluster, tmp_path) -> None:
+    leader = cluster.new_leader(persistence_dir=str(tmp_path / "m"))
+    before = state_of(leader)[1].persistence.latest_snapshot_metadata
+    fake = ("snapshot_created", str(tmp_path / "m" / "snapshot_99_999"), 99, 999, 1)
+    assert nodes.gen_statem.call(leader, fake) == ("error", "unexpected_message")
+    assert state_of(leader)[1].persistence.latest_snapshot_metadata == before
+
+
 def test_joiner_waits_while_another_change_is_uncommitted(cluster: Cluster) -> None:
     leader = cluster.new_leader(SLOW)
     idle = nodes.spawn(nodes.receive)
@@ -182,6 +200,9 @@ def test_bad_arguments_raise_at_the_call_site() -> None:
         RaftedValue.start_link(("join_existing_consensus_group", []))
     with pytest.raises(TypeError, match="persistence_dir"):
         RaftedValue.start_link(("create_new_consensus_group", CONF), persistence_dir=42)
+    for factor, exc in ((True, TypeError), ("10", TypeError), (0, ValueError), (float("nan"), ValueError)):
+        with pytest.raises(exc, match="log_file_expansion_factor"):
+            RaftedValue.start_link(("create_new_consensus_group", CONF), log_file_expansion_factor=factor)
     with pytest.raises(TypeError, match="pid"):
         RaftedValue.remove_follower("foo", "bar")
     with pytest.raises(TypeError, match="hashable"):

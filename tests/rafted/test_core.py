@@ -490,6 +490,7 @@ def test_make_config_defaults_and_replace() -> None:
         ({"election_timeout": 1.5}, TypeError, "election_timeout"),
         ({"heartbeat_timeout": True}, TypeError, "heartbeat_timeout"),
         ({"max_retained_command_results": "10"}, TypeError, "max_retained_command_results"),
+        ({"max_retained_command_results": 0}, ValueError, "results must be a positive int, got"),
         ({"election_timeout_clock_drift_margin": 0}, ValueError, "election_timeout_clock_drift_margin"),
         ({"leader_hook_module": object()}, TypeError, "leader_hook_module"),
         ({"communication_module": object()}, TypeError, "communication_module"),
