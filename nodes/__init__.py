@@ -31,7 +31,7 @@ __all__ = [
     "gen_statem", "sys", "rpc",
 ]
 
-_scheduler = _Scheduler(_node.route)
+_scheduler = _Scheduler(_node.send)  # a timer message goes as nodes.send would send it
 
 
 def node() -> str:

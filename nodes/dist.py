@@ -52,12 +52,12 @@ def full_name(name: str) -> str:
     """``"1"`` → ``"1@<short hostname>"`` (like ``-sname``); a name with ``@`` is taken as it is."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"start: expected a node name str like '1' or 'n1@127.0.0.1', got {name!r}")
-    if "@" in name:
-        alive, _, host = name.partition("@")
-        if not alive or not host or "@" in host:
-            raise ValueError(f"start: a node name is NAME@HOST, got {name!r}")
-        return name
-    return f"{name}@{socket.gethostname().split('.')[0]}"
+    full = name if "@" in name else f"{name}@{socket.gethostname().split('.')[0]}"
+    try:
+        split_node_name(full)
+    except ValueError:
+        raise ValueError(f"start: a node name is NAME@HOST (or NAME alone), got {name!r}") from None
+    return full
 
 
 def default_cookie() -> str:
@@ -133,13 +133,11 @@ def start(name: str, cookie: str | None = None, *, tick_ms: int | None = None) -
         if not isinstance(secret, str) or not secret:
             raise TypeError(f"start: cookie must be a non-empty str, got {cookie!r}")
         creation = secrets.randbelow(2**31 - 1) + 1
-        epmd_port = int(os.environ.get("NODES_EPMD_PORT", "4370"))
-        tick = tick_ms if tick_ms is not None else int(os.environ.get("NODES_TICK_MS", "1000"))
         host = wanted.partition("@")[2]
-        transport = Transport(
+        transport = Transport(  # the port-mapper's port and the tick: theirs to read from the env
             wanted, creation, secret.encode(),
             on_message=_on_message, on_node_up=_on_node_up, on_node_down=process.node_down,
-            bind_host=_bind_host(host), epmd_port=epmd_port, tick_ms=tick,
+            bind_host=_bind_host(host), tick_ms=tick_ms,
         )
         from . import registry
 

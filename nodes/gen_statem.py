@@ -47,7 +47,7 @@ from .terms import CallReply, Exit, Pid, ProcessExit, Ref, make_ref
 
 log = logging.getLogger("nodes.gen_statem")
 
-__all__ = ["start", "start_link", "call", "cast", "reply", "stop"]
+__all__ = ["start", "start_link", "call", "cast", "reply", "stop", "take_queued_calls"]
 
 
 # -- starting ----------------------------------------------------------------------------------

@@ -246,6 +246,13 @@ def test_a_malformed_node_name_is_dropped_by_send_and_refused_by_call(caplog) ->
     check_malformed_node_names_are_wrong_arguments(caplog)
 
 
+@pytest.mark.parametrize("name", ["a b", "a b@127.0.0.1", "@127.0.0.1", "a@", "a@b@c"])
+def test_start_refuses_a_malformed_node_name_and_stays_local(name: str) -> None:
+    with pytest.raises(ValueError, match="NAME@HOST"):
+        nodes.start(name, cookie="unused")
+    assert nodes.node() == "nonode@nohost"
+
+
 def test_send_rejects_something_that_is_not_a_destination() -> None:
     with pytest.raises(TypeError, match="Pid"):
         nodes.send(42, "x")
