@@ -124,10 +124,6 @@ class Mailbox:
             self._closed = reason
             self._incoming.put(_WAKE)
 
-    @property
-    def closed_reason(self) -> Any:
-        return None if self._closed is _OPEN else self._closed
-
     def __len__(self) -> int:
         return len(self._saved) + self._incoming.qsize()
 

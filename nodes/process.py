@@ -155,10 +155,6 @@ class _ThreadExit:
             pass
 
 
-def current_or_none() -> Proc | None:
-    return getattr(_tls, "proc", None)
-
-
 def _raise_dead(proc: Proc) -> None:
     """Unwind a thread whose process has been killed."""
     if proc.actor is not None:

@@ -49,12 +49,3 @@ def remove_pid(pid: Pid) -> None:
 
 def lookup(name: str) -> Pid | None:
     return _names.get(name)
-
-
-def name_of(pid: Pid) -> str | None:
-    return _by_pid.get(pid)
-
-
-def registered() -> list[str]:
-    with _lock:
-        return list(_names)

@@ -787,9 +787,6 @@ class Persistence:
             log.error("snapshot writer for %s failed: %r", self.dir, reason)
         return _replace_value(self, snapshot_writer=None)
 
-    def unset_snapshot_metadata(self) -> Persistence:
-        return _replace_value(self, latest_snapshot_metadata=None)
-
     def install_snapshot(self, snapshot: Snapshot, data: bytes | None = None) -> Persistence:
         """A follower installs the leader's snapshot: written (and durable) first, then the old
         files go and ``log_<index + 1>`` receives the entries after it."""

@@ -41,16 +41,6 @@ class Snapshot:
     def from_install_snapshot(cls, m: InstallSnapshot) -> Snapshot:
         return cls(m.members, m.term, m.last_committed_entry, m.config, m.data, m.command_results)
 
-    def to_install_snapshot(self) -> InstallSnapshot:
-        return InstallSnapshot(
-            members=self.members,
-            term=self.term,
-            last_committed_entry=self.last_committed_entry,
-            config=self.config,
-            data=self.data,
-            command_results=self.command_results,
-        )
-
 
 def encode(snapshot: Snapshot) -> bytes:
     return gzip.compress(dumps(snapshot), compresslevel=6, mtime=0)
