@@ -197,6 +197,8 @@ def binary_to_term(data: bytes | bytearray | memoryview) -> Any:
     """The term ``term_to_binary`` made (Erlang's ``binary_to_term``).  Unpickling runs code:
     only for bytes this program made or authenticated.  A class this process defined comes
     back as the class itself, untouched (see ``nodes.unpickling``)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"binary_to_term: expected bytes made by term_to_binary, got {type(data).__name__}")
     return _codec.loads(data)
 
 

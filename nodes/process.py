@@ -505,6 +505,7 @@ def await_reply(me: Proc, tag: Ref, mref: Ref, timeout: int | None) -> Any:
 def monitor_node(node_name: str, flag: bool = True) -> bool:
     if not isinstance(node_name, str):
         raise TypeError(f"monitor_node: expected a node name str, got {node_name!r}")
+    split_node_name(node_name)  # ValueError for a str that is not name@host, distributed or not
     me = current()
     if not flag:
         with _lock:

@@ -34,9 +34,9 @@ def wait_gone(pid: Pid) -> object:
 
 def check_malformed_node_names_are_wrong_arguments(caplog) -> None:
     """A node name without ``name@host`` form: send and cast (which never raise) drop the message
-    and log why, and so does a send_after timer; call, monitor, link and connect raise ValueError
-    naming the expected form, and leave no message or monitor behind.  The same distributed or
-    not."""
+    and log why, and so does a send_after timer; call, monitor, link, connect, disconnect and
+    monitor_node raise ValueError naming the expected form, and leave no message or monitor
+    behind.  The same distributed or not."""
     caplog.set_level(logging.WARNING, logger="nodes")
     me = process.current()
     monitors, links = dict(me.monitors), set(me.links)
@@ -61,6 +61,9 @@ def check_malformed_node_names_are_wrong_arguments(caplog) -> None:
         nodes.connect("nohostpart")
     with pytest.raises(TypeError, match="node name"):
         nodes.connect(42)  # type: ignore[arg-type]
+    for fn in (nodes.disconnect, nodes.monitor_node):
+        with pytest.raises(ValueError, match="name@host"):
+            fn("nohostpart")
     assert nodes.flush() == []
     assert me.monitors == monitors and me.links == links
 

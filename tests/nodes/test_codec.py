@@ -286,3 +286,5 @@ def test_term_to_binary_is_the_codec_in_the_public_face() -> None:
     with pytest.raises(nodes.EncodeError, match="lock"):
         nodes.term_to_binary([threading.Lock()])
     assert nodes.EncodeError is codec.EncodeError
+    with pytest.raises(TypeError, match="bytes"):
+        nodes.binary_to_term("not bytes")  # type: ignore[arg-type]
