@@ -177,15 +177,9 @@ def _on_node_up(node_name: str, creation: int) -> None:
     log.info("node up: %s (creation %d)", node_name, creation)
 
 
-def _check_node_name(what: str, node_name: Any) -> None:
-    if not isinstance(node_name, str):
-        raise TypeError(f"{what}: expected a node name like '2@host', got {node_name!r}")
-    split_node_name(node_name)  # ValueError for a str that is not name@host
-
-
 def connect(node_name: str) -> bool:
     """Connect to ``node_name`` (``Node.connect``); False when not distributed or refused."""
-    _check_node_name("connect", node_name)
+    split_node_name(node_name)  # TypeError for a non-str, ValueError for a str not name@host
     if node.dist is None:
         return False
     if node_name == node.name:
@@ -194,7 +188,7 @@ def connect(node_name: str) -> bool:
 
 
 def disconnect(node_name: str) -> bool:
-    _check_node_name("disconnect", node_name)
+    split_node_name(node_name)
     if node.dist is None:
         return False
     return bool(_transport.disconnect(node_name))
