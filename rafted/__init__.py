@@ -35,6 +35,7 @@ import sys as _sys
 from typing import Any
 
 import nodes
+from nodes.terms import BadNodeName, split_node_name
 from rafted import server as _server
 from rafted.communication import Communication, RemoteMessageGateway
 from rafted.config import Config, make_config
@@ -87,6 +88,15 @@ def _check_server(what: str, server: Any) -> None:
         raise TypeError(
             f"{what}: expected a server (a pid, a registered name or a (name, node) tuple), got {server!r}"
         )
+    if type(server) is tuple:
+        # a node name that is not name@host is a wrong argument, here rather than later: start_link
+        # would otherwise only report it from the new process, as a crashed init
+        try:
+            split_node_name(server[1])
+        except BadNodeName:
+            raise BadNodeName(
+                f"{what}: bad node name {server[1]!r} in {server!r}: expected 'name@host'"
+            ) from None
 
 
 def _check_timeout(what: str, timeout: Any) -> None:

@@ -198,6 +198,13 @@ def test_bad_arguments_raise_at_the_call_site() -> None:
         RaftedValue.start_link(("create_new_consensus_group", {"data_module": None}))
     with pytest.raises(TypeError, match="non-empty list"):
         RaftedValue.start_link(("join_existing_consensus_group", []))
+    # a (name, node) whose node is not name@host: raised here, not reported by a crashed init
+    for fn, args in ((RaftedValue.start_link, (("join_existing_consensus_group", [("foo", "nohost")]),)),
+                     (RaftedValue.command, (("foo", "nohost"), "inc")),
+                     (RaftedValue.status, (("foo", "nohost"),))):
+        with pytest.raises(ValueError, match="'nohost'.*name@host"):
+            fn(*args)
+    assert nodes.flush() == []  # no process was started, so no EXIT or DOWN is left behind
     with pytest.raises(TypeError, match="persistence_dir"):
         RaftedValue.start_link(("create_new_consensus_group", CONF), persistence_dir=42)
     for factor, exc in ((True, TypeError), ("10", TypeError), (0, ValueError), (float("nan"), ValueError)):
