@@ -190,19 +190,14 @@ def start_link(
 # or whose node was lost, while the request was on its way or being handled may have logged
 # it, and a later leader may commit it: like a time-out, the outcome is unknown (the original
 # exits there; returning "timeout" keeps these functions from raising for a dead member).
-_NOT_THERE = frozenset({"noproc", "normal"})
-_LOST = frozenset({"shutdown", "killed", "noconnection", "nodedown"})
-
-
 def _call_catching_exit(server: Any, request: Any, timeout: int | None) -> Any:
     try:
         return nodes.gen_statem.call(server, request, timeout=timeout)
     except nodes.Exit as e:
-        reason = e.reason
-        head = reason[0] if type(reason) is tuple and reason else reason
-        if head == "timeout" or head in _LOST:
+        head = _server.exit_reason_head(e.reason)
+        if head == "timeout" or head in _server.LOST:
             return ("error", "timeout")
-        if head in _NOT_THERE:
+        if head in _server.NOT_THERE:
             return ("error", "noproc")
         raise
 

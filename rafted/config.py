@@ -60,6 +60,13 @@ class Config:
         ):
             _check_positive_int(name, getattr(self, name))
 
+    @property
+    def lease_ms(self) -> int:
+        """How long after a leader's message nobody else can have been elected: ``election_timeout -
+        election_timeout_clock_drift_margin`` ms (0 or less: no lease).  The leader's lease and a
+        follower's refusal to vote while it trusts its leader rest on the same figure."""
+        return self.election_timeout - self.election_timeout_clock_drift_margin
+
 
 def make_config(
     data_module: Any,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rafted._values import replace as _replace_value
+from rafted.members import majority
 
 __all__ = [
     "Election",
@@ -85,8 +86,8 @@ def vote_for(e: Election, candidate: Any, now: int, timeout: int) -> Election:
 def gain_vote(e: Election, all_members: set, voter: Any) -> tuple[Election, bool]:
     """Count ``voter``'s vote; True when the votes of current members form a majority."""
     votes = (e.votes or set()) | {voter}
-    majority = len(votes & all_members) >= len(all_members) // 2 + 1
-    return _replace_value(e, votes=votes, deadline=None if majority else e.deadline), majority
+    won = len(votes & all_members) >= majority(len(all_members))
+    return _replace_value(e, votes=votes, deadline=None if won else e.deadline), won
 
 
 def reset_timer(e: Election, now: int, timeout: int) -> Election:
@@ -103,4 +104,4 @@ def minimum_timeout_elapsed_since_last_leader_message(e: Election, config: Any, 
     t = e.leader_message_at
     if t is None:
         return True
-    return t + config.election_timeout - config.election_timeout_clock_drift_margin <= now
+    return t + config.lease_ms <= now

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rafted._values import replace as _replace_value
+from rafted.members import majority
 
 __all__ = [
     "Leadership",
@@ -69,7 +70,7 @@ def quorum_last_reached_at(l: Leadership, members: Any, me: Any) -> int | None: 
     n = len(members.all)
     if n <= 1:
         return None
-    needed = n // 2 + (0 if me in members.all else 1)  # followers needed besides the leader
+    needed = majority(n) - (1 if me in members.all else 0)  # followers needed besides the leader
     all_ = members.all
     times = sorted((t for p, t in l.follower_responded_times.items() if p in all_ and p != me), reverse=True)
     if len(times) < needed:
@@ -125,7 +126,7 @@ def can_safely_remove(l: Leadership, members: Any, follower: Any, me: Any, now: 
         return True  # an unresponsive follower can always be removed
     n_after = len(members.all) - 1
     n_healthy_after = n_after - len(unhealthy)
-    return n_healthy_after * 2 > n_after
+    return n_healthy_after >= majority(n_after)
 
 
 def remove_follower_response_time_entry(l: Leadership, follower: Any) -> Leadership:  # noqa: E741
@@ -146,4 +147,4 @@ def lease_expired(l: Leadership, members: Any, me: Any, now: int, config: Any) -
     reached = quorum_last_reached_at(l, members, me)
     if reached is None:
         return True
-    return reached + config.election_timeout - config.election_timeout_clock_drift_margin <= now
+    return reached + config.lease_ms <= now

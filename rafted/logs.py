@@ -422,7 +422,7 @@ def _quorum_index(followers: dict, members_set: set, me: Any, i_max: int) -> int
     if not members_set:
         return 0
     values = sorted((i_max if p == me else followers.get(p, (0, 0))[1] for p in members_set), reverse=True)
-    return values[len(values) // 2]
+    return values[Members.majority(len(values)) - 1]  # the lowest index a majority holds
 
 
 def _update_commit_index(logs: Logs, term: int, members_set: set, me: Any) -> Logs:

@@ -28,9 +28,15 @@ __all__ = [
     "force_remove_member",
     "apply_entry",
     "revert_entry",
+    "majority",
 ]
 
 Result = tuple[str, Any]  # ("ok", Members) | ("error", reason)
+
+
+def majority(n: int) -> int:
+    """How many of ``n`` members form a majority (votes, commits, the quorum check)."""
+    return n // 2 + 1
 
 
 @dataclass(slots=True)

@@ -120,7 +120,11 @@ FLUSH = ("$rafted_flush",)
 # How long a joining member keeps trying to be added (ms), and its first back-off.
 JOIN_TIMEOUT = 5000
 _JOIN_BACKOFF_MS = 10
-_DEAD_REASONS = frozenset({"noproc", "normal", "shutdown", "killed", "noconnection", "nodedown"})
+# Exit reasons of a call to a member: not there at all (the request was certainly not handled),
+# or lost on the way or while handling it (the outcome is unknown, as after a time-out).
+NOT_THERE = frozenset({"noproc", "normal"})
+LOST = frozenset({"shutdown", "killed", "noconnection", "nodedown"})
+_DEAD_REASONS = NOT_THERE | LOST
 
 
 @dataclass(slots=True)
@@ -354,7 +358,8 @@ def _received_snapshot(m: Any) -> tuple | None:
     return None
 
 
-def _exit_reason_head(reason: Any) -> Any:
+def exit_reason_head(reason: Any) -> Any:
+    """What names an exit reason: ``"nodedown"`` for ``("nodedown", node)``."""
     return reason[0] if type(reason) is tuple and reason else reason
 
 
@@ -381,7 +386,7 @@ def _call_add_server(known_members: list, me: Any, timeout_ms: int) -> tuple:
             try:
                 r = nodes.gen_statem.call(member, ("add_follower", me), timeout=min(remaining, 5000))
             except nodes.Exit as e:
-                if _exit_reason_head(e.reason) in _DEAD_REASONS or e.reason == "timeout":
+                if exit_reason_head(e.reason) in _DEAD_REASONS or e.reason == "timeout":
                     continue
                 raise
             if type(r) is tuple and len(r) == 2 and r[0] == "ok":
