@@ -30,6 +30,7 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -174,6 +175,23 @@ def names(host: str = "127.0.0.1", epmd_port: int | None = None, timeout: float 
 def pid(host: str = "127.0.0.1", epmd_port: int | None = None, timeout: float = 2.0) -> int:
     """The OS process id of the epmd answering on ``host``."""
     return int(request(host, epmd_port or default_port(), {"op": "pid"}, timeout)["pid"])
+
+
+def kill(epmd_port: int | None = None, host: str = "127.0.0.1", timeout: float = 2.0) -> bool:
+    """Stop the epmd answering on ``epmd_port`` (``epmd -kill``): True if one was running.
+
+    For a private epmd a script or a test started on this machine: epmd outlives the nodes
+    that started it, so whoever chose a private port stops it when done (by its pid, SIGKILL).
+    """
+    try:
+        victim = pid(host, epmd_port, timeout)
+    except (OSError, KeyError, ValueError):  # none answers, or not with a pid
+        return False
+    try:
+        os.kill(victim, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _register_once(name: str, port: int, creation: int, epmd_port: int) -> socket.socket:

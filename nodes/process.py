@@ -320,6 +320,8 @@ def exit(pid: Pid, reason: Any) -> bool:
     """Send an exit signal (``exit/2``); ``"kill"`` cannot be trapped."""
     if type(pid) is not Pid:
         raise TypeError(f"exit: expected a Pid, got {pid!r}")
+    if not node.is_local_node(pid.node):
+        split_node_name(pid.node)  # a malformed name is a wrong argument, as for link
     me = current()
     send_exit(me.pid, pid, reason, "kill" if reason == "kill" else "exit")
     if not me.alive:
@@ -358,6 +360,8 @@ def link(pid: Pid) -> bool:
 def unlink(pid: Pid) -> bool:
     if type(pid) is not Pid:
         raise TypeError(f"unlink: expected a Pid, got {pid!r}")
+    if not node.is_local_node(pid.node):
+        split_node_name(pid.node)  # a malformed name is a wrong argument, as for link
     me = current()
     with _lock:
         me.links.discard(pid)

@@ -399,10 +399,7 @@ class _RemotePeer:
                 os.kill(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(10)
         dist.stop()
-        try:  # the epmd our node started on the private port
-            os.kill(epmd.pid(epmd_port=self.epmd_port), signal.SIGKILL)
-        except (OSError, KeyError, ValueError):
-            pass
+        epmd.kill(self.epmd_port)  # the epmd our node started on the private port
         self.log.close()
         os.unlink(self.log.name)
 

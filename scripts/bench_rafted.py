@@ -207,9 +207,7 @@ class Cluster:
         from nodes import epmd
 
         for _ in range(3):  # the private epmd, and one a watcher might have restarted on its port
-            try:
-                os.kill(epmd.pid(epmd_port=self.epmd_port, timeout=0.5), signal.SIGKILL)
-            except (OSError, KeyError, ValueError, epmd.EpmdError):
+            if not epmd.kill(self.epmd_port, timeout=0.5):
                 break
             time.sleep(0.2)
 

@@ -121,10 +121,7 @@ class Demo:
             dist.stop()
         except Exception:  # noqa: BLE001 - leaving anyway
             pass
-        try:
-            os.kill(epmd.pid(epmd_port=self.epmd_port), signal.SIGKILL)
-        except OSError:
-            pass
+        epmd.kill(self.epmd_port)
 
     def member_dir(self, node_name: str) -> str | None:
         if self.persist is None:

@@ -145,11 +145,4 @@ def start_this_node() -> tuple[str, int]:
 
 
 def kill_epmd(port: int) -> None:
-    try:
-        pid = epmd.pid(epmd_port=port)
-    except OSError:
-        return
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    epmd.kill(port)

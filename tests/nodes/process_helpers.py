@@ -34,8 +34,8 @@ def wait_gone(pid: Pid) -> object:
 
 def check_malformed_node_names_are_wrong_arguments(caplog) -> None:
     """A node name without ``name@host`` form: send and cast (which never raise) drop the message
-    and log why, and so does a send_after timer; call, monitor, link, connect, disconnect and
-    monitor_node raise ValueError naming the expected form, and leave no message or monitor
+    and log why, and so does a send_after timer; call, monitor, link, unlink, exit, connect,
+    disconnect and monitor_node raise ValueError naming the expected form, and leave no message or monitor
     behind.  The same distributed or not."""
     caplog.set_level(logging.WARNING, logger="nodes")
     me = process.current()
@@ -49,8 +49,9 @@ def check_malformed_node_names_are_wrong_arguments(caplog) -> None:
             nodes.gen_statem.call(dest, "request", 1000)
         with pytest.raises(ValueError, match="name@host"):
             nodes.monitor(dest)
-    with pytest.raises(ValueError, match="name@host"):
-        nodes.link(Pid("a@", 1))
+    for fn in (nodes.link, nodes.unlink, lambda pid: nodes.exit(pid, "kill")):
+        with pytest.raises(ValueError, match="name@host"):
+            fn(Pid("a@", 1))
     caplog.clear()
     nodes.send_after(0, ("some_name", "nohostpart"), "lost")  # delivered as send does: dropped
     deadline = time.monotonic() + WAIT / 1000

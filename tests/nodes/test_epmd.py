@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +63,21 @@ def test_ensure_running_starts_a_detached_epmd_that_answers(port: int) -> None:
     assert epmd.names("127.0.0.1", port) == []
     epmd.ensure_running(port)  # already running: nothing new
     assert epmd.pid("127.0.0.1", port) == pid
+
+
+def test_kill_stops_the_epmd_on_a_port_and_says_whether_one_ran(port: int) -> None:
+    assert epmd.kill(port) is False  # none answers there
+    epmd.ensure_running(port)
+    pid = epmd.pid("127.0.0.1", port)
+    assert epmd.kill(port) is True
+    support.wait_until(lambda: not epmd.is_running(port), 5.0, "epmd to die")
+    # the process itself is gone, not only its answers (a zombie until this process, which
+    # started it, reaps it)
+    def ended() -> bool:
+        return not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+    support.wait_until(ended, 5.0, "epmd's process to end")
+    assert epmd.kill(port) is False
 
 
 def test_register_lookup_names_and_unregister(port: int) -> None:

@@ -145,6 +145,8 @@ def test_read_last_log_index(tmp_path: Path) -> None:
     assert RaftedValue.read_last_log_index(str(tmp_path)) is None
     with pytest.raises(TypeError, match="directory"):
         RaftedValue.read_last_log_index(42)  # type: ignore[arg-type]
+    with pytest.raises(NotADirectoryError, match="log_15"):
+        RaftedValue.read_last_log_index(str(tmp_path / "log_15"))  # a file: named, not taken as empty
 
 
 #
