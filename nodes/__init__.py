@@ -18,7 +18,7 @@ from . import process as _process
 from . import registry as _registry
 from . import this_node as _node
 from .codec import EncodeError
-from .terms import Exit, Pid, Ref, make_ref
+from .terms import BadNodeName, Exit, Pid, Ref, make_ref, split_node_name
 from .timers import Scheduler as _Scheduler
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "register", "unregister", "whereis", "link", "unlink", "process_flag", "process_info",
     "monitor", "demonitor", "exit", "is_alive", "send_after", "cancel_timer", "read_timer",
     "hold_one_cpu", "term_to_binary", "binary_to_term", "EncodeError",
+    "split_node_name", "BadNodeName",
     "gen_statem", "sys", "rpc",
 ]
 

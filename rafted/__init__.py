@@ -35,7 +35,6 @@ import sys as _sys
 from typing import Any
 
 import nodes
-from nodes.terms import BadNodeName, split_node_name
 from rafted import server as _server
 from rafted.communication import Communication, RemoteMessageGateway
 from rafted.config import Config, make_config
@@ -92,9 +91,9 @@ def _check_server(what: str, server: Any) -> None:
         # a node name that is not name@host is a wrong argument, here rather than later: start_link
         # would otherwise only report it from the new process, as a crashed init
         try:
-            split_node_name(server[1])
-        except BadNodeName:
-            raise BadNodeName(
+            nodes.split_node_name(server[1])
+        except nodes.BadNodeName:
+            raise nodes.BadNodeName(
                 f"{what}: bad node name {server[1]!r} in {server!r}: expected 'name@host'"
             ) from None
 

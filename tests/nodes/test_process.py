@@ -246,6 +246,17 @@ def test_a_malformed_node_name_is_dropped_by_send_and_refused_by_call(caplog) ->
     check_malformed_node_names_are_wrong_arguments(caplog)
 
 
+def test_split_node_name_is_the_one_check_of_the_name_at_host_form() -> None:
+    assert nodes.split_node_name("1@host") == ("1", "host")
+    assert nodes.split_node_name("n1@10.0.0.1") == ("n1", "10.0.0.1")
+    for bad in ("nohost", "@host", "a@", "a@b@c", "a b@host"):
+        with pytest.raises(nodes.BadNodeName, match="name@host"):
+            nodes.split_node_name(bad)
+    assert issubclass(nodes.BadNodeName, ValueError)  # a wrong argument
+    with pytest.raises(TypeError, match="name@host"):
+        nodes.split_node_name(42)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("name", ["a b", "a b@127.0.0.1", "@127.0.0.1", "a@", "a@b@c"])
 def test_start_refuses_a_malformed_node_name_and_stays_local(name: str) -> None:
     with pytest.raises(ValueError, match="NAME@HOST"):
