@@ -272,10 +272,12 @@ class RssSampler:
             inside = [v for t, v in series if t_start <= t <= t_end] or [series[-1][1]]
             cpu = self.cpu[name]
             c0, c1 = (min(cpu, key=lambda s: abs(s[0] - t)) for t in (t_start, t_end))
+            start, mid, end = (at(series, t) for t in (t_start, (t_start + t_end) / 2, t_end))
             members[name] = {
                 "leader": name == leader_node,
-                "start": at(series, t_start), "mid": at(series, (t_start + t_end) / 2),
-                "end": at(series, t_end), "max": max(inside),
+                "start": start, "mid": mid, "end": end,
+                # the nearest sample to an end may lie just outside the interval: the max covers it
+                "max": max(inside + [start, mid, end]),
                 "cpu_pct": round(100 * (c1[1] - c0[1]) / (c1[0] - c0[0])) if c1[0] > c0[0] else None,
                 "series": [v for t, v in series if t_start <= t <= t_end][::2],  # one per second
             }
