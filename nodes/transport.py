@@ -80,6 +80,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import codec, epmd
 from ._sched import batch_scheduling, thread_done, unheld_thread
@@ -153,6 +154,17 @@ def _recv_parts(sock: zmq.Socket[Any]) -> list[bytes]:
     return parts
 
 
+def _disconnected(monitor: zmq.Socket[Any]) -> bool:
+    """Read every event a socket monitor has queued; True if one says a connection closed."""
+    seen = False
+    while True:
+        try:
+            event = recv_monitor_message(monitor, zmq.NOBLOCK)
+        except zmq.Again:
+            return seen
+        seen |= event["event"] == zmq.EVENT_DISCONNECTED
+
+
 def _events(sock: zmq.Socket[Any]) -> int:
     """ZMQ_EVENTS of ``sock`` (processes its pending commands, consuming its ZMQ_FD signal)."""
     return cast(int, sock.getsockopt(_EVENTS))
@@ -219,7 +231,8 @@ class _Conn:
     """
 
     __slots__ = ("peer", "outgoing", "sock", "fd", "rid", "state", "deadline", "nonce", "peer_creation",
-                 "transcript", "session", "last_recv", "last_send", "closed", "broken")
+                 "transcript", "session", "last_recv", "last_send", "closed", "broken", "monitor",
+                 "monitor_fd")
 
     def __init__(self, peer: str, outgoing: bool, deadline: float, *,
                  sock: zmq.Socket[Any] | None = None, rid: bytes = b""):
@@ -237,6 +250,8 @@ class _Conn:
         self.closed = False
         self.fd = -1  # the DEALER's ZMQ_FD, polled by the I/O thread
         self.broken = False  # a direct send failed: the I/O thread closes it
+        self.monitor: zmq.Socket[Any] | None = None  # the DEALER's disconnect events (see _open_dealer)
+        self.monitor_fd = -1
 
 
 class _Peer:
@@ -341,6 +356,8 @@ class Transport:
         self._thread: threading.Thread | None = None
         self._ctx: zmq.Context[Any] | None = None
         self._router: zmq.Socket[Any] | None = None
+        self._router_monitor: zmq.Socket[Any] | None = None
+        self._reprobe_incoming = False
         self._poller = zmq.Poller()
         self._registration: epmd.Registration | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -378,6 +395,10 @@ class Transport:
         # thread may be using a socket (ZMQ_FD is edge-like: see _poll_sockets).
         self._poller.register(router.getsockopt(zmq.FD), zmq.POLLIN)
         self._poller.register(self._wake_fd, zmq.POLLIN)
+        # A TCP connection that closes (the peer's process died) is noticed at once, as in
+        # Erlang, not only when a send fails or the ticks stop: see _on_disconnect_events.
+        self._router_monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._poller.register(self._router_monitor.getsockopt(zmq.FD), zmq.POLLIN)
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nodes-epmd-lookup",
                                             initializer=unheld_thread)
         self._thread = threading.Thread(target=self._run, name=f"nodes-transport-{self.node_name}",
@@ -664,6 +685,15 @@ class Transport:
         if _events(router) & _POLLIN:
             self._recv_batch(router, self._on_router_message)
             got = True
+        monitor = self._router_monitor
+        if monitor is not None and _events(monitor) & _POLLIN:
+            if _disconnected(monitor):
+                self._probe_incoming()
+                # once more a moment later: ZeroMQ's I/O thread reports the event just before
+                # it detaches the routing id, so the first probe may still find it there
+                self._reprobe_incoming = True
+                self._next_housekeeping = min(self._next_housekeeping, self._now + 0.05)
+            got = True
         for sock, conn in list(self._by_sock.items()):
             if conn.closed:
                 continue
@@ -674,7 +704,25 @@ class Transport:
             if ev & _POLLOUT and conn.state == "connecting" and not conn.closed:
                 self._send_hello(conn)  # the TCP connection is up
                 got = True
+            if conn.monitor is not None and not conn.closed and _events(conn.monitor) & _POLLIN:
+                self._on_dealer_event(conn)
+                got = True
         return got
+
+    def _probe_incoming(self) -> None:
+        """A connection to our ROUTER closed, and ZeroMQ does not say whose: a tick to every peer
+        that connected to us finds out, since the ROUTER refuses a send to a routing id that is
+        gone (ROUTER_MANDATORY) and the refusal brings that connection down."""
+        for conn in list(self._by_rid.values()):
+            if conn.session is not None and not conn.closed:
+                self._send_frame(conn, codec.TICK, [])
+
+    def _on_dealer_event(self, conn: _Conn) -> None:
+        """Our DEALER's TCP connection closed (the peer's process died, or the network dropped
+        it): the connection is lost now, as a failed send would find later."""
+        assert conn.monitor is not None
+        if _disconnected(conn.monitor):
+            self._close(conn, "its TCP connection closed", retry=True)
 
     def _recv_batch(self, sock: zmq.Socket[Any], handle: Callable[[list[bytes]], None],
                     conn: _Conn | None = None) -> None:
@@ -802,6 +850,10 @@ class Transport:
         conn.fd = sock.getsockopt(zmq.FD)
         self._by_sock[sock] = conn
         self._poller.register(conn.fd, zmq.POLLIN)
+        # ZeroMQ reconnects a DEALER silently; its monitor tells when the TCP connection closes
+        conn.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        conn.monitor_fd = cast(int, conn.monitor.getsockopt(zmq.FD))
+        self._poller.register(conn.monitor_fd, zmq.POLLIN)
         peer.hs = conn
 
     def _attempt_failed(self, peer: _Peer, reason: str, *, final: bool = False) -> None:
@@ -1195,10 +1247,14 @@ class Transport:
             sock = conn.sock
             assert sock is not None
             self._by_sock.pop(sock, None)
-            try:
-                self._poller.unregister(conn.fd)
-            except KeyError:
-                pass
+            for fd in (conn.fd, conn.monitor_fd):
+                try:
+                    self._poller.unregister(fd)
+                except KeyError:
+                    pass
+            if conn.monitor is not None:
+                sock.disable_monitor()
+                conn.monitor.close(linger=0)
             sock.close(linger=linger)
         else:
             self._by_rid.pop(conn.rid, None)
@@ -1291,10 +1347,16 @@ class Transport:
                 self._set_up()
                 self._report_down(peer.name)
         self._up = frozenset()
-        for sock in list(self._by_sock):
+        for sock, conn in list(self._by_sock.items()):
+            if conn.monitor is not None:  # before ctx.term(), which waits for every socket
+                sock.disable_monitor()
+                conn.monitor.close(linger=0)
             sock.close(linger=200)  # linger: let the byes out
         self._by_sock.clear()
         if self._router is not None:
+            if self._router_monitor is not None:
+                self._router.disable_monitor()
+                self._router_monitor.close(linger=0)
             self._router.close(linger=200)
         if self._ctx is not None:
             self._ctx.term()
@@ -1308,6 +1370,9 @@ class Transport:
         self._next_housekeeping = now + self._hk_period
         silence_limit = TICKS_UNTIL_DOWN * self._tick_s
         tick_after = 0.75 * self._tick_s
+        if self._reprobe_incoming:
+            self._reprobe_incoming = False
+            self._probe_incoming()
         for peer in list(self._peers.values()):
             conn = peer.conn
             if conn is not None:

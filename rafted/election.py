@@ -29,6 +29,7 @@ __all__ = [
     "reset_timer",
     "timed_out",
     "minimum_timeout_elapsed_since_last_leader_message",
+    "early_deadline",
 ]
 
 
@@ -105,3 +106,15 @@ def minimum_timeout_elapsed_since_last_leader_message(e: Election, config: Any, 
     if t is None:
         return True
     return t + config.lease_ms <= now
+
+
+def early_deadline(e: Election, config: Any, now: int, rank: int) -> int:
+    """When a follower whose leader is known to be gone starts an election (beyond the original).
+
+    As soon as the other members will grant votes: at once without a lease, else once the
+    lease the old leader may still rely on has run out (``lease_ms`` after the last message
+    from it), then ``rank`` turns of ``heartbeat_timeout`` so that members do not split the vote.
+    """
+    t = e.leader_message_at
+    votes_from = now if t is None else max(now, t + config.lease_ms)
+    return votes_from + rank * config.heartbeat_timeout

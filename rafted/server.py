@@ -58,7 +58,10 @@ Beyond the original (see the README / reference):
 - a data module that raises fails that one request (``("error",
   ("command_failed" | "query_failed", text))``, the value unchanged on every
   member) and a leader hook that raises is logged, instead of crashing
-  every member that applies the command.
+  every member that applies the command;
+- a follower monitors its leader and, when it exits or its node goes down,
+  starts an election as soon as the other members will grant votes instead
+  of at its election time-out (:func:`_watch_leader`, :func:`_on_leader_down`).
 """
 
 from __future__ import annotations
@@ -158,6 +161,16 @@ class State:
     timer_seq: int = 0
     flush_pending: bool = False
     pending_responses: dict = field(default_factory=dict)
+    leader_watch: LeaderWatch | None = None
+
+
+@dataclass(slots=True)
+class LeaderWatch:
+    """A follower's monitor on its leader (see :func:`_watch_leader`); ``ref`` is None once the
+    DOWN came, so that a dead leader is not monitored again while it is still the one known."""
+
+    leader: Any
+    ref: Any
 
 
 def _call_hook(module: Any, name: str, args: tuple) -> None:
@@ -240,7 +253,7 @@ def init(args: tuple) -> tuple:
     finally:
         if not started:
             _release_dir(dir, me)  # a start that failed, however, lets go of the directory at once
-    s = _ensure_timer(ctx, name, s)
+    s = _ensure_timer(ctx, name, _watch_leader(ctx, name, s))
     if name == "leader":
         _hold_one_cpu(True)
     ctx.run()
@@ -479,8 +492,13 @@ def _dispatch(ctx: _Ctx, state_name: str, event_type: Any, msg: Any, s: State) -
             p = s.persistence
             if msg[0] == SNAPSHOT_CREATED:
                 return ("keep_state", _replace_value(s, persistence=p.snapshot_created(*msg[1:])))
-            if msg[0] == "DOWN":
+            if msg[0] == "DOWN" and p.snapshot_writer is not None and msg[1] == p.snapshot_writer[1]:
                 return ("keep_state", _replace_value(s, persistence=p.snapshot_writer_down(msg[1], msg[4])))
+        if type(msg) is tuple and len(msg) == 5 and msg[0] == "DOWN":
+            w = s.leader_watch
+            if w is not None and msg[1] == w.ref:
+                return _on_leader_down(ctx, state_name, s)
+            return ("keep_state", s)  # a monitor given up meanwhile
         event_type = "cast"  # member messages delivered as plain messages
     if event_type == "cast":
         if state_name == "leader":
@@ -507,6 +525,11 @@ def _finish(ctx: _Ctx, state_name: str, result: tuple, s_in: State) -> tuple:
     s = result[pos]
     if name != state_name and "leader" in (name, state_name):
         _hold_one_cpu(name == "leader")
+    if name != state_name or s.members is not s_in.members:
+        watched = _watch_leader(ctx, name, s)
+        if watched is not s:
+            s = watched
+            result = (*result[:pos], s, *result[pos + 1 :])
     if name == state_name and (s is s_in or (
             s.leadership is s_in.leadership and s.election is s_in.election and s.timer is s_in.timer
             and s.members is s_in.members and s.config is s_in.config)):
@@ -532,6 +555,53 @@ def _next_deadline(state_name: str, s: State, me: Any) -> int | None:
             return None  # a lonely leader needs neither heartbeats nor a quorum check
         return min(q, l.heartbeat_due_at)
     return s.election.deadline
+
+
+def _watch_leader(ctx: _Ctx, state_name: str, s: State) -> State:
+    """A follower monitors the leader it knows (beyond the original; see :func:`_on_leader_down`).
+
+    Runs after every event that changed the membership view or the state: a monitor is set
+    when a follower learns of a new leader and dropped when it stops following it.
+    """
+    leader = s.members.leader if state_name == "follower" and s.members.leader != ctx.me else None
+    w = s.leader_watch
+    if (w.leader if w is not None else None) == leader:
+        return s
+    if w is not None and w.ref is not None:
+        nodes.demonitor(w.ref)
+    watch = None if leader is None else LeaderWatch(leader, nodes.monitor(leader))
+    return _replace_value(s, leader_watch=watch)
+
+
+def _on_leader_down(ctx: _Ctx, state_name: str, s: State) -> tuple:
+    """The leader this follower follows is gone (its process exited, or its node went down).
+
+    Instead of waiting out its election time-out (1-2 ``election_timeout`` after the last
+    message), the follower moves its deadline up to when the other members will grant votes:
+    at once, or, with a lease, once the lease the old leader held has run out (they refuse
+    before: see :func:`_leader_authority_timed_out`). Members take turns, ``heartbeat_timeout``
+    apart in the order of their pids, so that two of them do not split the vote. Only time
+    changes: an election started early is as safe as any, and a leader that is in fact alive
+    behind a partition is replaced as it would be at the time-out.
+    """
+    w = s.leader_watch
+    assert w is not None
+    s = _replace_value(s, leader_watch=LeaderWatch(w.leader, None))
+    if state_name != "follower":
+        return ("keep_state", s)
+    rank = _rank_without(s.members.all, w.leader, ctx.me)
+    deadline = Election.early_deadline(s.election, s.config, ctx.now, rank)
+    if s.election.deadline is not None and s.election.deadline <= deadline:
+        return ("keep_state", s)
+    return ("keep_state", _replace_value(s, election=_replace_value(s.election, deadline=deadline)))
+
+
+def _rank_without(members: set, gone: Any, me: Any) -> int:
+    """``me``'s place among the other members once ``gone`` is left out (0: the first to run)."""
+    try:
+        return sorted(p for p in members if p != gone).index(me)
+    except (TypeError, ValueError):  # pids of mixed kinds, or not a member (any turn will do)
+        return len(members)
 
 
 def _ensure_timer(ctx: _Ctx, state_name: str, s: State) -> State:

@@ -214,6 +214,25 @@ def test_killed_peer_is_detected_within_the_tick_bound(c: support.Cluster) -> No
     assert [e for e in t.event_log if e[1] == A] == [("up", A, a.creation), ("down", A)]
 
 
+@pytest.mark.parametrize("connector", ["we", "they"])
+def test_a_killed_peer_is_down_when_its_tcp_connection_closes(c: support.Cluster, connector: str) -> None:
+    """As Erlang's nodedown when the distribution socket closes: nothing is sent to the dead
+    peer and the ticks are a minute apart, yet it is reported down at once, whichever side
+    opened the connection (our DEALER's monitor, or our ROUTER's and a probe)."""
+    tick = 60_000
+    t = c.local(T, tick_ms=tick)
+    a = c.peer(A, tick_ms=tick, connect=T if connector == "they" else None)
+    if connector == "we":
+        connected(t, A)
+    t.wait_event(("up", A))
+    conn = t.transport._peers[A].conn
+    assert conn is not None and conn.outgoing == (connector == "we")  # the side under test
+    a.kill()
+    t.wait_event(("down", A), timeout=10)  # the ticks would take 3 minutes
+    # it died, so epmd does not list it: no reconnect attempts go on
+    support.wait_until(lambda: A not in t.transport._peers, 10, "retries to stop")
+
+
 def test_sending_to_a_killed_peer_never_raises_and_reports_it_down(c: support.Cluster) -> None:
     t = c.local(T)
     a = c.peer(A)

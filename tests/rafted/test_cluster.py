@@ -420,6 +420,46 @@ def test_a_new_leader_is_elected_after_the_leader_dies(cluster: Cluster, n_membe
     assert RaftedValue.query(new_leader, "get") == ("ok", 1)
 
 
+# Beyond the original: a follower monitors its leader and starts an election as soon as the other
+# members will grant votes when it exits, instead of after its election time-out (here 30-60 s).
+SLOW_TIMEOUT = with_(CONF, heartbeat_timeout=100, election_timeout=30_000,
+                     election_timeout_clock_drift_margin=30_000)  # no lease
+
+
+@pytest.mark.parametrize("how", ["killed", "stopped"])
+def test_followers_elect_a_new_leader_at_once_when_theirs_exits(cluster: Cluster, how: str) -> None:
+    leader, followers = cluster.make(2, SLOW_TIMEOUT)
+    assert RaftedValue.command(leader, "inc") == ("ok", 0)
+    term = RaftedValue.status(leader)["current_term"]
+    if how == "killed":
+        nodes.exit(leader, "kill")
+    else:
+        cluster.stop(leader)
+    new_leader = wait_until_someone_is_leader(followers, timeout=10.0)
+    assert RaftedValue.status(new_leader)["current_term"] == term + 1  # one election: they took turns
+    assert RaftedValue.command(new_leader, "get") == ("ok", 1)
+    # the other follower now watches the new leader: it too is replaced at once when it exits
+    other = next(f for f in followers if f != new_leader)
+    wait_until(lambda: state_of(other)[1].members.leader == new_leader, what="the other to follow it")
+    cluster.stop(new_leader)
+    wait_until(lambda: state_name(other) == "candidate", 10.0, what="an election without a majority")
+
+
+def test_a_follower_whose_leader_exits_lets_the_lease_run_out_before_it_elects(cluster: Cluster) -> None:
+    # a 3 s lease: the old leader may have answered reads on its own until 3 s after it last
+    # heard from its followers, so no vote may be granted before (the voters refuse anyway)
+    config = with_(SLOW_TIMEOUT, election_timeout_clock_drift_margin=27_000)
+    leader, followers = cluster.make(2, config)
+    assert RaftedValue.command(leader, "inc") == ("ok", 0)
+    stopped_at = time.monotonic()
+    cluster.stop(leader)
+    new_leader = wait_until_someone_is_leader(followers, timeout=15.0)
+    # the followers last heard from it a heartbeat (100 ms) before: 3 s less that, with slack
+    # for a slow machine, and far from the 30 s of the election time-out
+    assert time.monotonic() - stopped_at >= 2.0
+    assert RaftedValue.command(new_leader, "get") == ("ok", 1)
+
+
 class DropRemoveFollowerCompleted:
     @staticmethod
     def cast(server: Any, msg: Any) -> None:

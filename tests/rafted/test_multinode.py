@@ -108,6 +108,28 @@ def test_seed_example_across_three_nodes_and_failover(node_cluster: Any) -> None
     assert RaftedValue.query(leader, "length") == ("ok", 3)
 
 
+def test_when_the_leaders_node_dies_the_followers_elect_at_once(node_cluster: Any) -> None:
+    """The followers' nodes see the TCP connection close and their members the leader's DOWN
+    (noconnection): a new leader within moments, where the 30-60 s time-out would still run.
+    The nodes' ticks are a minute apart, so it is not they that tell."""
+    start_member = member_starter()
+    n1, n2, n3 = (node_cluster.start_node(env={"NODES_TICK_MS": "60000"}) for _ in range(3))
+    config = RaftedValue.make_config(make_queue_with_length(), heartbeat_timeout=100, election_timeout=30_000)
+    assert nodes.rpc.call(n1.name, start_member, ("create_new_consensus_group", config), "foo")[0] == "ok"
+    join = ("join_existing_consensus_group", [("foo", n1.name)])
+    assert nodes.rpc.call(n2.name, start_member, join, "bar")[0] == "ok"
+    assert nodes.rpc.call(n3.name, start_member, join, "baz")[0] == "ok"
+    assert RaftedValue.command(("foo", n1.name), ("enqueue", "a")) == ("ok", 0)
+    bar, baz = ("bar", n2.name), ("baz", n3.name)
+    wait_until(lambda: all(RaftedValue.query_non_leader(m, "length") == ("ok", 1) for m in (bar, baz)), 10,
+               "the followers to hold the entry")
+    term = RaftedValue.status(bar)["current_term"]
+    n1.signal(signal.SIGKILL)
+    leader = wait_until(lambda: find_leader([bar, baz]), 10, "a new leader")
+    assert RaftedValue.status(leader)["current_term"] == term + 1  # one election
+    assert RaftedValue.command(leader, "dequeue") == ("ok", "a")
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs Linux and at least two usable CPUs")
 def test_the_leaders_node_keeps_its_threads_on_one_cpu_and_hands_that_over_with_leadership(
