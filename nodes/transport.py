@@ -51,8 +51,13 @@ an idle connection alive; a node-list frame tells the peer which nodes we are co
 (it connects to those it lacks: the mesh is transitive); a bye frame announces
 :meth:`disconnect`.  ``[b"x"]`` tells a peer that we do not know its connection (anymore).
 
-**Failure.**  A tick is sent when nothing else was for 3/4 of ``tick_ms`` (default
-``NODES_TICK_MS``, else 1000); a peer silent for 3 ticks is down.  A send ZeroMQ would drop
+**Failure.**  A connection whose TCP connection closes (the peer's process died, even by
+SIGKILL) is down at once, as Erlang's distribution sees its socket close: ZeroMQ would
+reconnect silently, so a socket monitor on each DEALER reports the close, and one on the
+ROUTER, which does not say whose connection it was, sets off a tick to every peer that
+connected to us (the ROUTER refuses a send to a routing id that is gone).  A tick is sent
+when nothing else was for 3/4 of ``tick_ms`` (default ``NODES_TICK_MS``, else 1000); a peer
+silent for 3 ticks (hung, or behind a partition) is down.  A send ZeroMQ would drop
 (unknown routing id, full pipe, no connection) also brings the connection down: nothing is
 dropped silently.  A connection lost this way is retried in the background with backoff
 until epmd on the peer's host no longer lists it, :meth:`disconnect` is called, or the peer
@@ -396,7 +401,7 @@ class Transport:
         self._poller.register(router.getsockopt(zmq.FD), zmq.POLLIN)
         self._poller.register(self._wake_fd, zmq.POLLIN)
         # A TCP connection that closes (the peer's process died) is noticed at once, as in
-        # Erlang, not only when a send fails or the ticks stop: see _on_disconnect_events.
+        # Erlang, not only when a send fails or the ticks stop: see _probe_incoming.
         self._router_monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._poller.register(self._router_monitor.getsockopt(zmq.FD), zmq.POLLIN)
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nodes-epmd-lookup",
