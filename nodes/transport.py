@@ -78,6 +78,7 @@ import json
 import logging
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -85,7 +86,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from . import codec, epmd
 from ._sched import batch_scheduling, thread_done, unheld_thread
@@ -159,15 +159,21 @@ def _recv_parts(sock: zmq.Socket[Any]) -> list[bytes]:
     return parts
 
 
+# A socket monitor's event: [16-bit event id, 32-bit value, native order] + [endpoint]. Parsed
+# here rather than with zmq.utils.monitor, whose imports (asyncio among them) cost a node MBs.
+_MONITOR_EVENT = struct.Struct("=HI")
+
+
 def _disconnected(monitor: zmq.Socket[Any]) -> bool:
     """Read every event a socket monitor has queued; True if one says a connection closed."""
     seen = False
     while True:
         try:
-            event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            parts = monitor.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return seen
-        seen |= event["event"] == zmq.EVENT_DISCONNECTED
+        event, _value = _MONITOR_EVENT.unpack_from(parts[0])
+        seen |= event == zmq.EVENT_DISCONNECTED
 
 
 def _events(sock: zmq.Socket[Any]) -> int:
