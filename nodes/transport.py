@@ -102,6 +102,7 @@ MAX_BATCH = 1000  # messages per data frame
 RECV_BATCH = 256  # messages read from one socket before looking at the rest
 MAX_PENDING_INCOMING = 64
 DIRECT_SEND_GAP = 100e-6  # s: a send this soon after the previous frame to the peer is queued
+PROBE_GAP = 0.05  # s: between two rounds of ticks to the peers that connected to us (_probe_incoming)
 INITIAL_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
 RESOLVE_TIMEOUT = 2.0
@@ -369,6 +370,7 @@ class Transport:
         self._router: zmq.Socket[Any] | None = None
         self._router_monitor: zmq.Socket[Any] | None = None
         self._reprobe_incoming = False
+        self._probed_at = float("-inf")
         self._poller = zmq.Poller()
         self._registration: epmd.Registration | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -699,11 +701,13 @@ class Transport:
         monitor = self._router_monitor
         if monitor is not None and _events(monitor) & _POLLIN:
             if _disconnected(monitor):
-                self._probe_incoming()
+                # at most one round of probes per PROBE_GAP, however fast strangers come and go
+                if self._now - self._probed_at >= PROBE_GAP:
+                    self._probe_incoming()
                 # once more a moment later: ZeroMQ's I/O thread reports the event just before
                 # it detaches the routing id, so the first probe may still find it there
                 self._reprobe_incoming = True
-                self._next_housekeeping = min(self._next_housekeeping, self._now + 0.05)
+                self._next_housekeeping = min(self._next_housekeeping, self._now + PROBE_GAP)
             got = True
         for sock, conn in list(self._by_sock.items()):
             if conn.closed:
@@ -724,6 +728,7 @@ class Transport:
         """A connection to our ROUTER closed, and ZeroMQ does not say whose: a tick to every peer
         that connected to us finds out, since the ROUTER refuses a send to a routing id that is
         gone (ROUTER_MANDATORY) and the refusal brings that connection down."""
+        self._probed_at = self._now
         for conn in list(self._by_rid.values()):
             if conn.session is not None and not conn.closed:
                 self._send_frame(conn, codec.TICK, [])
