@@ -701,6 +701,9 @@ class Transport:
         monitor = self._router_monitor
         if monitor is not None and _events(monitor) & _POLLIN:
             if _disconnected(monitor):
+                # what the peer sent before it closed (a bye) is read first: it says more
+                if _events(router) & _POLLIN:
+                    self._recv_batch(router, self._on_router_message)
                 # at most one round of probes per PROBE_GAP, however fast strangers come and go
                 if self._now - self._probed_at >= PROBE_GAP:
                     self._probe_incoming()
@@ -737,7 +740,12 @@ class Transport:
         """Our DEALER's TCP connection closed (the peer's process died, or the network dropped
         it): the connection is lost now, as a failed send would find later."""
         assert conn.monitor is not None
+        sock = conn.sock
+        assert sock is not None
         if _disconnected(conn.monitor):
+            # what the peer sent before it closed (a bye) is read first: it says more
+            if _events(sock) & _POLLIN:
+                self._recv_batch(sock, functools.partial(self._on_dealer_message, conn), conn)
             self._close(conn, "its TCP connection closed", retry=True)
 
     def _recv_batch(self, sock: zmq.Socket[Any], handle: Callable[[list[bytes]], None],
