@@ -108,13 +108,19 @@ def minimum_timeout_elapsed_since_last_leader_message(e: Election, config: Any, 
     return t + config.lease_ms <= now
 
 
-def early_deadline(e: Election, config: Any, now: int, rank: int) -> int:
-    """When a follower whose leader is known to be gone starts an election (beyond the original).
+def early_deadline(config: Any, now: int, rank: int) -> int:
+    """When a follower that learns at ``now`` that its leader is gone starts an election (beyond
+    the original), then ``rank`` turns of ``heartbeat_timeout`` later so that members do not
+    split the vote.
 
-    As soon as the other members will grant votes: at once without a lease, else once the
-    lease the old leader may still rely on has run out (``lease_ms`` after the last message
-    from it), then ``rank`` turns of ``heartbeat_timeout`` so that members do not split the vote.
+    As soon as every other member will grant votes. Without a lease, at once. With one, a
+    member refuses votes until ``lease_ms`` after *its own* last message from the leader, which
+    may have come a little later than ours; but none came after the leader was gone (give or
+    take one in flight), and it was gone by ``now``: so ``now + lease_ms`` and a heartbeat
+    interval for what was in flight. Counting from our own last message instead would start
+    too soon whenever another member heard from the leader last, and a refused election
+    leaves the candidate waiting out a whole election time-out.
     """
-    t = e.leader_message_at
-    votes_from = now if t is None else max(now, t + config.lease_ms)
-    return votes_from + rank * config.heartbeat_timeout
+    if config.lease_ms <= 0:
+        return now + rank * config.heartbeat_timeout
+    return now + config.lease_ms + (1 + rank) * config.heartbeat_timeout

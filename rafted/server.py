@@ -590,7 +590,7 @@ def _on_leader_down(ctx: _Ctx, state_name: str, s: State) -> tuple:
     if state_name != "follower":
         return ("keep_state", s)
     rank = _rank_without(s.members.all, w.leader, ctx.me)
-    deadline = Election.early_deadline(s.election, s.config, ctx.now, rank)
+    deadline = Election.early_deadline(s.config, ctx.now, rank)
     if s.election.deadline is not None and s.election.deadline <= deadline:
         return ("keep_state", s)
     return ("keep_state", _replace_value(s, election=_replace_value(s.election, deadline=deadline)))
