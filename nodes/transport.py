@@ -692,32 +692,17 @@ class Transport:
         is readable, and any operation on the socket (ours, or a direct send's) may consume
         that signal: so every socket's ZMQ_EVENTS is checked here before each sleep.
         """
-        router = self._router
-        assert router is not None
-        got = False
-        if _events(router) & _POLLIN:
-            self._recv_batch(router, self._on_router_message)
-            got = True
+        got = self._read_router()
         monitor = self._router_monitor
         if monitor is not None and _events(monitor) & _POLLIN:
-            if _disconnected(monitor):
-                # what the peer sent before it closed (a bye) is read first: it says more
-                if _events(router) & _POLLIN:
-                    self._recv_batch(router, self._on_router_message)
-                # at most one round of probes per PROBE_GAP, however fast strangers come and go
-                if self._now - self._probed_at >= PROBE_GAP:
-                    self._probe_incoming()
-                # once more a moment later: ZeroMQ's I/O thread reports the event just before
-                # it detaches the routing id, so the first probe may still find it there
-                self._reprobe_incoming = True
-                self._next_housekeeping = min(self._next_housekeeping, self._now + PROBE_GAP)
+            self._on_router_event(monitor)
             got = True
         for sock, conn in list(self._by_sock.items()):
             if conn.closed:
                 continue
             ev = _events(sock)
             if ev & _POLLIN:
-                self._recv_batch(sock, functools.partial(self._on_dealer_message, conn), conn)
+                self._read_dealer(conn)
                 got = True
             if ev & _POLLOUT and conn.state == "connecting" and not conn.closed:
                 self._send_hello(conn)  # the TCP connection is up
@@ -726,6 +711,33 @@ class Transport:
                 self._on_dealer_event(conn)
                 got = True
         return got
+
+    def _read_router(self) -> bool:
+        """Read what waits on the ROUTER (connections peers made to us); True if anything did."""
+        router = self._router
+        assert router is not None
+        if not _events(router) & _POLLIN:
+            return False
+        self._recv_batch(router, self._on_router_message)
+        return True
+
+    def _read_dealer(self, conn: _Conn) -> None:
+        """Read what waits on the DEALER of a connection we made."""
+        assert conn.sock is not None
+        self._recv_batch(conn.sock, functools.partial(self._on_dealer_message, conn), conn)
+
+    def _on_router_event(self, monitor: zmq.Socket[Any]) -> None:
+        """Some connection to our ROUTER closed: find out whose (see :meth:`_probe_incoming`)."""
+        if not _disconnected(monitor):
+            return
+        self._read_router()  # what the peer sent before it closed (a bye) first: it says more
+        # at most one round of probes per PROBE_GAP, however fast strangers come and go
+        if self._now - self._probed_at >= PROBE_GAP:
+            self._probe_incoming()
+        # once more a moment later: ZeroMQ's I/O thread reports the event just before it
+        # detaches the routing id, so the first probe may still find it there
+        self._reprobe_incoming = True
+        self._next_housekeeping = min(self._next_housekeeping, self._now + PROBE_GAP)
 
     def _probe_incoming(self) -> None:
         """A connection to our ROUTER closed, and ZeroMQ does not say whose: a tick to every peer
@@ -739,13 +751,10 @@ class Transport:
     def _on_dealer_event(self, conn: _Conn) -> None:
         """Our DEALER's TCP connection closed (the peer's process died, or the network dropped
         it): the connection is lost now, as a failed send would find later."""
-        assert conn.monitor is not None
-        sock = conn.sock
-        assert sock is not None
+        assert conn.monitor is not None and conn.sock is not None
         if _disconnected(conn.monitor):
-            # what the peer sent before it closed (a bye) is read first: it says more
-            if _events(sock) & _POLLIN:
-                self._recv_batch(sock, functools.partial(self._on_dealer_message, conn), conn)
+            if _events(conn.sock) & _POLLIN:
+                self._read_dealer(conn)  # what the peer sent before it closed (a bye) first
             self._close(conn, "its TCP connection closed", retry=True)
 
     def _recv_batch(self, sock: zmq.Socket[Any], handle: Callable[[list[bytes]], None],
