@@ -316,12 +316,17 @@ def _deliver_down(watcher: Pid, ref: Ref, obj: Any, reason: Any) -> None:
         _remote(watcher.node, ("down", watcher, ref, obj, reason))
 
 
+def _check_pid(who: str, pid: Any) -> None:
+    """A wrong argument raises at the call site: not a Pid, or a pid naming a malformed node."""
+    if type(pid) is not Pid:
+        raise TypeError(f"{who}: expected a Pid, got {pid!r}")
+    if not node.is_local_node(pid.node):
+        split_node_name(pid.node)  # BadNodeName (a ValueError) before anything is sent or linked
+
+
 def exit(pid: Pid, reason: Any) -> bool:
     """Send an exit signal (``exit/2``); ``"kill"`` cannot be trapped."""
-    if type(pid) is not Pid:
-        raise TypeError(f"exit: expected a Pid, got {pid!r}")
-    if not node.is_local_node(pid.node):
-        split_node_name(pid.node)  # a malformed name is a wrong argument, as for link
+    _check_pid("exit", pid)
     me = current()
     send_exit(me.pid, pid, reason, "kill" if reason == "kill" else "exit")
     if not me.alive:
@@ -332,8 +337,7 @@ def exit(pid: Pid, reason: Any) -> bool:
 # -- links ---------------------------------------------------------------------------------
 
 def link(pid: Pid) -> bool:
-    if type(pid) is not Pid:
-        raise TypeError(f"link: expected a Pid, got {pid!r}")
+    _check_pid("link", pid)
     me = current()
     if pid == me.pid:
         return True
@@ -350,7 +354,6 @@ def link(pid: Pid) -> bool:
         if not trapping:
             raise Exit("noproc")
         return True
-    split_node_name(pid.node)  # a malformed name is a wrong argument: raise before linking
     with _lock:
         me.links.add(pid)
     _remote(pid.node, ("link", me.pid, pid))
@@ -358,10 +361,7 @@ def link(pid: Pid) -> bool:
 
 
 def unlink(pid: Pid) -> bool:
-    if type(pid) is not Pid:
-        raise TypeError(f"unlink: expected a Pid, got {pid!r}")
-    if not node.is_local_node(pid.node):
-        split_node_name(pid.node)  # a malformed name is a wrong argument, as for link
+    _check_pid("unlink", pid)
     me = current()
     with _lock:
         me.links.discard(pid)

@@ -346,14 +346,6 @@ def _pinger(parent: Any, echo: Any, duration_s: float) -> None:
     nodes.send(parent, ("pings", pings, elapsed, latencies_us))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class _RemotePeer:
     """This process as node bench<pid>@127.0.0.1 and a second node as an OS process."""
 
@@ -362,9 +354,11 @@ class _RemotePeer:
         import subprocess
         import tempfile
 
+        from bench_stats import free_port
+
         import nodes
 
-        self.epmd_port = _free_port()
+        self.epmd_port = free_port()
         os.environ["NODES_EPMD_PORT"] = str(self.epmd_port)
         os.environ["NODES_COOKIE"] = secrets.token_hex(16)
         self.log = tempfile.NamedTemporaryFile(prefix="bench-peer-", suffix=".log", delete=False)  # noqa: SIM115

@@ -2,7 +2,8 @@
 
 Both ``scripts/bench_rafted.py`` (on the rafted member nodes) and the PySyncObj worker processes
 (``scripts/bench_pysyncobj.py``, run by a separate virtual environment's Python) import this
-module, so it must not import anything outside the standard library.
+module (and ``scripts/demo.py`` its ``free_port``), so it must not import anything outside the
+standard library.
 
 A client loop issues one operation after the other until a deadline; every operation that
 completes inside the measured interval ``[t_start, t_start + duration)`` counts, with its latency

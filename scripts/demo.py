@@ -29,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_stats import free_port  # noqa: E402  (standard library only, shared with the benchmarks)
 from node_proc import wait_until_connected  # noqa: E402
 
 import nodes  # noqa: E402
@@ -68,12 +69,6 @@ def shown(node_name: str, call: str, result: Any) -> Any:
     short = node_name.split("@")[0]
     say(f"  ({short}) {call:<58} -> {result!r}")
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Demo:
