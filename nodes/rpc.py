@@ -3,8 +3,10 @@
 Every node runs a registered process ``rex`` (as Erlang does) once distribution
 starts; a call sends it the function and its arguments (pickled, with
 cloudpickle for functions defined in ``__main__`` or a shell), ``rex`` runs it in a
-fresh process and replies.  A call to the local node runs in a fresh local
-process the same way, so ``rpc.call(nodes.node(), ...)`` behaves like a remote one.
+fresh process, watches it, and replies.  A call to the local node runs in a fresh local
+process the same way, so ``rpc.call(nodes.node(), ...)`` behaves like a remote one: a
+function whose process ends without returning or raising an ``Exception`` (killed, an exit
+signal, ``SystemExit``) gives ``Exit(("badrpc", ("EXIT", reason)))`` at once, as in Erlang.
 
 Between nodes the function with its arguments, and the outcome, travel as pickled
 bytes inside the message and are unpickled by the worker and by the caller: a
@@ -62,6 +64,13 @@ def call(node_name: str, fn: Any, *args: Any, timeout: int | None = None) -> Any
             raise Exit(("badrpc", "nodedown"))
         raise Exit(("badrpc", ("EXIT", reason)))
     outcome = msg.value
+    if outcome[0] == "exit_pickled":  # the remote worker ended without an outcome
+        _, pickled_reason, text = outcome
+        try:
+            reason = codec.loads(pickled_reason) if pickled_reason is not None else text
+        except Exception:  # noqa: BLE001 - its classes do not load here: the text must do
+            reason = text
+        raise Exit(("badrpc", ("EXIT", reason)))
     if outcome[0] == "ok":
         return outcome[1]
     if outcome[0] == "ok_pickled":
@@ -93,25 +102,56 @@ def _worker(caller: Pid, tag: Ref, fn: Any, args: tuple[Any, ...]) -> None:
     node.route(caller, CallReply(tag, outcome))
 
 
-def _remote_worker(caller: Pid, tag: Ref, payload: bytes) -> None:
-    """A call from another node: unpickle here, and send the outcome back pickled."""
+def _remote_worker(rex: Pid, payload: bytes) -> None:
+    """A call from another node: unpickle here, and hand the outcome, pickled, to ``rex``."""
     try:
         fn, args = codec.loads(payload)
         outcome: Any = ("ok_pickled", codec.dumps(fn(*args)))
     except Exception as exc:  # noqa: BLE001 - the exception travels back to the caller
         text = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
-        try:
-            pickled: bytes | None = codec.dumps(exc)
-        except Exception:  # noqa: BLE001 - an unpicklable exception still travels as text
-            pickled = None
-        outcome = ("raise_pickled", pickled, text, traceback.format_exc())
-    node.route(caller, CallReply(tag, outcome))
+        outcome = ("raise_pickled", _pickled_or_text(exc)[0], text, traceback.format_exc())
+    node.send(rex, (_OUTCOME, process.current().pid, outcome))
+
+
+def _pickled_or_text(value: Any) -> tuple[bytes | None, str]:
+    """``value`` pickled (``None`` when it cannot be) and as text, for the caller to load or print.
+
+    Pickled inside the message, not as part of it: a class the caller cannot load then fails
+    one ``loads`` at the caller instead of the whole frame, which the transport would drop.
+    """
+    try:
+        return codec.dumps(value), repr(value)
+    except Exception:  # noqa: BLE001 - an unpicklable value still travels as text
+        return None, repr(value)
+
+
+_OUTCOME = "$rpc_outcome"
 
 
 def serve() -> None:
-    """The body of ``rex``: run each request in a process of its own."""
+    """The body of ``rex``: run each request in a worker process of its own, and watch it.
+
+    A worker that ends without an outcome (killed, an exit signal from a link, a
+    ``BaseException`` such as ``SystemExit``) must not leave its caller waiting for the whole
+    time-out, or for ever: ``rex`` monitors each worker and, on its DOWN, sends the caller
+    ``("badrpc", ("EXIT", reason))`` as the local path's own monitor does.  The worker hands
+    its outcome to ``rex``, which forwards it, rather than answering the caller itself: one
+    sender keeps the two answers in order (a worker's message to ``rex`` comes before its
+    DOWN), so a caller never takes a worker's exit for its outcome or the other way round.
+    """
+    me = process.current().pid
+    running: dict[Pid, tuple[Pid, Ref]] = {}  # worker -> (caller, the caller's reply tag)
     while True:
         msg = process.receive()
-        if type(msg) is tuple and len(msg) == 4 and msg[0] == "$rpc" and type(msg[3]) is bytes:
+        if type(msg) is not tuple:
+            continue
+        if len(msg) == 4 and msg[0] == "$rpc" and type(msg[3]) is bytes:
             _, caller, tag, payload = msg
-            process.spawn(_remote_worker, caller, tag, payload)
+            worker, _mref = process.spawn_monitor(_remote_worker, me, payload)
+            running[worker] = (caller, tag)
+        elif len(msg) == 3 and msg[0] == _OUTCOME and msg[1] in running:
+            caller, tag = running.pop(msg[1])
+            node.route(caller, CallReply(tag, msg[2]))
+        elif len(msg) == 5 and msg[0] == "DOWN" and msg[3] in running:  # ended with no outcome
+            caller, tag = running.pop(msg[3])
+            node.route(caller, CallReply(tag, ("exit_pickled", *_pickled_or_text(msg[4]))))

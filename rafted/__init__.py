@@ -149,9 +149,10 @@ def start_link(
                 f"start_link: create_new_consensus_group needs a rafted.Config (make_config), got {arg!r}"
             )
     elif kind == "join_existing_consensus_group":
-        if not isinstance(arg, (list, tuple)) or not arg:
+        # an empty list is a list that runs out at once: "no_leader_found", as in the original
+        if not isinstance(arg, (list, tuple)):
             raise TypeError(
-                f"start_link: join_existing_consensus_group needs a non-empty list of servers, got {arg!r}"
+                f"start_link: join_existing_consensus_group needs a list of servers, got {arg!r}"
             )
         for m in arg:
             _check_server("start_link", m)

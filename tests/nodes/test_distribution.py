@@ -564,6 +564,43 @@ def test_rpc_to_a_dead_node_and_rpc_timeout(node_cluster) -> None:
 
 
 
+def _exit_the_process() -> None:
+    """(runs on the peer) end the rpc worker's process with SystemExit."""
+    raise SystemExit(3)
+
+
+def _kill_own_process() -> None:
+    nodes.exit(nodes.self(), "kill")
+    nodes.receive()
+
+
+def _raise_exit(reason: str) -> None:
+    raise nodes.Exit(reason)
+
+
+def _die_with_a_linked_process() -> None:
+    nodes.spawn_link(_raise_exit, "lost_partner")
+    nodes.receive()
+
+
+def test_rpc_whose_remote_process_ends_without_an_outcome_fails_at_once(node_cluster) -> None:
+    # Erlang: {badrpc, {'EXIT', Reason}}, as the local path gives, never the whole time-out
+    peer = h.start_peer(node_cluster)
+    for target in (peer.name, nodes.node()):
+        for fn, reason_is in (
+                (_exit_the_process, lambda r: r[0] == "exception" and isinstance(r[1], SystemExit)),
+                (_kill_own_process, lambda r: r == "killed"),
+                (_die_with_a_linked_process, lambda r: r == "lost_partner")):
+            started = time.monotonic()
+            with pytest.raises(nodes.Exit) as info:
+                nodes.rpc.call(target, fn, timeout=20_000)
+            assert time.monotonic() - started < 10.0, (target, fn)
+            badrpc, (tag, reason) = info.value.reason
+            assert (badrpc, tag) == ("badrpc", "EXIT") and reason_is(reason), (target, fn, reason)
+    assert rpc(peer.name, nodes.node) == peer.name  # rex keeps serving
+    assert nodes.flush() == []  # no second answer, no DOWN left behind
+
+
 @pytest.mark.parametrize("timeout", [True, False, "100", -1, 1.5])
 def test_rpc_call_rejects_a_bad_timeout_at_the_call_site(timeout: Any) -> None:
     with pytest.raises(TypeError, match="int of ms"):

@@ -182,6 +182,10 @@ def test_no_leader_found_leaves_no_process_behind(cluster: Cluster) -> None:
     r = RaftedValue.start_link(("join_existing_consensus_group", ["unknown", "member"]), name="joiner")
     assert r == ("error", "no_leader_found")
     assert nodes.whereis("joiner") is None
+    # no members at all: the list runs out at once, as in the original
+    r = RaftedValue.start_link(("join_existing_consensus_group", []), name="joiner")
+    assert r == ("error", "no_leader_found")
+    assert nodes.whereis("joiner") is None
     assert receive_matching(lambda m: type(m) is tuple and m[0] == "EXIT", 100) is None
     # members that exist but never answer as leader: the same error, within the join time-out
     leader, [follower] = cluster.make(1)
@@ -196,8 +200,8 @@ def test_bad_arguments_raise_at_the_call_site() -> None:
         RaftedValue.start_link(("create_new_group", CONF))
     with pytest.raises(TypeError, match="rafted.Config"):
         RaftedValue.start_link(("create_new_consensus_group", {"data_module": None}))
-    with pytest.raises(TypeError, match="non-empty list"):
-        RaftedValue.start_link(("join_existing_consensus_group", []))
+    with pytest.raises(TypeError, match="list of servers"):
+        RaftedValue.start_link(("join_existing_consensus_group", "foo"))
     # a (name, node) whose node is not name@host: raised here, not reported by a crashed init
     for fn, args in ((RaftedValue.start_link, (("join_existing_consensus_group", [("foo", "nohost")]),)),
                      (RaftedValue.command, (("foo", "nohost"), "inc")),
