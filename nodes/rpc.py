@@ -66,11 +66,7 @@ def call(node_name: str, fn: Any, *args: Any, timeout: int | None = None) -> Any
     outcome = msg.value
     if outcome[0] == "exit_pickled":  # the remote worker ended without an outcome
         _, pickled_reason, text = outcome
-        try:
-            reason = codec.loads(pickled_reason) if pickled_reason is not None else text
-        except Exception:  # noqa: BLE001 - its classes do not load here: the text must do
-            reason = text
-        raise Exit(("badrpc", ("EXIT", reason)))
+        raise Exit(("badrpc", ("EXIT", _loaded_or_text(pickled_reason, text))))
     if outcome[0] == "ok":
         return outcome[1]
     if outcome[0] == "ok_pickled":
@@ -82,16 +78,23 @@ def call(node_name: str, fn: Any, *args: Any, timeout: int | None = None) -> Any
     remote_exc: Any
     if outcome[0] == "raise_pickled":
         _, pickled, text, remote_tb = outcome
-        try:
-            remote_exc = codec.loads(pickled) if pickled is not None else text
-        except Exception:  # noqa: BLE001 - its class does not load here: the text must do
-            remote_exc = text
+        remote_exc = _loaded_or_text(pickled, text)
     else:
         _, remote_exc, remote_tb = outcome
     if isinstance(remote_exc, BaseException):
         remote_exc.add_note(f"remote traceback from {node_name}:\n{remote_tb}")
         raise remote_exc
     raise RemoteError(f"{remote_exc}\nremote traceback from {node_name}:\n{remote_tb}")
+
+
+def _loaded_or_text(pickled: bytes | None, text: str) -> Any:
+    """What a remote node sent pickled (see :func:`_pickled`), or its text when it cannot load here."""
+    if pickled is None:
+        return text
+    try:
+        return codec.loads(pickled)
+    except Exception:  # noqa: BLE001 - its classes do not load here: the text must do
+        return text
 
 
 def _worker(caller: Pid, tag: Ref, fn: Any, args: tuple[Any, ...]) -> None:
@@ -109,20 +112,21 @@ def _remote_worker(rex: Pid, payload: bytes) -> None:
         outcome: Any = ("ok_pickled", codec.dumps(fn(*args)))
     except Exception as exc:  # noqa: BLE001 - the exception travels back to the caller
         text = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
-        outcome = ("raise_pickled", _pickled_or_text(exc)[0], text, traceback.format_exc())
+        outcome = ("raise_pickled", _pickled(exc), text, traceback.format_exc())
     node.send(rex, (_OUTCOME, process.current().pid, outcome))
 
 
-def _pickled_or_text(value: Any) -> tuple[bytes | None, str]:
-    """``value`` pickled (``None`` when it cannot be) and as text, for the caller to load or print.
+def _pickled(value: Any) -> bytes | None:
+    """``value`` pickled, ``None`` when it cannot be (its text travels beside it).
 
     Pickled inside the message, not as part of it: a class the caller cannot load then fails
-    one ``loads`` at the caller instead of the whole frame, which the transport would drop.
+    one ``loads`` at the caller (:func:`_loaded_or_text`) instead of the whole frame, which the
+    transport would drop.
     """
     try:
-        return codec.dumps(value), repr(value)
+        return codec.dumps(value)
     except Exception:  # noqa: BLE001 - an unpicklable value still travels as text
-        return None, repr(value)
+        return None
 
 
 _OUTCOME = "$rpc_outcome"
@@ -154,4 +158,5 @@ def serve() -> None:
             node.route(caller, CallReply(tag, msg[2]))
         elif len(msg) == 5 and msg[0] == "DOWN" and msg[3] in running:  # ended with no outcome
             caller, tag = running.pop(msg[3])
-            node.route(caller, CallReply(tag, ("exit_pickled", *_pickled_or_text(msg[4]))))
+            reason = msg[4]
+            node.route(caller, CallReply(tag, ("exit_pickled", _pickled(reason), repr(reason))))

@@ -177,6 +177,14 @@ def _disconnected(monitor: zmq.Socket[Any]) -> bool:
         seen |= event == zmq.EVENT_DISCONNECTED
 
 
+def _close_monitored(sock: zmq.Socket[Any], monitor: zmq.Socket[Any] | None, linger: int) -> None:
+    """Close ``sock`` and its monitor, the monitor first (``ctx.term()`` waits for every socket)."""
+    if monitor is not None:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+    sock.close(linger=linger)
+
+
 def _events(sock: zmq.Socket[Any]) -> int:
     """ZMQ_EVENTS of ``sock`` (processes its pending commands, consuming its ZMQ_FD signal)."""
     return cast(int, sock.getsockopt(_EVENTS))
@@ -1285,10 +1293,7 @@ class Transport:
                     self._poller.unregister(fd)
                 except KeyError:
                     pass
-            if conn.monitor is not None:
-                sock.disable_monitor()
-                conn.monitor.close(linger=0)
-            sock.close(linger=linger)
+            _close_monitored(sock, conn.monitor, linger)
         else:
             self._by_rid.pop(conn.rid, None)
             self._pending_in.pop(conn.rid, None)
@@ -1381,16 +1386,10 @@ class Transport:
                 self._report_down(peer.name)
         self._up = frozenset()
         for sock, conn in list(self._by_sock.items()):
-            if conn.monitor is not None:  # before ctx.term(), which waits for every socket
-                sock.disable_monitor()
-                conn.monitor.close(linger=0)
-            sock.close(linger=200)  # linger: let the byes out
+            _close_monitored(sock, conn.monitor, 200)  # linger: let the byes out
         self._by_sock.clear()
         if self._router is not None:
-            if self._router_monitor is not None:
-                self._router.disable_monitor()
-                self._router_monitor.close(linger=0)
-            self._router.close(linger=200)
+            _close_monitored(self._router, self._router_monitor, 200)
         if self._ctx is not None:
             self._ctx.term()
 
