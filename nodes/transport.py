@@ -36,6 +36,8 @@ it asks epmd on ``host`` for the port and connects a DEALER (ZMQ_IMMEDIATE, so n
 queued for a peer that is not connected).  One connection carries both directions.  If both
 nodes connect at once, the one initiated by the node with the greater name wins (as in
 Erlang's handshake): the other side answers "nok" and the loser waits for the winner.
+The number of peers is bounded by the process's file-descriptor limit (about four descriptors
+per connection), not by ZeroMQ's default socket limit (see ``_max_sockets``).
 
 **Handshake** (``[kind, JSON]`` messages, never pickle; see :mod:`nodes.codec`)::
 
@@ -77,6 +79,7 @@ import ipaddress
 import json
 import logging
 import os
+import resource
 import socket
 import struct
 import threading
@@ -123,6 +126,23 @@ def default_bind_host(node: str) -> str:
 
 def _endpoint(host: str, port: int | str) -> str:
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def _max_sockets(zmq_default: int) -> int:
+    """How many sockets the transport's ZeroMQ context may open: as many as files the process may.
+
+    Each connection takes three sockets (its DEALER, the DEALER's monitor and the monitor's
+    inproc peer), so ZeroMQ's default of 1,023 per context would cap a node at about 340 peers
+    well before the file-descriptor limit does; with this, running out of descriptors is the
+    limit, as for an Erlang node.  (Capped at 65,536: ZeroMQ keeps a slot per socket.)
+    """
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return zmq_default
+    if soft == resource.RLIM_INFINITY:
+        soft = 65_536
+    return max(zmq_default, min(soft, 65_536))
 
 
 def _env_int(name: str, default: int) -> int:
@@ -397,6 +417,7 @@ class Transport:
         if self._thread is not None:
             raise RuntimeError("transport already started")
         ctx: zmq.Context[Any] = zmq.Context(io_threads=1)
+        ctx.set(zmq.MAX_SOCKETS, _max_sockets(ctx.get(zmq.MAX_SOCKETS)))  # before the first socket
         router = ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._socket_options(router, self.bind_host)

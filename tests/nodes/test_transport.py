@@ -137,6 +137,29 @@ def test_unknown_node_fails_fast_and_send_never_blocks(c: support.Cluster) -> No
     assert t.transport.disconnect(nobody) is False
 
 
+def test_a_node_is_not_capped_at_zeromqs_default_of_1023_sockets(c: support.Cluster) -> None:
+    # Each connection takes three sockets, so ZeroMQ's default limit per context would stop a
+    # node at about 340 peers. Stand-ins for 400 peers' sockets, then a real connection.
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1600:
+        pytest.skip("needs a file-descriptor limit of at least 1,600")
+    t = c.local(T)
+    c.peer(A)
+    ctx = t.transport._ctx
+    assert ctx is not None
+    stand_ins = []
+    try:
+        for _ in range(1200):
+            stand_ins.append(ctx.socket(zmq.PAIR))
+        connected(t, A)
+        t.transport.send(A, ("echo", "after 1,200 sockets"))
+        assert t.recv() == (A, "after 1,200 sockets")
+    finally:
+        for sock in stand_ins:
+            sock.close(linger=0)
+
+
 def test_a_second_node_with_the_same_name_cannot_start(c: support.Cluster) -> None:
     c.local(T)
     with pytest.raises(epmd.NameTaken):
