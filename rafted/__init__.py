@@ -36,6 +36,7 @@ from typing import Any
 
 import nodes
 from rafted import server as _server
+from rafted import startup as _startup
 from rafted.communication import Communication, RemoteMessageGateway
 from rafted.config import Config, make_config
 from rafted.data import Data
@@ -108,7 +109,7 @@ def start_link(
     name: str | None = None,
     persistence_dir: str | None = None,
     log_file_expansion_factor: int = 10,
-    join_timeout: int = _server.JOIN_TIMEOUT,
+    join_timeout: int = _startup.JOIN_TIMEOUT,
     log_file_min_size: int = _DEFAULT_LOG_FILE_MIN_SIZE,
 ) -> tuple[str, Any]:
     """Start one member, linked to the caller: ``("ok", pid)`` or ``("error", reason)``.
@@ -194,10 +195,10 @@ def _call_catching_exit(server: Any, request: Any, timeout: int | None) -> Any:
     try:
         return nodes.gen_statem.call(server, request, timeout=timeout)
     except nodes.Exit as e:
-        head = _server.exit_reason_head(e.reason)
-        if head == "timeout" or head in _server.LOST:
+        head = _startup.exit_reason_head(e.reason)
+        if head == "timeout" or head in _startup.LOST:
             return ("error", "timeout")
-        if head in _server.NOT_THERE:
+        if head in _startup.NOT_THERE:
             return ("error", "noproc")
         raise
 

@@ -4,7 +4,7 @@ State functions ``leader``, ``candidate`` and ``follower`` turn events into
 calls on the pure core (:mod:`rafted.logs`, :mod:`rafted.members`,
 :mod:`rafted.election`, :mod:`rafted.leadership`,
 :mod:`rafted.command_results`) and carry out what they decide. Each event
-runs with an :class:`_Ctx`: the member's pid, the time (read once), and a
+runs with a :class:`rafted.state.Ctx`: the member's pid, the time (read once), and a
 list of effects (casts, replies, hooks) executed after the handler has
 computed the new state.
 
@@ -67,39 +67,29 @@ Beyond the original (see the README / reference):
 from __future__ import annotations
 
 import logging
-import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import nodes
 from rafted import _codec, dir_lock
+from rafted import applying as Applying
 from rafted import election as Election
 from rafted import leadership as Leadership
 from rafted import logs as Logs
 from rafted import members as Members
+from rafted import startup as Startup
 from rafted._codec import ALWAYS_SERIALIZABLE
 from rafted._values import replace as _replace_value
-from rafted.command_results import CommandResults
 from rafted.config import Config
-from rafted.leader_hook import INHERITED_NO_OPS
 from rafted.log_entry import (
-    ADD_FOLLOWER,
     CHANGE_CONFIG,
     COMMAND,
-    LEADER_ELECTED,
     QUERY,
-    REMOVE_FOLLOWER,
     LogEntry,
 )
 from rafted.persistence import (
-    DEFAULT_LOG_FILE_MIN_SIZE,
     SNAPSHOT_CREATED,
-    Persistence,
     PersistenceError,
-    Recovered,
     UnpersistableEntry,
-    read_latest_snapshot_and_logs_if_available,
 )
 from rafted.rpc import (
     AppendEntriesRequest,
@@ -112,6 +102,7 @@ from rafted.rpc import (
 )
 from rafted.snapshot import Snapshot
 from rafted.snapshot import decode as decode_snapshot
+from rafted.state import Ctx, LeaderWatch, State, TimerHandle, now_ms, replace_changed
 
 __all__ = ["State", "init", "leader", "candidate", "follower", "terminate", "TICK", "FLUSH"]
 
@@ -120,109 +111,6 @@ log = logging.getLogger("rafted")
 TICK = "$rafted_tick"
 FLUSH = ("$rafted_flush",)
 
-# How long a joining member keeps trying to be added (ms), and its first back-off.
-JOIN_TIMEOUT = 5000
-_JOIN_BACKOFF_MS = 10
-# Exit reasons of a call to a member: not there at all (the request was certainly not handled),
-# or lost on the way or while handling it (the outcome is unknown, as after a time-out).
-NOT_THERE = frozenset({"noproc", "normal"})
-LOST = frozenset({"shutdown", "killed", "noconnection", "nodedown"})
-_DEAD_REASONS = NOT_THERE | LOST
-
-
-@dataclass(slots=True)
-class TimerHandle:
-    """The member's one armed timer: ``token`` identifies its tick, ``fire_at`` its deadline."""
-
-    token: int
-    ref: Any
-    fire_at: int
-
-
-@dataclass(slots=True)
-class State:
-    """A member's state: the original's fields, then the shell's own bookkeeping.
-
-    Treated as immutable: handlers build new values, so a state handed out
-    by ``nodes.sys.get_state`` never changes under its reader.
-    """
-
-    members: Members.Members
-    current_term: int
-    leadership: Leadership.Leadership | None
-    election: Election.Election
-    logs: Logs.Logs
-    data: Any
-    command_results: CommandResults
-    config: Config
-    persistence: Any = None
-    # shell bookkeeping
-    timer: TimerHandle | None = None
-    timer_seq: int = 0
-    flush_pending: bool = False
-    pending_responses: dict = field(default_factory=dict)
-    leader_watch: LeaderWatch | None = None
-
-
-@dataclass(slots=True)
-class LeaderWatch:
-    """A follower's monitor on its leader (see :func:`_watch_leader`); ``ref`` is None once the
-    DOWN came, so that a dead leader is not monitored again while it is still the one known."""
-
-    leader: Any
-    ref: Any
-
-
-def _call_hook(module: Any, name: str, args: tuple) -> None:
-    # a failing hook is logged: it must not take the leader (and with it the group's progress) down
-    try:
-        getattr(module, name)(*args)
-    except Exception:
-        log.exception("leader hook %r.%s failed", module, name)
-
-
-def _now() -> int:
-    return int(time.monotonic() * 1000)
-
-
-class _Ctx:
-    """One event's context: who we are, when it is, and the effects to run afterwards."""
-
-    __slots__ = ("me", "now", "effects", "flush")
-
-    def __init__(self, me: Any, now: int) -> None:
-        self.me = me
-        self.now = now
-        self.effects: list[tuple[Any, tuple]] = []
-        self.flush = False  # a flush was asked for: see _run
-
-    def cast(self, s: State, dest: Any, msg: Any) -> None:
-        self.effects.append((s.config.communication_module.cast, (dest, msg)))
-
-    def reply(self, s: State, from_: Any, reply: Any) -> None:
-        self.effects.append((_send_reply, (s.config.communication_module, from_, reply)))
-
-    def hook(self, s: State, name: str, *args: Any) -> None:
-        module = s.config.leader_hook_module
-        if getattr(module, name, None) is INHERITED_NO_OPS[name]:
-            return  # LeaderHook's own do-nothing (NoOp, the default): no call per command
-        self.effects.append((_call_hook, (module, name, args)))
-
-    def run(self) -> None:
-        for fn, args in self.effects:
-            fn(*args)
-
-
-def _send_reply(module: Any, from_: Any, reply: Any) -> None:
-    try:
-        module.reply(from_, reply)
-    except nodes.EncodeError as e:
-        # An answer for a client on another node that cannot travel (results are checked to
-        # serialize, but one may exceed the frame limit): that client times out, the member goes
-        # on. Messages between members are not caught: one that cannot be sent would be retried
-        # for ever, so the member fails loudly instead.
-        log.error("the reply to %r could not be serialized, dropped: %s", from_, e)
-
 
 #
 # initialization
@@ -230,20 +118,21 @@ def _send_reply(module: Any, from_: Any, reply: Any) -> None:
 def init(args: tuple) -> tuple:
     group_info, options = args
     me = nodes.self()
-    ctx = _Ctx(me, _now())
+    ctx = Ctx(me, now_ms())
     dir = options.get("persistence_dir")
     started = False
     try:
         if dir is not None:
             dir_lock.acquire(dir, me)  # before reading it, and before a joiner bothers the leader
         if group_info[0] == "create_new_consensus_group":
-            s = _initialize_leader_state(ctx, group_info[1], options)
+            s = Startup.initialize_leader_state(ctx, group_info[1], options)
             name = "leader"
         else:
-            result = _call_add_server(list(group_info[1]), me, options.get("join_timeout", JOIN_TIMEOUT))
+            join_timeout = options.get("join_timeout", Startup.JOIN_TIMEOUT)
+            result = Startup.call_add_server(list(group_info[1]), me, join_timeout)
             if result[0] == "error":
                 return ("stop", result[1])
-            s = _initialize_follower_state(ctx, result[1], options)
+            s = Startup.initialize_follower_state(ctx, result[1], options)
             name = "follower"
         started = True
     except (PersistenceError, OSError) as e:
@@ -266,171 +155,6 @@ def _hold_one_cpu(leading: bool) -> None:
     # The leader's node does most of a group's work: while leading, its threads share one CPU
     # (see nodes.hold_one_cpu), which roughly halved its CPU time per command on a 2-core VM.
     nodes.hold_one_cpu(leading)
-
-
-def _initialize_leader_state(ctx: _Ctx, config: Config, options: dict | None = None) -> State:
-    me = ctx.me
-    dir = (options or {}).get("persistence_dir")
-    factor = (options or {}).get("log_file_expansion_factor", 10)
-    min_size = (options or {}).get("log_file_min_size", DEFAULT_LOG_FILE_MIN_SIZE)
-    if dir is not None:
-        recovered = read_latest_snapshot_and_logs_if_available(dir)
-        if recovered is not None:
-            return _recover_state_from_snapshot_and_log(ctx, dir, factor, recovered, min_size)
-    members = Members.new_for_lonely_leader(me)
-    first_entry = (0, 1, LEADER_ELECTED, [me])
-    data = config.data_module.new()
-    persistence = None
-    if dir is not None:
-        snapshot = Snapshot(members, 0, first_entry, config, data, CommandResults())
-        persistence = Persistence.new_with_initial_snapshot(dir, factor, snapshot, min_size)
-    return State(
-        members=members,
-        current_term=0,
-        leadership=Leadership.new_for_leader(ctx.now, config),
-        election=Election.new_for_leader(me),
-        logs=Logs.new_for_lonely_leader(first_entry),
-        data=data,
-        command_results=CommandResults(),
-        config=config,
-        persistence=persistence,
-    )
-
-
-def _recover_state_from_snapshot_and_log(
-    ctx: _Ctx, dir: str, factor: float, r: Recovered, min_size: int = 0
-) -> State:
-    """A new 1-member group from a persistence dir: the config passed in is ignored in favour of
-    the restored one, the membership on disk too (``me`` is the sole member); every entry found
-    is committed, even those that were not before, after a ``restore_from_files`` entry."""
-    me = ctx.me
-    snapshot = r.snapshot
-    # terms never decrease along a log: the restore entry gets the newest term found
-    term = max([snapshot.term, *(e[0] for e in r.entries)])
-    logs = Logs.new_for_lonely_leader(snapshot.last_committed_entry, r.entries)
-    logs, entry_restore = Logs.add_entry_on_restored_from_files(logs, term, me)
-    persistence = Persistence.new_with_disk_snapshot(dir, factor, r.metadata, entry_restore, min_size)
-    logs, to_apply = Logs.commit_to_latest(logs)
-    w = State(
-        members=Members.new_for_lonely_leader(me),
-        current_term=term,
-        leadership=Leadership.new_for_leader(ctx.now, snapshot.config),
-        election=Election.new_for_leader(me),
-        logs=logs,
-        data=snapshot.data,
-        command_results=snapshot.command_results,
-        config=snapshot.config,
-        persistence=persistence,
-    )
-    # apply without replies, hooks or membership changes (the membership is the new one)
-    _apply_entries(None, w, to_apply, membership=False)
-    w.leadership = Leadership.new_for_leader(ctx.now, w.config)
-    _call_hook(w.config.leader_hook_module, "on_restored_from_files", (w.data,))
-    return _truncate_logs(w)
-
-
-def _initialize_follower_state(ctx: _Ctx, received: tuple | Snapshot, options: dict | None = None) -> State:
-    """A joiner's state from what the leader sent: a Snapshot, or ``(snapshot, file bytes or
-    None, sender's term, leader pid)`` (see :func:`_received_snapshot`)."""
-    if isinstance(received, Snapshot):
-        received = (received, None, received.term, received.members.leader)
-    snapshot, data, term, leader = received
-    config = snapshot.config
-    members = snapshot.members
-    if leader is not None and members.leader != leader:
-        members = _replace_value(members, leader=leader, pending_leader_change=None)
-    persistence = None
-    dir = (options or {}).get("persistence_dir")
-    if dir is not None:
-        factor = (options or {}).get("log_file_expansion_factor", 10)
-        min_size = (options or {}).get("log_file_min_size", DEFAULT_LOG_FILE_MIN_SIZE)
-        persistence = Persistence.new_with_snapshot_sent_from_leader(dir, factor, snapshot, data, min_size)
-    return State(
-        members=members,
-        current_term=max(term, snapshot.term),
-        leadership=None,
-        election=Election.new_for_follower(ctx.now, Election.random_timeout(config.election_timeout)),
-        logs=Logs.new_for_new_follower(snapshot.last_committed_entry),
-        data=snapshot.data,
-        command_results=snapshot.command_results,
-        config=config,
-        persistence=persistence,
-    )
-
-
-def _received_snapshot(m: Any) -> tuple | None:
-    """``(snapshot, file bytes or None, sender's term, leader pid)`` of a snapshot message."""
-    if isinstance(m, InstallSnapshot):
-        snap = Snapshot.from_install_snapshot(m)
-        return (snap, None, m.term, snap.members.leader)
-    if isinstance(m, InstallSnapshotCompressed):
-        snap = decode_snapshot(m.bin)
-        term = snap.term if m.term is None else m.term
-        leader = snap.members.leader if m.leader_pid is None else m.leader_pid
-        return (snap, m.bin, term, leader)
-    return None
-
-
-def exit_reason_head(reason: Any) -> Any:
-    """What names an exit reason: ``"nodedown"`` for ``("nodedown", node)``."""
-    return reason[0] if type(reason) is tuple and reason else reason
-
-
-def _call_add_server(known_members: list, me: Any, timeout_ms: int) -> tuple:
-    """Ask the known members, in turn, to add ``me``: ``("ok", received)`` (see
-    :func:`_received_snapshot`) or ``("error", reason)``.
-
-    Follows ``not_leader`` hints, skips dead or unresponsive members and,
-    while a leader answers that a membership change is under way, waits and
-    asks it again until ``timeout_ms`` has passed.
-    """
-    deadline = _now() + timeout_ms
-    backoff = _JOIN_BACKOFF_MS
-    last_error: Any = "no_leader_found"
-    while True:
-        anyone_alive = False
-        queue = deque(known_members)
-        hops = 0
-        while queue:
-            member = queue.popleft()
-            remaining = deadline - _now()
-            if remaining <= 0:
-                return ("error", last_error)
-            try:
-                r = nodes.gen_statem.call(member, ("add_follower", me), timeout=min(remaining, 5000))
-            except nodes.Exit as e:
-                if exit_reason_head(e.reason) in _DEAD_REASONS or e.reason == "timeout":
-                    continue
-                raise
-            if type(r) is tuple and len(r) == 2 and r[0] == "ok":
-                received = _received_snapshot(r[1])
-                if received is not None:
-                    return ("ok", received)
-                return ("error", ("unexpected_reply", r))
-            err = r[1] if type(r) is tuple and len(r) == 2 and r[0] == "error" else ("unexpected_reply", r)
-            if type(err) is tuple and len(err) == 2 and err[0] == "not_leader":
-                anyone_alive = True
-                leader = err[1]
-                if leader is not None and leader != member and hops < 2 * len(known_members) + 2:
-                    hops += 1
-                    queue = deque([leader, *(m for m in queue if m != leader)])
-                continue
-            if err in ("uncommitted_membership_change", "pending_leader_change"):
-                # the leader is busy with another change (or has not committed in its term yet): wait
-                anyone_alive = True
-                last_error = err
-                time.sleep(min(backoff, max(0, deadline - _now())) / 1000)
-                backoff = min(backoff * 2, 200)
-                queue.appendleft(member)
-                continue
-            return ("error", err)
-        if not anyone_alive:
-            return ("error", last_error)
-        # members are there but none is leader right now (an election): try again shortly
-        if deadline - _now() <= 0:
-            return ("error", last_error)
-        time.sleep(min(backoff, max(0, deadline - _now())) / 1000)
-        backoff = min(backoff * 2, 200)
 
 
 #
@@ -465,7 +189,7 @@ def _release_dir(dir: str | None, me: nodes.Pid) -> None:
 
 
 def _run(state_name: str, event_type: Any, msg: Any, s: State) -> tuple:
-    ctx = _Ctx(nodes.self(), _now())
+    ctx = Ctx(nodes.self(), now_ms())
     result = _dispatch(ctx, state_name, event_type, msg, s)
     result = _finish(ctx, state_name, result, s)
     ctx.run()
@@ -482,7 +206,7 @@ def _mailbox_empty(me: Any) -> bool:
     return info is not None and info[1] == 0
 
 
-def _dispatch(ctx: _Ctx, state_name: str, event_type: Any, msg: Any, s: State) -> tuple:
+def _dispatch(ctx: Ctx, state_name: str, event_type: Any, msg: Any, s: State) -> tuple:
     if event_type == "info":
         if type(msg) is tuple and len(msg) == 2 and msg[0] == TICK:
             return _on_tick(ctx, state_name, msg[1], s)
@@ -514,7 +238,7 @@ def _dispatch(ctx: _Ctx, state_name: str, event_type: Any, msg: Any, s: State) -
     return ("keep_state", s)
 
 
-def _finish(ctx: _Ctx, state_name: str, result: tuple, s_in: State) -> tuple:
+def _finish(ctx: Ctx, state_name: str, result: tuple, s_in: State) -> tuple:
     kind = result[0]
     if kind == "keep_state":
         name, pos = state_name, 1
@@ -557,7 +281,7 @@ def _next_deadline(state_name: str, s: State, me: Any) -> int | None:
     return s.election.deadline
 
 
-def _watch_leader(ctx: _Ctx, state_name: str, s: State) -> State:
+def _watch_leader(ctx: Ctx, state_name: str, s: State) -> State:
     """A follower monitors the leader it knows (beyond the original; see :func:`_on_leader_down`).
 
     Runs after every event that changed the membership view or the state: a monitor is set
@@ -573,7 +297,7 @@ def _watch_leader(ctx: _Ctx, state_name: str, s: State) -> State:
     return _replace_value(s, leader_watch=watch)
 
 
-def _on_leader_down(ctx: _Ctx, state_name: str, s: State) -> tuple:
+def _on_leader_down(ctx: Ctx, state_name: str, s: State) -> tuple:
     """The leader this follower follows is gone (its process exited, or its node went down).
 
     Instead of waiting out its election time-out (1-2 ``election_timeout`` after the last
@@ -604,7 +328,7 @@ def _rank_without(members: set, gone: Any, me: Any) -> int:
         return len(members)
 
 
-def _ensure_timer(ctx: _Ctx, state_name: str, s: State) -> State:
+def _ensure_timer(ctx: Ctx, state_name: str, s: State) -> State:
     deadline = _next_deadline(state_name, s, ctx.me)
     t = s.timer
     if deadline is None or (t is not None and t.fire_at <= deadline):
@@ -616,7 +340,7 @@ def _ensure_timer(ctx: _Ctx, state_name: str, s: State) -> State:
     return _replace_value(s, timer=TimerHandle(token, ref, deadline), timer_seq=token)
 
 
-def _on_tick(ctx: _Ctx, state_name: str, token: int, s: State) -> tuple:
+def _on_tick(ctx: Ctx, state_name: str, token: int, s: State) -> tuple:
     if s.timer is None or s.timer.token != token:
         return ("keep_state", s)  # a cancelled timer that had already fired
     s = _replace_value(s, timer=None)
@@ -633,14 +357,14 @@ def _on_tick(ctx: _Ctx, state_name: str, token: int, s: State) -> tuple:
     return ("keep_state", s)
 
 
-def _schedule_flush(ctx: _Ctx, s: State) -> State:
+def _schedule_flush(ctx: Ctx, s: State) -> State:
     if s.flush_pending:
         return s
     ctx.flush = True  # a FLUSH message, or the flush at once (see _run)
     return _replace_value(s, flush_pending=True)
 
 
-def _on_flush(ctx: _Ctx, state_name: str, s: State) -> tuple:
+def _on_flush(ctx: Ctx, state_name: str, s: State) -> tuple:
     s = _replace_value(s, flush_pending=False)
     p = s.persistence
     if p is not None and state_name == "leader" and len(s.members.all) > 1:
@@ -665,7 +389,7 @@ def _on_flush(ctx: _Ctx, state_name: str, s: State) -> tuple:
 #
 # leader
 #
-def _leader_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
+def _leader_cast(ctx: Ctx, msg: Any, s: State) -> tuple:
     t = type(msg)
     if t is AppendEntriesResponse:
         return _leader_append_entries_response(ctx, msg, s)
@@ -680,7 +404,7 @@ def _leader_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
     return ("keep_state", s)
 
 
-def _leader_append_entries_response(ctx: _Ctx, r: AppendEntriesResponse, s: State) -> tuple:
+def _leader_append_entries_response(ctx: Ctx, r: AppendEntriesResponse, s: State) -> tuple:
     res = _become_follower_if_new_term_started(ctx, r, s)
     if res is not None:
         return res
@@ -692,9 +416,9 @@ def _leader_append_entries_response(ctx: _Ctx, r: AppendEntriesResponse, s: Stat
     if r.success:
         i_rep = r.i_replicated or 0
         logs, to_apply = Logs.set_follower_index(s.logs, s.members, s.current_term, frm, i_rep, me)
-        s = _replace(s, leadership=leadership, logs=logs)
+        s = replace_changed(s, leadership=leadership, logs=logs)
         if to_apply:
-            s = _leader_apply_committed_log_entries(ctx, s, to_apply)
+            s = Applying.leader_apply_committed_log_entries(ctx, s, to_apply)
         if s.members.pending_leader_change == frm and frm in s.members.all:
             req = Logs.make_timeout_now_req(s.logs, s.current_term, frm, ctx.now, me)
             if req is not None:
@@ -706,21 +430,14 @@ def _leader_append_entries_response(ctx: _Ctx, r: AppendEntriesResponse, s: Stat
         return ("keep_state", s)
     # the follower's log does not match: resend from its hint
     logs = Logs.rewind_follower(s.logs, frm, r.i_replicated)
-    s = _replace(s, leadership=leadership, logs=logs)
+    s = replace_changed(s, leadership=leadership, logs=logs)
     if logs is not s.logs or Logs.has_entries_to_send(logs, frm):
         s = _schedule_flush(ctx, s)
     return ("keep_state", s)
 
 
-def _replace(s: State, **changes: Any) -> State:
-    # skip the copy when nothing changed (the common case for idle heartbeats)
-    for k, v in changes.items():
-        if getattr(s, k) is not v:
-            return _replace_value(s, **changes)
-    return s
 
-
-def _leader_call(ctx: _Ctx, from_: Any, req: Any, s: State) -> tuple:
+def _leader_call(ctx: Ctx, from_: Any, req: Any, s: State) -> tuple:
     tag = req[0] if type(req) is tuple and req else req
     n = len(req) if type(req) is tuple else 0
     if tag == "command" and n == 3:
@@ -738,13 +455,13 @@ def _leader_call(ctx: _Ctx, from_: Any, req: Any, s: State) -> tuple:
     return _handle_call_common(ctx, from_, req, "leader", s)
 
 
-def _append_and_flush(ctx: _Ctx, s: State, logs: Logs.Logs, entry: LogEntry, **changes: Any) -> State:
+def _append_and_flush(ctx: Ctx, s: State, logs: Logs.Logs, entry: LogEntry, **changes: Any) -> State:
     s = _replace_value(s, logs=logs, **changes)
     s = _persist_log_entries(s, [entry])
     return _schedule_flush(ctx, s)
 
 
-def _append_or_refuse(ctx: _Ctx, from_: Any, s: State, logs: Logs.Logs, entry: LogEntry, what: str) -> State:
+def _append_or_refuse(ctx: Ctx, from_: Any, s: State, logs: Logs.Logs, entry: LogEntry, what: str) -> State:
     """Append ``entry``; a leader refuses one it cannot serialize (``("error", (what, text))``
     to the caller) instead of crashing: a persisting one when it writes the entry, one in
     memory when the entry would go to other members (see :func:`_refused_unsendable`)."""
@@ -758,7 +475,7 @@ def _append_or_refuse(ctx: _Ctx, from_: Any, s: State, logs: Logs.Logs, entry: L
         return s
 
 
-def _refused_unsendable(ctx: _Ctx, s: State, from_: Any, what: str, kind: str, *values: Any) -> bool:
+def _refused_unsendable(ctx: Ctx, s: State, from_: Any, what: str, kind: str, *values: Any) -> bool:
     """True (and the caller answered with an error) when one of ``values``, the user's part of a
     new entry, cannot be serialized while the group has other members: sending it would fail
     on every AppendEntries, so the leader could neither replicate it nor go on. A lonely
@@ -774,7 +491,7 @@ def _refused_unsendable(ctx: _Ctx, s: State, from_: Any, what: str, kind: str, *
     return False
 
 
-def _leader_command(ctx: _Ctx, from_: Any, arg: Any, cmd_id: Any, s: State) -> tuple:
+def _leader_command(ctx: Ctx, from_: Any, arg: Any, cmd_id: Any, s: State) -> tuple:
     # The commands queued right behind this one join it in this event: one pass through the
     # state machine for a burst instead of one per command. Only a run of commands at the head
     # of the mailbox is taken, so no other message is overtaken.
@@ -797,7 +514,7 @@ def _leader_command(ctx: _Ctx, from_: Any, arg: Any, cmd_id: Any, s: State) -> t
     return ("keep_state", _schedule_flush(ctx, _replace_value(s, logs=logs)))
 
 
-def _append_command(ctx: _Ctx, from_: Any, arg: Any, cmd_id: Any, s: State) -> State:
+def _append_command(ctx: Ctx, from_: Any, arg: Any, cmd_id: Any, s: State) -> State:
     term = s.current_term
     logs, entry = Logs.add_entry(s.logs, lambda i: (term, i, COMMAND, (from_, arg, cmd_id)))
     return _append_or_refuse(ctx, from_, s, logs, entry, "command_failed")
@@ -811,12 +528,12 @@ def _is_command(req: Any) -> bool:
     return type(req) is tuple and len(req) == 3 and req[0] == "command"
 
 
-def _leader_query(ctx: _Ctx, from_: Any, arg: Any, s: State) -> tuple:
+def _leader_query(ctx: Ctx, from_: Any, arg: Any, s: State) -> tuple:
     assert s.leadership is not None
     lease_ok = not Leadership.lease_expired(s.leadership, s.members, ctx.me, ctx.now, s.config)
     if lease_ok and Logs.committed_in_term(s.logs, s.current_term):
         # with a valid lease nobody else can have been elected: answer alone
-        _run_query(ctx, s, from_, arg)
+        Applying.run_query(ctx, s, from_, arg)
         return ("keep_state", s)
     # otherwise confirm leadership by replicating the query like a command
     term = s.current_term
@@ -824,7 +541,7 @@ def _leader_query(ctx: _Ctx, from_: Any, arg: Any, s: State) -> tuple:
     return ("keep_state", _append_or_refuse(ctx, from_, s, logs, entry, "query_failed"))
 
 
-def _leader_change_config(ctx: _Ctx, from_: Any, new_config: Any, s: State) -> tuple:
+def _leader_change_config(ctx: Ctx, from_: Any, new_config: Any, s: State) -> tuple:
     if not isinstance(new_config, Config):
         ctx.reply(s, from_, ("error", "invalid_config"))
         return ("keep_state", s)
@@ -843,7 +560,7 @@ def _membership_change_allowed(s: State) -> bool:
     return Logs.committed_in_term(s.logs, s.current_term)
 
 
-def _leader_add_follower(ctx: _Ctx, from_: Any, new_follower: Any, s: State) -> tuple:
+def _leader_add_follower(ctx: Ctx, from_: Any, new_follower: Any, s: State) -> tuple:
     if not _membership_change_allowed(s):
         ctx.reply(s, from_, ("error", "uncommitted_membership_change"))
         return ("keep_state", s)
@@ -885,7 +602,7 @@ def _leader_add_follower(ctx: _Ctx, from_: Any, new_follower: Any, s: State) -> 
     return ("keep_state", s)
 
 
-def _leader_remove_follower(ctx: _Ctx, from_: Any, old_follower: Any, s: State) -> tuple:
+def _leader_remove_follower(ctx: Ctx, from_: Any, old_follower: Any, s: State) -> tuple:
     if not _membership_change_allowed(s):
         ctx.reply(s, from_, ("error", "uncommitted_membership_change"))
         return ("keep_state", s)
@@ -904,7 +621,7 @@ def _leader_remove_follower(ctx: _Ctx, from_: Any, old_follower: Any, s: State) 
     return ("keep_state", s)
 
 
-def _leader_replace_leader(ctx: _Ctx, from_: Any, new_leader: Any, s: State) -> tuple:
+def _leader_replace_leader(ctx: Ctx, from_: Any, new_leader: Any, s: State) -> tuple:
     # the hand-over itself happens when `new_leader` next answers an AppendEntries
     result = Members.start_replacing_leader(s.members, new_leader, ctx.me)
     if result[0] == "error":
@@ -921,7 +638,7 @@ def _leader_replace_leader(ctx: _Ctx, from_: Any, new_leader: Any, s: State) -> 
     return ("keep_state", s)
 
 
-def _become_leader(ctx: _Ctx, s: State) -> tuple:
+def _become_leader(ctx: Ctx, s: State) -> tuple:
     me = ctx.me
     logs, entry = Logs.add_entry_on_elected_leader(s.logs, s.members, s.current_term, me)
     s = _replace_value(
@@ -938,7 +655,7 @@ def _become_leader(ctx: _Ctx, s: State) -> tuple:
     return ("next_state", "leader", s)
 
 
-def _broadcast_append_entries(ctx: _Ctx, s: State, heartbeat: bool) -> State:
+def _broadcast_append_entries(ctx: Ctx, s: State, heartbeat: bool) -> State:
     me = ctx.me
     followers = Members.other_members_list(s.members, me)
     if not followers:
@@ -946,7 +663,7 @@ def _broadcast_append_entries(ctx: _Ctx, s: State, heartbeat: bool) -> State:
         logs, to_apply = Logs.commit_to_latest(s.logs)
         if logs is not s.logs:
             s = _replace_value(s, logs=logs)
-            s = _leader_apply_committed_log_entries(ctx, s, to_apply)
+            s = Applying.leader_apply_committed_log_entries(ctx, s, to_apply)
         return s
     shared: dict = {}  # followers at the same position get one entries object, pickled once
     sent_to_all = True
@@ -965,7 +682,7 @@ def _broadcast_append_entries(ctx: _Ctx, s: State, heartbeat: bool) -> State:
 
 
 def _send_append_entries(
-    ctx: _Ctx, s: State, follower: Any, heartbeat: bool, shared: dict | None = None
+    ctx: Ctx, s: State, follower: Any, heartbeat: bool, shared: dict | None = None
 ) -> tuple[State, bool]:
     """Send ``follower`` what it needs: ``(state, whether anything was sent)``."""
     meta = s.persistence.latest_snapshot_metadata if s.persistence is not None else None
@@ -983,7 +700,7 @@ def _send_append_entries(
     kind = r[0]
     if kind == "ok":
         ctx.cast(s, follower, r[1])
-        return _replace(s, logs=r[2]), True
+        return replace_changed(s, logs=r[2]), True
     if kind == "snapshot":
         # the entries it needs are gone from memory: send a snapshot instead
         s = _replace_value(s, logs=r[1])
@@ -997,7 +714,7 @@ def _send_append_entries(
     return s, False  # nothing to send now ("skip"), or not a follower ("unknown")
 
 
-def _read_snapshot_file_for_sending(ctx: _Ctx, s: State) -> tuple[InstallSnapshotCompressed, int] | None:
+def _read_snapshot_file_for_sending(ctx: Ctx, s: State) -> tuple[InstallSnapshotCompressed, int] | None:
     """A persisting leader sends its latest snapshot file's bytes (as the original): the message
     and the snapshot's index, or None (in memory, or the file cannot be read)."""
     p = s.persistence
@@ -1014,7 +731,7 @@ def _read_snapshot_file_for_sending(ctx: _Ctx, s: State) -> tuple[InstallSnapsho
     return msg, meta.last_committed_index
 
 
-def _make_install_snapshot(ctx: _Ctx, s: State, for_joiner: bool) -> InstallSnapshot:
+def _make_install_snapshot(ctx: Ctx, s: State, for_joiner: bool) -> InstallSnapshot:
     """The committed state of a leader, as InstallSnapshot.
 
     A lagging follower gets the committed membership and replays any
@@ -1043,7 +760,7 @@ def _make_install_snapshot(ctx: _Ctx, s: State, for_joiner: bool) -> InstallSnap
 #
 # candidate
 #
-def _candidate_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
+def _candidate_cast(ctx: Ctx, msg: Any, s: State) -> tuple:
     t = type(msg)
     if t is AppendEntriesRequest:
         return _handle_append_entries_request(ctx, msg, s, "candidate")
@@ -1075,7 +792,7 @@ def _candidate_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
     return ("keep_state", s)
 
 
-def _become_candidate_and_start_new_election(ctx: _Ctx, s: State, replacing_leader: bool) -> tuple:
+def _become_candidate_and_start_new_election(ctx: Ctx, s: State, replacing_leader: bool) -> tuple:
     me = ctx.me
     term = s.current_term + 1
     if s.members.all == {me}:
@@ -1100,7 +817,7 @@ def _become_candidate_and_start_new_election(ctx: _Ctx, s: State, replacing_lead
 #
 # follower
 #
-def _follower_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
+def _follower_cast(ctx: Ctx, msg: Any, s: State) -> tuple:
     t = type(msg)
     if t is AppendEntriesRequest:
         return _handle_append_entries_request(ctx, msg, s, "follower")
@@ -1117,7 +834,7 @@ def _follower_cast(ctx: _Ctx, msg: Any, s: State) -> tuple:
     return ("keep_state", s)
 
 
-def _follower_timeout_now(ctx: _Ctx, msg: TimeoutNow, s: State) -> tuple:
+def _follower_timeout_now(ctx: Ctx, msg: TimeoutNow, s: State) -> tuple:
     req = msg.append_entries_req
     if req.term != s.current_term or not Logs.contain_given_prev_log(s.logs, req.prev_log):
         return ("keep_state", s)
@@ -1126,7 +843,7 @@ def _follower_timeout_now(ctx: _Ctx, msg: TimeoutNow, s: State) -> tuple:
         return ("keep_state", s)
     _, logs, members, to_apply, to_persist, _i_match = r
     s = _replace_value(s, logs=logs, members=members)
-    s = _nonleader_apply_committed_log_entries(s, to_apply)
+    s = Applying.nonleader_apply_committed_log_entries(s, to_apply)
     s = _persist_log_entries(s, to_persist)
     if s.persistence is not None:
         s = _replace_value(s, persistence=s.persistence.sync())
@@ -1143,14 +860,14 @@ def _with_term(msg: Any) -> Any:
     return msg
 
 
-def _handle_install_snapshot(ctx: _Ctx, msg: Any, s: State) -> tuple:
+def _handle_install_snapshot(ctx: Ctx, msg: Any, s: State) -> tuple:
     msg = _with_term(msg)
     res = _become_follower_if_new_term_started(ctx, msg, s)
     if res is not None:
         return res
     if msg.term < s.current_term:
         return ("keep_state", s)  # from a deposed leader
-    received = _received_snapshot(msg)
+    received = Startup.received_snapshot(msg)
     assert received is not None
     snap, data, _term, leader_pid = received
     index = snap.last_committed_entry[1]
@@ -1181,7 +898,7 @@ def _handle_install_snapshot(ctx: _Ctx, msg: Any, s: State) -> tuple:
     return ("keep_state", s)
 
 
-def _become_follower_if_new_term_started(ctx: _Ctx, msg: Any, s: State) -> tuple | None:
+def _become_follower_if_new_term_started(ctx: Ctx, msg: Any, s: State) -> tuple | None:
     """If ``msg`` carries a newer term, become its follower and handle ``msg`` again as one."""
     if msg.term > s.current_term:
         s = _convert_to_follower(ctx, s, msg.term)
@@ -1189,7 +906,7 @@ def _become_follower_if_new_term_started(ctx: _Ctx, msg: Any, s: State) -> tuple
     return None
 
 
-def _convert_to_follower(ctx: _Ctx, s: State, new_term: int) -> State:
+def _convert_to_follower(ctx: Ctx, s: State, new_term: int) -> State:
     election = Election.update_for_follower(
         s.election, ctx.now, Election.random_timeout(s.config.election_timeout), new_term > s.current_term
     )
@@ -1202,12 +919,12 @@ def _convert_to_follower(ctx: _Ctx, s: State, new_term: int) -> State:
     )
 
 
-def _reset_election_timer_on_leader_message(ctx: _Ctx, s: State) -> State:
+def _reset_election_timer_on_leader_message(ctx: Ctx, s: State) -> State:
     timeout = Election.random_timeout(s.config.election_timeout)
     return _replace_value(s, election=Election.reset_timer(s.election, ctx.now, timeout))
 
 
-def _queue_append_entries_response(ctx: _Ctx, s: State, dest: Any, resp: AppendEntriesResponse) -> State:
+def _queue_append_entries_response(ctx: Ctx, s: State, dest: Any, resp: AppendEntriesResponse) -> State:
     """Answer once per batch: merge with an answer to the same leader not sent yet."""
     old = s.pending_responses.get(dest)
     if old is not None and old.term == resp.term:
@@ -1224,7 +941,7 @@ def _queue_append_entries_response(ctx: _Ctx, s: State, dest: Any, resp: AppendE
     return _schedule_flush(ctx, s)
 
 
-def _handle_append_entries_request(ctx: _Ctx, req: AppendEntriesRequest, s: State, state_name: str) -> tuple:
+def _handle_append_entries_request(ctx: Ctx, req: AppendEntriesRequest, s: State, state_name: str) -> tuple:
     res = _become_follower_if_new_term_started(ctx, req, s)
     if res is not None:
         return res
@@ -1236,14 +953,14 @@ def _handle_append_entries_request(ctx: _Ctx, req: AppendEntriesRequest, s: Stat
     r = Logs.append_entries(s.logs, s.members, req.prev_log, req.entries, req.i_leader_commit)
     if r[0] == "ok":
         _, logs, members, to_apply, to_persist, i_match = r
-        s = _replace(s, logs=logs, members=Members.put_leader(members, leader_pid))
+        s = replace_changed(s, logs=logs, members=Members.put_leader(members, leader_pid))
         if to_apply:
-            s = _nonleader_apply_committed_log_entries(s, to_apply)
+            s = Applying.nonleader_apply_committed_log_entries(s, to_apply)
         s = _persist_log_entries(s, to_persist)
         resp = AppendEntriesResponse(me, req.term, True, i_match, req.leader_timestamp)
     else:
         # we lack or contradict `prev_log`: tell the leader where to resume
-        s = _replace(s, members=Members.put_leader(s.members, leader_pid))
+        s = replace_changed(s, members=Members.put_leader(s.members, leader_pid))
         resp = AppendEntriesResponse(me, req.term, False, r[1], req.leader_timestamp)
     s = _reset_election_timer_on_leader_message(ctx, s)
     s = _queue_append_entries_response(ctx, s, leader_pid, resp)
@@ -1252,14 +969,14 @@ def _handle_append_entries_request(ctx: _Ctx, req: AppendEntriesRequest, s: Stat
     return ("keep_state", s)
 
 
-def _leader_authority_timed_out(ctx: _Ctx, state_name: str, s: State) -> bool:
+def _leader_authority_timed_out(ctx: Ctx, state_name: str, s: State) -> bool:
     if state_name == "leader":
         assert s.leadership is not None
         return Leadership.lease_expired(s.leadership, s.members, ctx.me, ctx.now, s.config)
     return Election.minimum_timeout_elapsed_since_last_leader_message(s.election, s.config, ctx.now)
 
 
-def _handle_request_vote_request(ctx: _Ctx, req: RequestVoteRequest, s: State, state_name: str) -> tuple:
+def _handle_request_vote_request(ctx: Ctx, req: RequestVoteRequest, s: State, state_name: str) -> tuple:
     me = ctx.me
     if req.replacing_leader or _leader_authority_timed_out(ctx, state_name, s):
         res = _become_follower_if_new_term_started(ctx, req, s)
@@ -1284,11 +1001,11 @@ def _handle_request_vote_request(ctx: _Ctx, req: RequestVoteRequest, s: State, s
 #
 # requests any member answers
 #
-def _handle_call_common(ctx: _Ctx, from_: Any, req: Any, state_name: str, s: State) -> tuple:
+def _handle_call_common(ctx: Ctx, from_: Any, req: Any, state_name: str, s: State) -> tuple:
     tag = req[0] if type(req) is tuple and req else req
     n = len(req) if type(req) is tuple else 0
     if tag == "query_non_leader" and n == 2:
-        ok, ret = _query(s, req[1])
+        ok, ret = Applying.query(s, req[1])
         ctx.reply(s, from_, ("ok", ret) if ok else ret)
         return ("keep_state", s)
     if tag == "force_remove_member" and n == 2:
@@ -1318,7 +1035,7 @@ def _handle_call_common(ctx: _Ctx, from_: Any, req: Any, state_name: str, s: Sta
     return ("keep_state", s)
 
 
-def _status(ctx: _Ctx, state_name: str, s: State) -> dict:
+def _status(ctx: Ctx, state_name: str, s: State) -> dict:
     if state_name == "leader" and s.leadership is not None:
         unresponsive = Leadership.unresponsive_followers(s.leadership, s.members, ctx.me, ctx.now, s.config)
     else:
@@ -1338,140 +1055,6 @@ def _status(ctx: _Ctx, state_name: str, s: State) -> dict:
         "config": s.config,
     }
 
-
-#
-# applying committed entries
-#
-def _user_error(what: str, exc: Exception) -> tuple:
-    return ("error", (what, f"{type(exc).__name__}: {exc}"))
-
-
-def _run_command(
-    ctx: _Ctx | None, s: State, data: Any, results: CommandResults, payload: tuple
-) -> tuple[Any, CommandResults]:
-    """Apply one committed command to (data, results); ``ctx`` is given in the leader only.
-
-    A data module that raises (or returns no ``(ret, new_data)`` pair, or a ``ret`` that
-    cannot be serialized) leaves the value unchanged and fails just this command with
-    ``("error", ("command_failed", text))``: data modules are deterministic, so every member
-    takes the same decision, and a bad command costs its caller an error rather than every
-    member its life.
-    """
-    client, arg, cmd_id = payload
-    found, result = results.fetch(cmd_id)
-    if found:
-        # already applied (a retried id): answer with the cached result, never apply twice
-        if ctx is not None:
-            ctx.reply(s, client, ("ok", result))
-        return data, results
-    try:
-        ret = s.config.data_module.command(data, arg)
-        if type(ret) is not tuple or len(ret) != 2:
-            raise TypeError(f"command(data, arg) must return a (ret, new_data) tuple, got {ret!r}")
-        if type(ret[0]) not in ALWAYS_SERIALIZABLE:
-            # a result travels to clients on other nodes and lives on in snapshots (the cached
-            # results): one that cannot is the data module's error, decided alike on every member
-            why = _codec.cannot_serialize(ret[0])
-            if why is not None:
-                raise TypeError(f"command(data, arg) returned a result that cannot be serialized: {why}")
-    except Exception as exc:
-        if ctx is not None:
-            log.error("%r.command(data, %r) failed", s.config.data_module, arg, exc_info=True)
-            ctx.reply(s, client, _user_error("command_failed", exc))
-        return data, results
-    result, new_data = ret
-    results.put_mut(cmd_id, result, s.config.max_retained_command_results)
-    if ctx is not None:
-        ctx.reply(s, client, ("ok", result))
-        ctx.hook(s, "on_command_committed", data, arg, result, new_data)
-    return new_data, results
-
-
-def _query(s: State, arg: Any) -> tuple[bool, Any]:
-    """``(True, ret)``, or ``(False, error reply)`` when the data module's query raises."""
-    try:
-        return True, s.config.data_module.query(s.data, arg)
-    except Exception as exc:
-        log.error("%r.query(data, %r) failed", s.config.data_module, arg, exc_info=True)
-        return False, _user_error("query_failed", exc)
-
-
-def _run_query(ctx: _Ctx, s: State, client: Any, arg: Any) -> None:
-    ok, ret = _query(s, arg)
-    if not ok:
-        ctx.reply(s, client, ret)
-        return
-    ctx.reply(s, client, ("ok", ret))
-    ctx.hook(s, "on_query_answered", s.data, arg, ret)
-
-
-def _leader_apply_committed_log_entries(ctx: _Ctx, s: State, entries: list[LogEntry]) -> State:
-    # `w` is a fresh copy nobody else has seen: filling it in place costs one copy per batch
-    w = _replace_value(s)
-    _apply_entries(ctx, w, entries, membership=True)
-    return _truncate_logs(w)
-
-
-def _nonleader_apply_committed_log_entries(s: State, entries: list[LogEntry]) -> State:
-    w = _replace_value(s)  # private copy, filled in place
-    _apply_entries(None, w, entries, membership=True)
-    return _truncate_logs(w)
-
-
-def _apply_entries(ctx: _Ctx | None, w: State, entries: list[LogEntry], membership: bool) -> None:
-    """Apply committed entries to the private copy ``w``.
-
-    With ``ctx`` (the leader) clients get their replies, hooks run and a removed follower is
-    told; without it (followers, recovery) the value changes quietly. ``membership`` False
-    leaves the members alone (recovery: the membership is a new one).
-    """
-    results: CommandResults | None = None
-    for e in entries:
-        kind = e[2]
-        if kind == COMMAND:
-            if results is None:
-                results = w.command_results.copy()
-            w.data, results = _run_command(ctx, w, w.data, results, e[3])
-        elif kind == CHANGE_CONFIG:
-            w.config = e[3]
-        elif kind == ADD_FOLLOWER or kind == REMOVE_FOLLOWER:
-            if ctx is not None:
-                _membership_change_applied(ctx, w, kind, e[3])
-            if membership:
-                w.members = Members.membership_change_committed(w.members, e[1])
-                if ctx is not None and kind == REMOVE_FOLLOWER and e[3] not in w.members.all:
-                    w.logs = Logs.forget_follower(w.logs, e[3])
-        elif ctx is None:
-            continue  # queries and elections concern only the leader that handles them
-        elif kind == QUERY:
-            client, arg = e[3]
-            _run_query(ctx, w, client, arg)
-        elif kind == LEADER_ELECTED:
-            payload = e[3]
-            elected = payload[0] if isinstance(payload, list) and payload else payload
-            if elected == ctx.me:
-                ctx.hook(w, "on_elected", w.data)
-        # RESTORE_FROM_FILES: nothing to do
-    if results is not None:
-        w.command_results = results
-
-
-def _membership_change_applied(ctx: _Ctx, w: State, kind: str, pid: Any) -> None:
-    if kind == ADD_FOLLOWER:
-        ctx.hook(w, "on_follower_added", w.data, pid)
-    else:
-        # a cast rather than a stop: it stops `pid` only if it really is a follower
-        ctx.cast(w, pid, "remove_follower_completed")
-        ctx.hook(w, "on_follower_removed", w.data, pid)
-
-
-def _truncate_logs(s: State) -> State:
-    if s.persistence is None:
-        upto = s.logs.i_committed  # in memory, committed entries can go as soon as they are applied
-    else:
-        meta = s.persistence.latest_snapshot_metadata
-        upto = 0 if meta is None else meta.last_committed_index  # only what a snapshot on disk covers
-    return _replace(s, logs=Logs.truncate_old_logs(s.logs, upto))
 
 
 def _persist_log_entries(s: State, entries: list[LogEntry]) -> State:

@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from rafted import server
+from rafted import server, startup
+from rafted import state as member_state
 from rafted.rpc import InstallSnapshot
 from rafted.snapshot import Snapshot
 
@@ -37,7 +38,7 @@ class Sim:
     def __init__(self, seed: int = 0) -> None:
         random.seed(seed)  # rafted.election draws its randomized time-outs from `random`
         self.now = 1000
-        self.members: dict[str, tuple[str, server.State]] = {}
+        self.members: dict[str, tuple[str, member_state.State]] = {}
         self.mailboxes: dict[str, deque] = {}
         self.replies: dict[Any, Any] = {}
         self.hooks: list[tuple[str, str, tuple]] = []
@@ -48,8 +49,8 @@ class Sim:
 
     # -- set-up ------------------------------------------------------------------------------
     def create_leader(self, pid: str, config: Any) -> None:
-        ctx = server._Ctx(pid, self.now)
-        self.members[pid] = ("leader", server._initialize_leader_state(ctx, config))
+        ctx = member_state.Ctx(pid, self.now)
+        self.members[pid] = ("leader", startup.initialize_leader_state(ctx, config))
         self.mailboxes[pid] = deque()
 
     def join(self, pid: str, leader: str) -> Any:
@@ -59,8 +60,8 @@ class Sim:
         if r[0] == "ok":
             snap = r[1]
             assert isinstance(snap, InstallSnapshot)
-            ctx = server._Ctx(pid, self.now)
-            state = server._initialize_follower_state(ctx, Snapshot.from_install_snapshot(snap))
+            ctx = member_state.Ctx(pid, self.now)
+            state = startup.initialize_follower_state(ctx, Snapshot.from_install_snapshot(snap))
             self.members[pid] = ("follower", state)
             self.run()
         else:
@@ -72,7 +73,7 @@ class Sim:
         self.mailboxes.pop(pid, None)
 
     # -- looking ---------------------------------------------------------------------------
-    def state(self, pid: str) -> server.State:
+    def state(self, pid: str) -> member_state.State:
         return self.members[pid][1]
 
     def name(self, pid: str) -> str:
@@ -91,12 +92,12 @@ class Sim:
 
     def dispatch(self, pid: str, event_type: Any, msg: Any) -> None:
         name, s = self.members[pid]
-        ctx = server._Ctx(pid, self.now)
+        ctx = member_state.Ctx(pid, self.now)
         result = server._dispatch(ctx, name, event_type, msg, s)
         for fn, args in ctx.effects:
             if fn is SimComm.cast:
                 self.send(pid, args[0], args[1])
-            elif fn is server._send_reply:  # (_send_reply, (module, from_, reply))
+            elif fn is member_state.send_reply:  # (send_reply, (module, from_, reply))
                 self.replies[args[1]] = args[2]
             else:
                 self.hooks.append((pid, args[1], args[2]))  # (_call_hook, (module, name, args))
@@ -162,7 +163,7 @@ class Sim:
                 name, s = self.members[pid]
                 d = server._next_deadline(name, s, pid)
                 if d is not None and d <= self.now:
-                    s = dataclasses.replace(s, timer=server.TimerHandle(-1, None, d))
+                    s = dataclasses.replace(s, timer=member_state.TimerHandle(-1, None, d))
                     self.members[pid] = (name, s)
                     self.dispatch(pid, "info", (server.TICK, -1))
             self.run()

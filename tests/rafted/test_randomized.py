@@ -245,7 +245,7 @@ def election_view(members: list) -> list:
         except nodes.Exit as e:
             view.append((m, "unreachable", e.reason))
             continue
-        now = int(time.monotonic() * 1000)  # the members' clock (rafted.server._now)
+        now = int(time.monotonic() * 1000)  # the members' clock (rafted.state.now_ms)
         e, t = s.election, s.timer
         view.append((m, name, f"term {s.current_term}", f"voted for {e.voted_for}",
                      f"log up to {Logs.last_entry(s.logs)[:2]} (term, index), committed {s.logs.i_committed}",
