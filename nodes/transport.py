@@ -37,7 +37,7 @@ queued for a peer that is not connected).  One connection carries both direction
 nodes connect at once, the one initiated by the node with the greater name wins (as in
 Erlang's handshake): the other side answers "nok" and the loser waits for the winner.
 The number of peers is bounded by the process's file-descriptor limit (about four descriptors
-per connection), not by ZeroMQ's default socket limit (see ``_max_sockets``).
+per connection), not by ZeroMQ's default socket limit (see :func:`nodes.zsockets.max_sockets`).
 
 **Handshake** (``[kind, JSON]`` messages, never pickle; see :mod:`nodes.codec`)::
 
@@ -79,9 +79,7 @@ import ipaddress
 import json
 import logging
 import os
-import resource
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -91,7 +89,9 @@ from typing import Any, cast
 import zmq
 
 from . import codec, epmd
+from . import zsockets as zs
 from ._sched import batch_scheduling, thread_done, unheld_thread
+from .connections import Conn, Peer, Waiter
 from .terms import split_node_name
 
 log = logging.getLogger("nodes.transport")
@@ -124,102 +124,13 @@ def default_bind_host(node: str) -> str:
     return host
 
 
-def _endpoint(host: str, port: int | str) -> str:
-    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
-
-
-def _max_sockets(zmq_default: int) -> int:
-    """How many sockets the transport's ZeroMQ context may open: as many as files the process may.
-
-    Each connection takes three sockets (its DEALER, the DEALER's monitor and the monitor's
-    inproc peer), so ZeroMQ's default of 1,023 per context would cap a node at about 340 peers
-    well before the file-descriptor limit does; with this, running out of descriptors is the
-    limit, as for an Erlang node.  (Capped at 65,536: ZeroMQ keeps a slot per socket.)
-    """
-    try:
-        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):
-        return zmq_default
-    if soft == resource.RLIM_INFINITY:
-        soft = 65_536
-    return max(zmq_default, min(soft, 65_536))
-
-
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
 
 
-# pyzmq's send_multipart/recv_multipart cost 5-9 µs per frame in Python (flag enums, checks,
-# a getsockopt per part); the Cython socket methods with plain int flags cost about 1 µs.
-_NOBLOCK = int(zmq.NOBLOCK)
-_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-_raw_send: Any = zmq.backend.Socket.send
-_raw_recv: Any = zmq.backend.Socket.recv
-# Plain ints: pyzmq's constants are enum.IntFlag members, and ``&`` on those runs Python code
-# (``Flag.__and__``, about 1 µs); the hot loop tests ZMQ_EVENTS several times per round.
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-_POLLOUT = int(zmq.POLLOUT)
-
-
-def _send_parts(sock: zmq.Socket[Any], parts: list[bytes]) -> None:
-    """Send a multipart message without blocking (raises zmq.Again if it cannot be queued)."""
-    for part in parts[:-1]:
-        _raw_send(sock, part, _MORE)
-    _raw_send(sock, parts[-1], _NOBLOCK)
-
-
-def _recv_parts(sock: zmq.Socket[Any]) -> list[bytes]:
-    """Receive one multipart message without blocking (raises zmq.Again if there is none)."""
-    frame = _raw_recv(sock, _NOBLOCK, False)
-    parts = [frame.bytes]
-    while frame.more:
-        frame = _raw_recv(sock, _NOBLOCK, False)
-        parts.append(frame.bytes)
-    return parts
-
-
-# A socket monitor's event: [16-bit event id, 32-bit value, native order] + [endpoint]. Parsed
-# here rather than with zmq.utils.monitor, whose imports (asyncio among them) cost a node MBs.
-_MONITOR_EVENT = struct.Struct("=HI")
-
-
-def _disconnected(monitor: zmq.Socket[Any]) -> bool:
-    """Read every event a socket monitor has queued; True if one says a connection closed."""
-    seen = False
-    while True:
-        try:
-            parts = monitor.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return seen
-        event, _value = _MONITOR_EVENT.unpack_from(parts[0])
-        seen |= event == zmq.EVENT_DISCONNECTED
-
-
-def _close_monitored(sock: zmq.Socket[Any], monitor: zmq.Socket[Any] | None, linger: int) -> None:
-    """Close ``sock`` and its monitor, the monitor first (``ctx.term()`` waits for every socket)."""
-    if monitor is not None:
-        sock.disable_monitor()
-        monitor.close(linger=0)
-    sock.close(linger=linger)
-
-
-def _events(sock: zmq.Socket[Any]) -> int:
-    """ZMQ_EVENTS of ``sock`` (processes its pending commands, consuming its ZMQ_FD signal)."""
-    return cast(int, sock.getsockopt(_EVENTS))
-
-
 def _nothing() -> None:
     """A command that only makes the I/O thread run one more round."""
-
-
-def _send_failure(error: zmq.ZMQError) -> str:
-    if error.errno == zmq.EAGAIN:
-        return "not connected or send queue full"
-    if error.errno == zmq.EHOSTUNREACH:
-        return "connection gone"
-    return str(error)
 
 
 class _RateLimitedLog:
@@ -244,78 +155,6 @@ class _RateLimitedLog:
             msg += " (%d similar message(s) suppressed)"
             args = (*args, suppressed)
         self._logger.warning(msg, *args)
-
-
-class _Waiter:
-    """A connect() caller waiting for the I/O thread's verdict."""
-
-    __slots__ = ("_event", "result")
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.result = False
-
-    def set(self, result: bool) -> None:
-        self.result = result
-        self._event.set()
-
-    def wait(self, timeout: float) -> bool:
-        return self._event.wait(timeout) and self.result
-
-
-class _Conn:
-    """One connection (one TCP connection under ZeroMQ), from its first message to its end.
-
-    Outgoing: our DEALER socket; states connecting → hello_sent → reply_sent → up.
-    Incoming: a routing id on our ROUTER; states challenged → up.
-    """
-
-    __slots__ = ("peer", "outgoing", "sock", "fd", "rid", "state", "deadline", "nonce", "peer_creation",
-                 "transcript", "session", "last_recv", "last_send", "closed", "broken", "monitor",
-                 "monitor_fd")
-
-    def __init__(self, peer: str, outgoing: bool, deadline: float, *,
-                 sock: zmq.Socket[Any] | None = None, rid: bytes = b""):
-        self.peer = peer  # for an incoming connection: claimed, proven once up
-        self.outgoing = outgoing
-        self.sock = sock
-        self.rid = rid
-        self.state = "connecting" if outgoing else "challenged"
-        self.deadline = deadline
-        self.nonce = codec.new_nonce()
-        self.peer_creation = 0
-        self.transcript: codec.Transcript | None = None
-        self.session: codec.Session | None = None
-        self.last_recv = self.last_send = 0.0
-        self.closed = False
-        self.fd = -1  # the DEALER's ZMQ_FD, polled by the I/O thread
-        self.broken = False  # a direct send failed: the I/O thread closes it
-        self.monitor: zmq.Socket[Any] | None = None  # the DEALER's disconnect events (see _open_dealer)
-        self.monitor_fd = -1
-
-
-class _Peer:
-    """Everything we know about one other node: its connection, attempts, queued messages."""
-
-    def __init__(self, name: str, short: str, host: str):
-        self.name, self.short, self.host = name, short, host
-        self.conn: _Conn | None = None  # the authenticated connection
-        self.hs: _Conn | None = None  # the handshake in progress (ours or theirs), at most one
-        self.resolving = False  # epmd lookup in flight
-        self.gen = 0  # bumped to make an in-flight lookup's answer stale
-        self.pending: collections.deque[bytes] = collections.deque()  # waiting for a connection
-        self.waiters: list[_Waiter] = []
-        self.report_failure = False  # a failed attempt must be reported (send/connect asked)
-        self.attempt_deadline = 0.0
-        self.awaiting_until = 0.0  # after a nok: the peer is connecting to us
-        self.retry = False
-        self.retry_at = 0.0
-        self.backoff = INITIAL_BACKOFF
-        self.creation: int | None = None
-
-    def idle(self) -> bool:
-        return not (self.conn or self.hs or self.resolving or self.pending or self.waiters or self.retry
-                    or self.awaiting_until)
 
 
 class Transport:
@@ -383,10 +222,10 @@ class Transport:
         self._blocked: frozenset[str] = frozenset()
 
         # Owned by the I/O thread.
-        self._peers: dict[str, _Peer] = {}
-        self._by_rid: dict[bytes, _Conn] = {}
-        self._by_sock: dict[zmq.Socket[Any], _Conn] = {}
-        self._pending_in: dict[bytes, _Conn] = {}
+        self._peers: dict[str, Peer] = {}
+        self._by_rid: dict[bytes, Conn] = {}
+        self._by_sock: dict[zmq.Socket[Any], Conn] = {}
+        self._pending_in: dict[bytes, Conn] = {}
         self._recently_closed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._stopping = False
         self._now = time.monotonic()
@@ -417,12 +256,12 @@ class Transport:
         if self._thread is not None:
             raise RuntimeError("transport already started")
         ctx: zmq.Context[Any] = zmq.Context(io_threads=1)
-        ctx.set(zmq.MAX_SOCKETS, _max_sockets(ctx.get(zmq.MAX_SOCKETS)))  # before the first socket
+        ctx.set(zmq.MAX_SOCKETS, zs.max_sockets(ctx.get(zmq.MAX_SOCKETS)))  # before the first socket
         router = ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._socket_options(router, self.bind_host)
         try:
-            router.bind(_endpoint(self.bind_host, "*"))
+            router.bind(zs.endpoint(self.bind_host, "*"))
             endpoint = router.getsockopt(zmq.LAST_ENDPOINT)
             assert isinstance(endpoint, bytes)
             port = int(endpoint.rsplit(b":", 1)[1])
@@ -447,7 +286,7 @@ class Transport:
                                         daemon=True)
         self._thread.start()
         log.info("node %s (creation %d) listening on %s", self.node_name, self.creation,
-                 _endpoint(self.bind_host, port))
+                 zs.endpoint(self.bind_host, port))
         return port
 
     def send(self, node: str, obj: object) -> None:
@@ -494,7 +333,7 @@ class Transport:
         if self._sleeping:
             self._wake()
 
-    def _direct_send(self, conn: _Conn, data: bytes) -> None:
+    def _direct_send(self, conn: Conn, data: bytes) -> None:
         """One data frame from the calling thread; the caller holds the lock."""
         session = conn.session
         assert session is not None
@@ -503,7 +342,7 @@ class Transport:
         except zmq.ZMQError as error:
             # Only the I/O thread closes connections (it owns the poller and the callbacks).
             conn.broken = True
-            why = _send_failure(error)
+            why = zs.send_failure(error)
             self._post(lambda: self._close(conn, f"send failed: {why}", retry=True))
             return
         conn.last_send = time.monotonic()
@@ -513,7 +352,7 @@ class Transport:
         stats["messages_sent"] += 1
         # The send may have consumed the socket's ZMQ_FD signal for input that arrived
         # meanwhile: make sure the I/O thread looks at the socket before it sleeps again.
-        if _events(sock) & _POLLIN:
+        if zs.events(sock) & zs.POLLIN:
             stats["direct_found_input"] += 1
             self._post(_nothing)
 
@@ -528,7 +367,7 @@ class Transport:
         if node == self.node_name:
             return True
         self._require_running()
-        waiter = _Waiter()
+        waiter = Waiter()
         self._post(lambda: self._cmd_connect(node, waiter, timeout_ms / 1000))
         if threading.current_thread() is self._thread:
             return node in self._up
@@ -541,7 +380,7 @@ class Transport:
         """
         split_node_name(node)
         self._require_running()
-        waiter = _Waiter()
+        waiter = Waiter()
         self._post(lambda: self._cmd_disconnect(node, waiter))
         if threading.current_thread() is self._thread:
             return node in self._up
@@ -560,7 +399,7 @@ class Transport:
         for name in blocked:
             split_node_name(name)
         self._require_running()
-        waiter = _Waiter()
+        waiter = Waiter()
         self._post(lambda: self._cmd_set_blocked(blocked, waiter))
         if threading.current_thread() is not self._thread:
             waiter.wait(10.0)
@@ -691,7 +530,7 @@ class Transport:
                     pass
                 self._wake_pending = False
 
-    def _cmd_set_blocked(self, blocked: frozenset[str], waiter: _Waiter) -> None:
+    def _cmd_set_blocked(self, blocked: frozenset[str], waiter: Waiter) -> None:
         healed = self._blocked - blocked
         self._blocked = blocked
         for name in healed:
@@ -723,20 +562,20 @@ class Transport:
         """
         got = self._read_router()
         monitor = self._router_monitor
-        if monitor is not None and _events(monitor) & _POLLIN:
+        if monitor is not None and zs.events(monitor) & zs.POLLIN:
             self._on_router_event(monitor)
             got = True
         for sock, conn in list(self._by_sock.items()):
             if conn.closed:
                 continue
-            ev = _events(sock)
-            if ev & _POLLIN:
+            ev = zs.events(sock)
+            if ev & zs.POLLIN:
                 self._read_dealer(conn)
                 got = True
-            if ev & _POLLOUT and conn.state == "connecting" and not conn.closed:
+            if ev & zs.POLLOUT and conn.state == "connecting" and not conn.closed:
                 self._send_hello(conn)  # the TCP connection is up
                 got = True
-            if conn.monitor is not None and not conn.closed and _events(conn.monitor) & _POLLIN:
+            if conn.monitor is not None and not conn.closed and zs.events(conn.monitor) & zs.POLLIN:
                 self._on_dealer_event(conn)
                 got = True
         return got
@@ -745,19 +584,19 @@ class Transport:
         """Read what waits on the ROUTER (connections peers made to us); True if anything did."""
         router = self._router
         assert router is not None
-        if not _events(router) & _POLLIN:
+        if not zs.events(router) & zs.POLLIN:
             return False
         self._recv_batch(router, self._on_router_message)
         return True
 
-    def _read_dealer(self, conn: _Conn) -> None:
+    def _read_dealer(self, conn: Conn) -> None:
         """Read what waits on the DEALER of a connection we made."""
         assert conn.sock is not None
         self._recv_batch(conn.sock, functools.partial(self._on_dealer_message, conn), conn)
 
     def _on_router_event(self, monitor: zmq.Socket[Any]) -> None:
         """Some connection to our ROUTER closed: find out whose (see :meth:`_probe_incoming`)."""
-        if not _disconnected(monitor):
+        if not zs.disconnected(monitor):
             return
         self._read_router()  # what the peer sent before it closed (a bye) first: it says more
         # at most one round of probes per PROBE_GAP, however fast strangers come and go
@@ -777,23 +616,23 @@ class Transport:
             if conn.session is not None and not conn.closed:
                 self._send_frame(conn, codec.TICK, [])
 
-    def _on_dealer_event(self, conn: _Conn) -> None:
+    def _on_dealer_event(self, conn: Conn) -> None:
         """Our DEALER's TCP connection closed (the peer's process died, or the network dropped
         it): the connection is lost now, as a failed send would find later."""
         assert conn.monitor is not None and conn.sock is not None
-        if _disconnected(conn.monitor):
-            if _events(conn.sock) & _POLLIN:
+        if zs.disconnected(conn.monitor):
+            if zs.events(conn.sock) & zs.POLLIN:
                 self._read_dealer(conn)  # what the peer sent before it closed (a bye) first
             self._close(conn, "its TCP connection closed", retry=True)
 
     def _recv_batch(self, sock: zmq.Socket[Any], handle: Callable[[list[bytes]], None],
-                    conn: _Conn | None = None) -> None:
+                    conn: Conn | None = None) -> None:
         """Hand up to RECV_BATCH messages waiting on ``sock`` to ``handle`` (stop if ``conn`` closes)."""
         for _ in range(RECV_BATCH):
             if conn is not None and conn.closed:
                 return
             try:
-                parts = _recv_parts(sock)
+                parts = zs.recv_parts(sock)
             except zmq.Again:
                 return
             try:
@@ -813,7 +652,7 @@ class Transport:
         else:
             self._session_frame(conn, body)
 
-    def _on_dealer_message(self, conn: _Conn, parts: list[bytes]) -> None:
+    def _on_dealer_message(self, conn: Conn, parts: list[bytes]) -> None:
         if conn.peer in self._blocked:
             self.stats["blocked_frames"] += 1
         elif parts == [RESET]:
@@ -825,7 +664,7 @@ class Transport:
 
     # ------------------------------------------------------------------ peers and attempts
 
-    def _peer(self, node: str) -> _Peer | None:
+    def _peer(self, node: str) -> Peer | None:
         peer = self._peers.get(node)
         if peer is None:
             if node == self.node_name:
@@ -834,21 +673,21 @@ class Transport:
                 short, host = split_node_name(node)
             except (TypeError, ValueError):
                 return None
-            peer = self._peers[node] = _Peer(node, short, host)
+            peer = self._peers[node] = Peer(node, short, host, INITIAL_BACKOFF)
         return peer
 
-    def _forget_if_idle(self, peer: _Peer) -> None:
+    def _forget_if_idle(self, peer: Peer) -> None:
         if peer.idle() and self._peers.get(peer.name) is peer:
             del self._peers[peer.name]
 
-    def _cmd_connect(self, node: str, waiter: _Waiter, timeout: float) -> None:
+    def _cmd_connect(self, node: str, waiter: Waiter, timeout: float) -> None:
         peer = self._peer(node)
         if peer is None:
             waiter.set(False)
             return
         self._request_connect(peer, report=True, timeout=timeout, waiter=waiter)
 
-    def _request_connect(self, peer: _Peer, *, report: bool, timeout: float, waiter: _Waiter | None = None
+    def _request_connect(self, peer: Peer, *, report: bool, timeout: float, waiter: Waiter | None = None
                          ) -> None:
         if peer.conn is not None:
             if waiter is not None:
@@ -865,7 +704,7 @@ class Transport:
             return
         self._start_attempt(peer)
 
-    def _start_attempt(self, peer: _Peer) -> None:
+    def _start_attempt(self, peer: Peer) -> None:
         assert self._executor is not None
         peer.gen += 1
         gen = peer.gen
@@ -875,7 +714,7 @@ class Transport:
         future = self._executor.submit(epmd.lookup, peer.host, peer.short, self.epmd_port, RESOLVE_TIMEOUT)
         future.add_done_callback(lambda f: self._post(lambda: self._on_resolved(peer, gen, f)))
 
-    def _on_resolved(self, peer: _Peer, gen: int, future: Future[tuple[int, int] | None]) -> None:
+    def _on_resolved(self, peer: Peer, gen: int, future: Future[tuple[int, int] | None]) -> None:
         if gen != peer.gen or not peer.resolving or self._peers.get(peer.name) is not peer:
             return  # superseded (disconnect) or forgotten
         peer.resolving = False
@@ -895,7 +734,7 @@ class Transport:
             return  # they are connecting to us meanwhile: wait for that handshake
         self._open_dealer(peer, result[0])
 
-    def _open_dealer(self, peer: _Peer, port: int) -> None:
+    def _open_dealer(self, peer: Peer, port: int) -> None:
         assert self._ctx is not None
         sock = self._ctx.socket(zmq.DEALER)
         self._socket_options(sock, peer.host)
@@ -903,12 +742,12 @@ class Transport:
         # connected fails at once (and brings the connection down) instead of waiting.
         sock.setsockopt(zmq.IMMEDIATE, 1)
         try:
-            sock.connect(_endpoint(peer.host, port))
+            sock.connect(zs.endpoint(peer.host, port))
         except zmq.ZMQError as error:
             sock.close(linger=0)
             self._attempt_failed(peer, f"cannot connect to {peer.host}:{port}: {error}")
             return
-        conn = _Conn(peer.name, True, max(peer.attempt_deadline, self._now + 0.5), sock=sock)
+        conn = Conn(peer.name, True, max(peer.attempt_deadline, self._now + 0.5), sock=sock)
         conn.fd = sock.getsockopt(zmq.FD)
         self._by_sock[sock] = conn
         self._poller.register(conn.fd, zmq.POLLIN)
@@ -918,7 +757,7 @@ class Transport:
         self._poller.register(conn.monitor_fd, zmq.POLLIN)
         peer.hs = conn
 
-    def _attempt_failed(self, peer: _Peer, reason: str, *, final: bool = False) -> None:
+    def _attempt_failed(self, peer: Peer, reason: str, *, final: bool = False) -> None:
         peer.awaiting_until = 0.0
         peer.attempt_deadline = 0.0
         waiters, peer.waiters = peer.waiters, []
@@ -943,17 +782,17 @@ class Transport:
             self._report_down(peer.name)
         self._forget_if_idle(peer)
 
-    def _connected(self, peer: _Peer) -> None:
+    def _connected(self, peer: Peer) -> None:
         waiters, peer.waiters = peer.waiters, []
         for waiter in waiters:
             waiter.set(True)
 
     # ------------------------------------------------------------------ handshake
 
-    def _send_hs(self, conn: _Conn, kind: bytes, body: dict[str, Any]) -> bool:
+    def _send_hs(self, conn: Conn, kind: bytes, body: dict[str, Any]) -> bool:
         return self._zsend(conn, codec.encode_handshake(kind, body))
 
-    def _send_hello(self, conn: _Conn) -> None:
+    def _send_hello(self, conn: Conn) -> None:
         body = {"v": PROTOCOL_VERSION, "from": self.node_name, "to": conn.peer, "creation": self.creation}
         if self._send_hs(conn, HELLO, body):
             conn.state = "hello_sent"
@@ -964,7 +803,7 @@ class Transport:
     def _raw_router_send(self, rid: bytes, parts: list[bytes]) -> None:
         assert self._router is not None
         try:
-            _send_parts(self._router, [rid, *parts])
+            zs.send_parts(self._router, [rid, *parts])
         except zmq.ZMQError:
             pass  # best effort: the stranger is gone or not reading
 
@@ -1032,7 +871,7 @@ class Transport:
         if len(self._pending_in) >= MAX_PENDING_INCOMING:
             oldest = next(iter(self._pending_in.values()))
             self._close(oldest, "too many handshakes in progress", retry=False)
-        conn = _Conn(frm, False, self._now + self._hs_timeout, rid=rid)
+        conn = Conn(frm, False, self._now + self._hs_timeout, rid=rid)
         conn.peer_creation = creation
         self._by_rid[rid] = conn
         self._pending_in[rid] = conn
@@ -1042,7 +881,7 @@ class Transport:
         self._send_hs(conn, CHALLENGE, {"name": self.node_name, "creation": self.creation,
                                         "nonce": conn.nonce.hex()})
 
-    def _handshake_as_acceptor(self, conn: _Conn, body: list[bytes]) -> None:
+    def _handshake_as_acceptor(self, conn: Conn, body: list[bytes]) -> None:
         try:
             kind, msg = codec.decode_handshake(body)
             if kind != REPLY:
@@ -1069,7 +908,7 @@ class Transport:
         conn.session = transcript.session(self._cookie, initiator=False, max_frame_size=self._max_frame_size)
         self._conn_up(conn)
 
-    def _handshake_as_initiator(self, conn: _Conn, parts: list[bytes]) -> None:
+    def _handshake_as_initiator(self, conn: Conn, parts: list[bytes]) -> None:
         try:
             kind, msg = codec.decode_handshake(parts)
         except codec.FrameError as error:
@@ -1120,7 +959,7 @@ class Transport:
             self.stats["dropped_frames"] += 1
             self._close(conn, f"bad handshake from the acceptor: {error}", retry=True)
 
-    def _conn_up(self, conn: _Conn) -> None:
+    def _conn_up(self, conn: Conn) -> None:
         peer = self._peer(conn.peer)
         assert peer is not None
         self._pending_in.pop(conn.rid, None)
@@ -1172,7 +1011,7 @@ class Transport:
 
     # ------------------------------------------------------------------ established connections
 
-    def _session_frame(self, conn: _Conn, parts: list[bytes]) -> None:
+    def _session_frame(self, conn: Conn, parts: list[bytes]) -> None:
         session = conn.session
         assert session is not None
         try:
@@ -1221,7 +1060,7 @@ class Transport:
                 if peer is not None and peer.conn is None and peer.hs is None and not peer.resolving:
                     self._request_connect(peer, report=False, timeout=self._hs_timeout)
 
-    def _send_frame(self, conn: _Conn, kind: bytes, payloads: list[bytes]) -> bool:
+    def _send_frame(self, conn: Conn, kind: bytes, payloads: list[bytes]) -> bool:
         session = conn.session
         assert session is not None
         if not self._zsend(conn, session.seal(kind, payloads)):
@@ -1229,7 +1068,7 @@ class Transport:
         self.stats["frames_sent"] += 1
         return True
 
-    def _send_data(self, conn: _Conn, items: list[bytes]) -> bool:
+    def _send_data(self, conn: Conn, items: list[bytes]) -> bool:
         n = len(items)
         start = 0
         limit = self._max_frame_size
@@ -1247,7 +1086,7 @@ class Transport:
         self.stats["messages_sent"] += n
         return True
 
-    def _zsend(self, conn: _Conn, parts: list[bytes]) -> bool:
+    def _zsend(self, conn: Conn, parts: list[bytes]) -> bool:
         """Send without blocking; a send ZeroMQ refuses brings the connection down."""
         if conn.broken:
             self._close(conn, "send failed", retry=True)
@@ -1258,22 +1097,22 @@ class Transport:
         try:
             self._conn_send(conn, parts)
         except zmq.ZMQError as error:
-            self._close(conn, f"send failed: {_send_failure(error)}", retry=True)
+            self._close(conn, f"send failed: {zs.send_failure(error)}", retry=True)
             return False
         conn.last_send = self._now
         return True
 
-    def _conn_send(self, conn: _Conn, parts: list[bytes]) -> zmq.Socket[Any]:
+    def _conn_send(self, conn: Conn, parts: list[bytes]) -> zmq.Socket[Any]:
         """Hand ``parts`` to the connection's socket (our DEALER, or the ROUTER with its routing
         id); return the socket.  Raises zmq.ZMQError as ZeroMQ does."""
         if conn.outgoing:
             sock = conn.sock
             assert sock is not None
-            _send_parts(sock, parts)
+            zs.send_parts(sock, parts)
         else:
             sock = self._router
             assert sock is not None
-            _send_parts(sock, [conn.rid, *parts])
+            zs.send_parts(sock, [conn.rid, *parts])
         return sock
 
     def _flush_outq(self) -> None:
@@ -1300,7 +1139,7 @@ class Transport:
 
     # ------------------------------------------------------------------ closing
 
-    def _drop(self, conn: _Conn, linger: int = 0) -> None:
+    def _drop(self, conn: Conn, linger: int = 0) -> None:
         """Forget a connection's socket or routing id (no reporting)."""
         if conn.closed:
             return
@@ -1314,7 +1153,7 @@ class Transport:
                     self._poller.unregister(fd)
                 except KeyError:
                     pass
-            _close_monitored(sock, conn.monitor, linger)
+            zs.close_monitored(sock, conn.monitor, linger)
         else:
             self._by_rid.pop(conn.rid, None)
             self._pending_in.pop(conn.rid, None)
@@ -1322,7 +1161,7 @@ class Transport:
             while len(self._recently_closed) > 1024:
                 self._recently_closed.popitem(last=False)
 
-    def _close(self, conn: _Conn, reason: str, *, retry: bool, linger: int = 0) -> None:
+    def _close(self, conn: Conn, reason: str, *, retry: bool, linger: int = 0) -> None:
         """A connection ended: report it as the peer's state requires."""
         if conn.closed:
             return
@@ -1357,7 +1196,7 @@ class Transport:
     def _set_up(self) -> None:
         self._up = frozenset(name for name, peer in self._peers.items() if peer.conn is not None)
 
-    def _say_bye(self, conn: _Conn) -> None:
+    def _say_bye(self, conn: Conn) -> None:
         """Best effort: the connection ends either way."""
         assert conn.session is not None
         if conn.peer in self._blocked:
@@ -1367,7 +1206,7 @@ class Transport:
         except zmq.ZMQError:
             pass
 
-    def _cmd_disconnect(self, node: str, waiter: _Waiter) -> None:
+    def _cmd_disconnect(self, node: str, waiter: Waiter) -> None:
         peer = self._peers.get(node)
         if peer is None:
             waiter.set(False)
@@ -1407,10 +1246,10 @@ class Transport:
                 self._report_down(peer.name)
         self._up = frozenset()
         for sock, conn in list(self._by_sock.items()):
-            _close_monitored(sock, conn.monitor, 200)  # linger: let the byes out
+            zs.close_monitored(sock, conn.monitor, 200)  # linger: let the byes out
         self._by_sock.clear()
         if self._router is not None:
-            _close_monitored(self._router, self._router_monitor, 200)
+            zs.close_monitored(self._router, self._router_monitor, 200)
         if self._ctx is not None:
             self._ctx.term()
 
