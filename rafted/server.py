@@ -800,7 +800,7 @@ def _become_candidate_and_start_new_election(ctx: Ctx, s: State, replacing_leade
         s = _replace_value(s, current_term=term, election=Election.new_for_leader(me))
         return _become_leader(ctx, s)
     election = Election.update_for_candidate(
-        s.election, me, ctx.now, Election.random_timeout(s.config.election_timeout)
+        s.election, me, ctx.now, ctx.election_timeout(s.config)
     )
     s = _replace_value(
         s, members=Members.put_leader(s.members, None), current_term=term, election=election
@@ -908,7 +908,7 @@ def _become_follower_if_new_term_started(ctx: Ctx, msg: Any, s: State) -> tuple 
 
 def _convert_to_follower(ctx: Ctx, s: State, new_term: int) -> State:
     election = Election.update_for_follower(
-        s.election, ctx.now, Election.random_timeout(s.config.election_timeout), new_term > s.current_term
+        s.election, ctx.now, ctx.election_timeout(s.config), new_term > s.current_term
     )
     return _replace_value(
         s,
@@ -920,7 +920,7 @@ def _convert_to_follower(ctx: Ctx, s: State, new_term: int) -> State:
 
 
 def _reset_election_timer_on_leader_message(ctx: Ctx, s: State) -> State:
-    timeout = Election.random_timeout(s.config.election_timeout)
+    timeout = ctx.election_timeout(s.config)
     return _replace_value(s, election=Election.reset_timer(s.election, ctx.now, timeout))
 
 
@@ -989,7 +989,7 @@ def _handle_request_vote_request(ctx: Ctx, req: RequestVoteRequest, s: State, st
         )
         ctx.cast(s, req.candidate_pid, RequestVoteResponse(from_=me, term=s.current_term, vote_granted=grant))
         if grant:
-            timeout = Election.random_timeout(s.config.election_timeout)
+            timeout = ctx.election_timeout(s.config)
             election = Election.vote_for(s.election, req.candidate_pid, ctx.now, timeout)
             s = _replace_value(s, election=election)
         return ("keep_state", s)

@@ -138,7 +138,7 @@ def initialize_follower_state(ctx: Ctx, received: tuple | Snapshot, options: dic
         members=members,
         current_term=max(term, snapshot.term),
         leadership=None,
-        election=Election.new_for_follower(ctx.now, Election.random_timeout(config.election_timeout)),
+        election=Election.new_for_follower(ctx.now, ctx.election_timeout(config)),
         logs=Logs.new_for_new_follower(snapshot.last_committed_entry),
         data=snapshot.data,
         command_results=snapshot.command_results,

@@ -10,6 +10,7 @@ computed, so that the Raft code itself sends nothing.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,15 +88,24 @@ def now_ms() -> int:
 
 
 class Ctx:
-    """One event's context: who we are, when it is, and the effects to run afterwards."""
+    """One event's context: who we are, when it is, and the effects to run afterwards.
 
-    __slots__ = ("me", "now", "effects", "flush")
+    ``rng`` draws the randomized election time-outs: None (a live member) uses the ``random``
+    module; a simulation passes its own seeded ``random.Random`` so that a run replays exactly.
+    """
 
-    def __init__(self, me: Any, now: int) -> None:
+    __slots__ = ("me", "now", "effects", "flush", "rng")
+
+    def __init__(self, me: Any, now: int, rng: random.Random | None = None) -> None:
         self.me = me
         self.now = now
         self.effects: list[tuple[Any, tuple]] = []
         self.flush = False  # a flush was asked for: see rafted.server._run
+        self.rng = rng
+
+    def election_timeout(self, config: Config) -> int:
+        """A fresh randomized election time-out (ms) for ``config``."""
+        return Election.random_timeout(config.election_timeout, self.rng)
 
     def cast(self, s: State, dest: Any, msg: Any) -> None:
         self.effects.append((s.config.communication_module.cast, (dest, msg)))

@@ -36,7 +36,7 @@ class SimComm:
 
 class Sim:
     def __init__(self, seed: int = 0) -> None:
-        random.seed(seed)  # rafted.election draws its randomized time-outs from `random`
+        self.rng = random.Random(seed)  # the members' randomized election time-outs
         self.now = 1000
         self.members: dict[str, tuple[str, member_state.State]] = {}
         self.mailboxes: dict[str, deque] = {}
@@ -49,7 +49,7 @@ class Sim:
 
     # -- set-up ------------------------------------------------------------------------------
     def create_leader(self, pid: str, config: Any) -> None:
-        ctx = member_state.Ctx(pid, self.now)
+        ctx = member_state.Ctx(pid, self.now, self.rng)
         self.members[pid] = ("leader", startup.initialize_leader_state(ctx, config))
         self.mailboxes[pid] = deque()
 
@@ -60,7 +60,7 @@ class Sim:
         if r[0] == "ok":
             snap = r[1]
             assert isinstance(snap, InstallSnapshot)
-            ctx = member_state.Ctx(pid, self.now)
+            ctx = member_state.Ctx(pid, self.now, self.rng)
             state = startup.initialize_follower_state(ctx, Snapshot.from_install_snapshot(snap))
             self.members[pid] = ("follower", state)
             self.run()
@@ -92,7 +92,7 @@ class Sim:
 
     def dispatch(self, pid: str, event_type: Any, msg: Any) -> None:
         name, s = self.members[pid]
-        ctx = member_state.Ctx(pid, self.now)
+        ctx = member_state.Ctx(pid, self.now, self.rng)
         result = server._dispatch(ctx, name, event_type, msg, s)
         for fn, args in ctx.effects:
             if fn is SimComm.cast:
@@ -100,7 +100,7 @@ class Sim:
             elif fn is member_state.send_reply:  # (send_reply, (module, from_, reply))
                 self.replies[args[1]] = args[2]
             else:
-                self.hooks.append((pid, args[1], args[2]))  # (_call_hook, (module, name, args))
+                self.hooks.append((pid, args[1], args[2]))  # (call_hook, (module, name, args))
         if ctx.flush:
             # the member's FLUSH to itself (a real member may run it at once when its mailbox is
             # empty, which is the same as handling this message next)
