@@ -58,6 +58,8 @@ _DEAD_REASONS = NOT_THERE | LOST
 
 
 def initialize_leader_state(ctx: Ctx, config: Config, options: dict | None = None) -> State:
+    """The lonely leader of a new group; with a ``persistence_dir`` holding files, the group
+    recovered from them instead (:func:`recover_state_from_snapshot_and_log`)."""
     me = ctx.me
     dir = (options or {}).get("persistence_dir")
     factor = (options or {}).get("log_file_expansion_factor", 10)

@@ -26,7 +26,14 @@ from rafted.config import Config
 from rafted.leader_hook import INHERITED_NO_OPS
 
 __all__ = [
-    "TimerHandle", "State", "LeaderWatch", "Ctx", "now_ms", "call_hook", "send_reply", "replace_changed",
+    "TimerHandle",
+    "State",
+    "LeaderWatch",
+    "Ctx",
+    "now_ms",
+    "call_hook",
+    "send_reply",
+    "replace_changed",
 ]
 
 log = logging.getLogger("rafted")
@@ -68,14 +75,15 @@ class State:
 
 @dataclass(slots=True)
 class LeaderWatch:
-    """A follower's monitor on its leader (see ``rafted.server._watch_leader``); ``ref`` is None once the
-    DOWN came, so that a dead leader is not monitored again while it is still the one known."""
+    """A follower's monitor on its leader (see ``rafted.server._watch_leader``); ``ref`` is None
+    once the DOWN came, so that a dead leader is not monitored again while it is still known."""
 
     leader: Any
     ref: Any
 
 
 def call_hook(module: Any, name: str, args: tuple) -> None:
+    """Call the leader hook ``module.name(*args)``."""
     # a failing hook is logged: it must not take the leader (and with it the group's progress) down
     try:
         getattr(module, name)(*args)
@@ -84,6 +92,7 @@ def call_hook(module: Any, name: str, args: tuple) -> None:
 
 
 def now_ms() -> int:
+    """The members' clock: monotonic milliseconds."""
     return int(time.monotonic() * 1000)
 
 
@@ -125,6 +134,7 @@ class Ctx:
 
 
 def send_reply(module: Any, from_: Any, reply: Any) -> None:
+    """Answer a client's call through the communication module."""
     try:
         module.reply(from_, reply)
     except nodes.EncodeError as e:
@@ -135,8 +145,8 @@ def send_reply(module: Any, from_: Any, reply: Any) -> None:
         log.error("the reply to %r could not be serialized, dropped: %s", from_, e)
 
 
-
 def replace_changed(s: State, **changes: Any) -> State:
+    """``s`` with ``changes``; ``s`` itself when every one is already there."""
     # skip the copy when nothing changed (the common case for idle heartbeats)
     for k, v in changes.items():
         if getattr(s, k) is not v:
