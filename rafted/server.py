@@ -43,7 +43,7 @@ it handles any answer, so before it counts its own copy). A persisting
 leader sends its latest snapshot file's bytes (``InstallSnapshotCompressed``
 with its term and pid); a persisting follower writes a snapshot it installs
 before acknowledging it. Creating a group on a directory with files
-recovers from them (:func:`_recover_state_from_snapshot_and_log`).
+recovers from them (:func:`rafted.startup.recover_state_from_snapshot_and_log`).
 
 Beyond the original (see the README / reference):
 
