@@ -5,7 +5,8 @@ pair, its mailbox a deque; ``rafted.server`` handlers run with a fake
 context (pid = a string, time = ``Sim.now``) and the effects they return are
 interpreted here (casts go to mailboxes, replies are recorded, FLUSH goes
 back to the sender's mailbox, ticks are delivered when ``advance`` passes a
-member's deadline). Messages can be dropped with ``Sim.drop``.
+member's deadline). Messages can be dropped with ``Sim.drop``; a member in ``Sim.paused``
+handles nothing and gets no ticks (a stopped OS process) while its mail waits for it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Sim:
         self.hooks: list[tuple[str, str, tuple]] = []
         self.stopped: dict[str, Any] = {}
         self.drop: Callable[[str, str, Any], bool] = lambda src, dest, msg: False
+        self.paused: set[str] = set()  # members that handle nothing (a stopped process): mail waits
         self.delivered = 0
         self._call_seq = 0
 
@@ -124,7 +126,7 @@ class Sim:
 
     def step(self, pid: str) -> bool:
         box = self.mailboxes.get(pid)
-        if not box or pid not in self.members:
+        if not box or pid not in self.members or pid in self.paused:
             return False
         event_type, msg = box.popleft()
         self.delivered += 1
@@ -159,7 +161,7 @@ class Sim:
         end = self.now + ms
         while self.now < end:
             self.now = min(end, self.now + 5)
-            for pid in list(self.members):
+            for pid in [p for p in self.members if p not in self.paused]:
                 name, s = self.members[pid]
                 d = server._next_deadline(name, s, pid)
                 if d is not None and d <= self.now:
@@ -167,3 +169,19 @@ class Sim:
                     self.members[pid] = (name, s)
                     self.dispatch(pid, "info", (server.TICK, -1))
             self.run()
+
+
+def assert_consistent(sim: Sim) -> None:
+    """Committed entries agree wherever two members both hold them; same data at the same commit index."""
+    states = {p: s for p, (_, s) in sim.members.items()}
+    data_at: dict[int, Any] = {}
+    for p, s in states.items():
+        assert s.logs.i_min <= s.logs.i_committed <= s.logs.i_max
+        assert sorted(s.logs.map) == list(range(s.logs.i_min, s.logs.i_max + 1))
+        assert data_at.setdefault(s.logs.i_committed, s.data) == s.data, f"{p} diverged"
+    for p, s in states.items():
+        for q, t in states.items():
+            lo = max(s.logs.i_min, t.logs.i_min)
+            hi = min(s.logs.i_committed, t.logs.i_committed)
+            for i in range(lo, hi + 1):
+                assert s.logs.map[i] == t.logs.map[i], f"committed entry {i} differs between {p} and {q}"

@@ -14,7 +14,7 @@ import itertools
 from typing import Any
 
 import pytest
-from rafted_sim import Sim, SimComm
+from rafted_sim import Sim, SimComm, assert_consistent
 from rafted_support import CONF, ELECTION, HEARTBEAT
 
 from rafted import logs as Logs
@@ -38,22 +38,6 @@ _ids = itertools.count()
 
 def command(sim: Sim, member: str, arg: Any) -> Any:
     return sim.call(member, ("command", arg, ("id", next(_ids))))
-
-
-def assert_consistent(sim: Sim) -> None:
-    """Committed entries agree wherever two members both hold them; same data at the same commit index."""
-    states = {p: s for p, (_, s) in sim.members.items()}
-    data_at: dict[int, Any] = {}
-    for p, s in states.items():
-        assert s.logs.i_min <= s.logs.i_committed <= s.logs.i_max
-        assert sorted(s.logs.map) == list(range(s.logs.i_min, s.logs.i_max + 1))
-        assert data_at.setdefault(s.logs.i_committed, s.data) == s.data, f"{p} diverged"
-    for p, s in states.items():
-        for q, t in states.items():
-            lo = max(s.logs.i_min, t.logs.i_min)
-            hi = min(s.logs.i_committed, t.logs.i_committed)
-            for i in range(lo, hi + 1):
-                assert s.logs.map[i] == t.logs.map[i], f"committed entry {i} differs between {p} and {q}"
 
 
 def test_a_group_forms_and_replicates() -> None:
