@@ -93,6 +93,7 @@ class Checker:
             self.check_members()
 
     def member(self, target: str) -> str | None:
+        """The live member a step's target names now (see ``target``), or None."""
         if target in ("leader", "stale_leader"):
             leaders = sorted(self.sim.leaders(), key=lambda p: self.sim.state(p).current_term)
             if target == "leader":
