@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -222,19 +223,36 @@ def cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def steal_s() -> float | None:
+    """CPU time the hypervisor took from this VM so far (all CPUs), from /proc/stat; None if unknown."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler:
-    """Samples VmRSS (and CPU time) of some PIDs every 0.5 s in a thread, from now until the exit."""
+    """Samples VmRSS (and CPU time) of some PIDs every 0.5 s in a thread, from now until the exit,
+    and the VM's steal time (a window the host took the CPUs from shows it)."""
 
     def __init__(self, pids: dict[str, int], interval_s: float = WINDOW_S) -> None:
         self.pids = pids
         self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
         self.cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
+        self.steal: list[tuple[float, float]] = []
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
         now = time.perf_counter()
+        stolen = steal_s()
+        if stolen is not None:
+            self.steal.append((now, stolen))
         for name, pid in self.pids.items():
             value = rss_mb(pid)
             if value is not None:
@@ -257,6 +275,24 @@ class RssSampler:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
+
+    def steal_ms_per_window(self, t_start: float, windows: int) -> list[int] | None:
+        """Steal time (ms, all CPUs) in each ``WINDOW_S`` window from ``t_start`` (interpolated
+        between samples); None where /proc/stat has no steal column."""
+        if len(self.steal) < 2:
+            return None
+
+        def at(t: float) -> float:
+            pts = self.steal
+            if t <= pts[0][0]:
+                return pts[0][1]
+            for (t0, v0), (t1, v1) in itertools.pairwise(pts):
+                if t <= t1:
+                    return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
+            return pts[-1][1]
+
+        edges = [at(t_start + i * WINDOW_S) for i in range(windows + 1)]
+        return [round(1000 * (b - a)) for a, b in itertools.pairwise(edges)]
 
     def figures(self, leader_node: str, t_start: float, t_end: float) -> dict[str, Any]:
         """RSS at the end of the warm-up (start), half-way (mid) and at the end of the measured
@@ -380,6 +416,7 @@ class RaftedBench:
                 t_start, t_end = conc[str(n)]["t_start"], conc[str(n)]["t_start"] + self.args.duration
                 rss = sampler.figures(leader.node, t_start, t_end)
                 windows = window_figures(conc[str(n)]["window_rates"])
+                windows["steal_ms"] = sampler.steal_ms_per_window(t_start, len(windows["rates"]))
             else:
                 conc[str(n)] = self.load(n)
         return conc, windows, rss
@@ -623,8 +660,12 @@ def print_table(fig: dict[str, Any]) -> None:
             print(f"failover PySyncObj:  {fmt_fo(pfo)}")
     for label, win in (("rafted", fig.get("windows")), ("PySyncObj", pso and pso.get("windows"))):
         if win and win.get("rates"):
+            steal = win.get("steal_ms")
+            stolen = "" if not steal else (
+                f"  (VM steal time: {steal[win['rates'].index(win['min'])]} ms in the lowest window, "
+                f"{max(steal)} ms at most, {sum(steal):,} ms in all)")
             print(f"0.5 s windows {label} ({win.get('clients', 32)} clients): min {win['min']:,}  "
-                  f"median {win['median']:,}  below half the median {win['below_half_median']}")
+                  f"median {win['median']:,}  below half the median {win['below_half_median']}{stolen}")
     rss = fig.get("rss_mb")
     if rss and rss.get("members"):
         parts = [f"{name.split('@')[0]}{' (leader)' if m['leader'] else ''} {m['start']:.1f}->{m['mid']:.1f}"

@@ -10,6 +10,7 @@ needs a package download and is not run here.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -63,6 +64,9 @@ def test_every_scenario_runs_and_the_json_line_has_the_documented_shape(script_r
     assert len(windows["rates"]) == int(DURATION_S / 0.5), windows
     assert windows["rates"] == fig["conc"]["32"]["window_rates"], "windows are not the 32-client run's"
     assert min(windows["rates"]) > 0, windows
+    if os.path.exists("/proc/stat"):  # the VM's steal time per window, to tell a host's hiccup
+        assert len(windows["steal_ms"]) == len(windows["rates"]), windows
+        assert all(0 <= ms <= 1000 * 0.5 * (os.cpu_count() or 1) + 50 for ms in windows["steal_ms"]), windows
 
     members = fig["rss_mb"]["members"]
     assert len(members) == 3 and sum(m["leader"] for m in members.values()) == 1, members
