@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import struct
@@ -140,8 +141,6 @@ def test_unknown_node_fails_fast_and_send_never_blocks(c: support.Cluster) -> No
 def test_a_node_is_not_capped_at_zeromqs_default_of_1023_sockets(c: support.Cluster) -> None:
     # Each connection takes three sockets, so ZeroMQ's default limit per context would stop a
     # node at about 340 peers. Stand-ins for 400 peers' sockets, then a real connection.
-    import resource
-
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1600:
         pytest.skip("needs a file-descriptor limit of at least 1,600")
     t = c.local(T)
