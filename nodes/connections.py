@@ -79,6 +79,7 @@ class Peer:
         self.resolving = False  # epmd lookup in flight
         self.gen = 0  # bumped to make an in-flight lookup's answer stale
         self.pending: collections.deque[bytes] = collections.deque()  # waiting for a connection
+        self.pending_quiet = 0  # how many of them are quiet (see Transport.send)
         self.waiters: list[Waiter] = []
         self.report_failure = False  # a failed attempt must be reported (send/connect asked)
         self.attempt_deadline = 0.0

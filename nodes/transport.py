@@ -206,7 +206,7 @@ class Transport:
         self._rlog = _RateLimitedLog(log)
 
         # Shared with other threads (deque appends/pops and attribute reads are atomic).
-        self._outq: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._outq: collections.deque[tuple[str, bytes, bool]] = collections.deque()
         self._cmds: collections.deque[Callable[[], None]] = collections.deque()
         self._sleeping = False
         self._wake_pending = False
@@ -289,16 +289,20 @@ class Transport:
                  zs.endpoint(self.bind_host, port))
         return port
 
-    def send(self, node: str, obj: object) -> None:
+    def send(self, node: str, obj: object, *, quiet: bool = False) -> None:
         """Queue ``obj`` for ``node``; never blocks, connects in the background if needed.
 
         If the connection cannot be made or breaks, queued messages are dropped and
         ``on_node_down(node)`` is called.  Raises only for a bad node name or an object that
         cannot be serialized (:class:`nodes.codec.EncodeError`): programming errors.
-        """
-        self.send_encoded(node, codec.dumps(obj))
 
-    def send_encoded(self, node: str, data: bytes) -> None:
+        Dropped messages are logged as a warning, except ``quiet`` ones: runtime signals
+        whose meaning ends with the other node (a demonitor after a call, say), which Erlang
+        loses silently too; their loss is logged at debug level.
+        """
+        self.send_encoded(node, codec.dumps(obj), quiet=quiet)
+
+    def send_encoded(self, node: str, data: bytes, *, quiet: bool = False) -> None:
         """:meth:`send` for bytes already made by :func:`nodes.codec.dumps` (pickle once, send to many)."""
         if node not in self._valid_names:
             split_node_name(node)
@@ -329,7 +333,7 @@ class Transport:
                         return
                 finally:
                     self._lock.release()
-        self._outq.append((node, data))
+        self._outq.append((node, data, quiet))
         if self._sleeping:
             self._wake()
 
@@ -764,10 +768,14 @@ class Transport:
         for waiter in waiters:
             waiter.set(False)
         dropped = len(peer.pending)
+        loud = dropped - peer.pending_quiet
         peer.pending.clear()
+        peer.pending_quiet = 0
         report = peer.report_failure or dropped > 0
-        if dropped:
-            log.warning("cannot connect to %s (%s): dropped %d message(s)", peer.name, reason, dropped)
+        if loud:
+            log.warning("cannot connect to %s (%s): dropped %d message(s)", peer.name, reason, loud)
+        elif dropped:
+            log.debug("cannot connect to %s (%s): dropped %d runtime signal(s)", peer.name, reason, dropped)
         elif report:
             log.info("cannot connect to %s: %s", peer.name, reason)
         else:
@@ -997,6 +1005,7 @@ class Transport:
         if peer.pending:
             items = list(peer.pending)
             peer.pending.clear()
+            peer.pending_quiet = 0
             if not self._send_data(conn, items):
                 return
         # Transitive connections: tell the new peer whom we know, and the others about it.
@@ -1118,13 +1127,16 @@ class Transport:
     def _flush_outq(self) -> None:
         outq = self._outq
         batches: dict[str, list[bytes]] = {}
+        quiet: dict[str, int] = {}  # per node: how many of its batch are quiet signals
         while outq:
-            node, data = outq.popleft()
+            node, data, is_quiet = outq.popleft()
             items = batches.get(node)
             if items is None:
                 batches[node] = [data]
             else:
                 items.append(data)
+            if is_quiet:
+                quiet[node] = quiet.get(node, 0) + 1
         for node, items in batches.items():
             peer = self._peers.get(node) or self._peer(node)
             if peer is None:
@@ -1135,6 +1147,7 @@ class Transport:
                 self._send_data(peer.conn, items)
             else:
                 peer.pending.extend(items)
+                peer.pending_quiet += quiet.get(node, 0)
                 self._request_connect(peer, report=True, timeout=self._hs_timeout)
 
     # ------------------------------------------------------------------ closing

@@ -106,16 +106,18 @@ class Demo:
                 child.wait()
 
     def cleanup(self) -> None:
-        for child in self.children.values():
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+        # This node leaves first (saying bye), so it does not watch its children die: nothing
+        # it still had on its way to them (a demonitor after the last call) meets a dead node.
         try:
             from nodes import dist
 
             dist.stop()
         except Exception:  # noqa: BLE001 - leaving anyway
             pass
+        for child in self.children.values():
+            if child.poll() is None:
+                child.kill()
+                child.wait()
         epmd.kill(self.epmd_port)
 
     def member_dir(self, node_name: str) -> str | None:

@@ -11,6 +11,7 @@ Erlang node loads the modules a remote call names.  The failure-detection tick i
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import threading
@@ -352,13 +353,19 @@ def test_exit_signals_and_unlink_across_nodes(node_cluster) -> None:
     assert nodes.flush() == []
 
 
-def test_links_and_monitors_to_a_node_that_cannot_be_reached(this_node) -> None:
+def test_links_and_monitors_to_a_node_that_cannot_be_reached(this_node, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="nodes.transport")
     ghost = nodes.Pid(f"ghost{os.getpid()}@{_host()}", 5, 1)
     ref = nodes.monitor(ghost)
     assert nodes.receive(5000, down_for(ref)) == ("DOWN", ref, "process", ghost, "noconnection")
     nodes.process_flag("trap_exit", True)
     nodes.link(ghost)
     assert nodes.receive(5000, lambda m: h.is_tuple(m, "EXIT", 3)) == ("EXIT", ghost, "noconnection")
+    # the failed link and monitor are told by their noconnection, not by a warning as well
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
+    nodes.send(ghost, "a lost message")
+    h.wait_until_true(lambda: any(r.levelno == logging.WARNING and "dropped 1 message(s)" in r.getMessage()
+                                  for r in caplog.records), 5.0, "a warning about the lost message")
     with pytest.raises(nodes.Exit) as info:
         gen_statem.call(ghost, "hello", timeout=5000)
     assert info.value.reason == ("nodedown", ghost.node)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import resource
 import signal
 import socket
@@ -136,6 +137,37 @@ def test_unknown_node_fails_fast_and_send_never_blocks(c: support.Cluster) -> No
     assert time.monotonic() - start < 1.0
     t.wait_event(("down", nobody))  # the queued messages were dropped, and that is reported
     assert t.transport.disconnect(nobody) is False
+
+
+def test_only_lost_messages_are_warned_about_not_lost_runtime_signals(
+        c: support.Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    # A demonitor after a call to a node that has just gone is lost as in Erlang, silently;
+    # a message a process sent is worth a warning.
+    caplog.set_level(logging.DEBUG, logger="nodes.transport")
+    t = c.local(T)
+    nobody = f"nobody@{HOST}"
+
+    def dropped(level: int, what: str) -> int:
+        """How many ``what`` the records at ``level`` say were dropped for nobody (sends
+        racing the failed lookup may be dropped in more than one attempt)."""
+        pattern = re.compile(rf"cannot connect to {re.escape(nobody)} \(.*\): "
+                             rf"dropped (\d+) {re.escape(what)}$")
+        return sum(int(m[1]) for r in caplog.records
+                   if r.levelno == level and (m := pattern.match(r.getMessage())))
+
+    for i in range(3):
+        t.transport.send(nobody, ("demonitor", i), quiet=True)
+    support.wait_until(lambda: dropped(logging.DEBUG, "runtime signal(s)") == 3, 10,
+                       "the signals to be dropped")
+    t.wait_event(("down", nobody))  # still reported: links and monitors to it fire
+    assert dropped(logging.WARNING, "message(s)") == 0, caplog.records
+
+    t.transport.send(nobody, ("demonitor", 3), quiet=True)
+    t.transport.send(nobody, "hello")
+    t.transport.send(nobody, "world")
+    support.wait_until(lambda: dropped(logging.WARNING, "message(s)") == 2, 10,
+                       "the messages to be warned about")
+    assert dropped(logging.DEBUG, "runtime signal(s)") <= 4, caplog.records
 
 
 def test_a_node_is_not_capped_at_zeromqs_default_of_1023_sockets(c: support.Cluster) -> None:
