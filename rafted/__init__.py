@@ -38,6 +38,7 @@ import nodes
 from rafted import server as _server
 from rafted import startup as _startup
 from rafted.communication import Communication, RemoteMessageGateway
+from rafted.communication import call_catching_exit as _call_catching_exit
 from rafted.config import Config, make_config
 from rafted.data import Data
 from rafted.leader_hook import LeaderHook, NoOp
@@ -184,23 +185,6 @@ def start_link(
         "log_file_min_size": log_file_min_size,
     }
     return nodes.gen_statem.start_link(_server, (group_info, options), name=name)
-
-
-# The original's catch_exit turns exactly :noproc and :normal into {:error, :noproc}: the
-# member was not there, so the request was certainly not handled.  A server that was killed,
-# or whose node was lost, while the request was on its way or being handled may have logged
-# it, and a later leader may commit it: like a time-out, the outcome is unknown (the original
-# exits there; returning "timeout" keeps these functions from raising for a dead member).
-def _call_catching_exit(server: Any, request: Any, timeout: int | None) -> Any:
-    try:
-        return nodes.gen_statem.call(server, request, timeout=timeout)
-    except nodes.Exit as e:
-        head = _startup.exit_reason_head(e.reason)
-        if head == "timeout" or head in _startup.LOST:
-            return ("error", "timeout")
-        if head in _startup.NOT_THERE:
-            return ("error", "noproc")
-        raise
 
 
 def command(server: Any, arg: Any, timeout: int | None = 5000, id: Any = None) -> tuple:

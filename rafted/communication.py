@@ -1,4 +1,5 @@
-"""How members talk: ``cast(server, msg)`` between members and ``reply(from_, reply)`` to callers.
+"""How members talk: ``cast(server, msg)`` between members and ``reply(from_, reply)`` to callers,
+and what the end of a call to a member means (:func:`call_catching_exit`).
 
 This is the port of ``RaftedValue.Communication`` and its default
 ``RaftedValue.RemoteMessageGateway``. Every member-to-member message and
@@ -14,7 +15,20 @@ from typing import Any
 
 import nodes
 
-__all__ = ["Communication", "RemoteMessageGateway", "check_communication_module"]
+__all__ = [
+    "Communication",
+    "RemoteMessageGateway",
+    "check_communication_module",
+    "NOT_THERE",
+    "LOST",
+    "exit_reason_head",
+    "call_catching_exit",
+]
+
+# Exit reasons of a call to a member: not there at all (the request was certainly not handled),
+# or lost on the way or while handling it (the outcome is unknown, as after a time-out).
+NOT_THERE = frozenset({"noproc", "normal"})
+LOST = frozenset({"shutdown", "killed", "noconnection", "nodedown"})
 
 
 class Communication:
@@ -55,3 +69,27 @@ def check_communication_module(module: Any) -> None:
             f"communication_module must provide callable cast(server, msg) and reply(from_, reply); "
             f"{module!r} lacks {', '.join(missing)}"
         )
+
+
+def exit_reason_head(reason: Any) -> Any:
+    """What names an exit reason: ``"nodedown"`` for ``("nodedown", node)``."""
+    return reason[0] if type(reason) is tuple and reason else reason
+
+
+# The original's catch_exit turns exactly :noproc and :normal into {:error, :noproc}: the
+# member was not there, so the request was certainly not handled.  A server that was killed,
+# or whose node was lost, while the request was on its way or being handled may have logged
+# it, and a later leader may commit it: like a time-out, the outcome is unknown (the original
+# exits there; returning "timeout" keeps these functions from raising for a dead member).
+def call_catching_exit(server: Any, request: Any, timeout: int | None) -> Any:
+    """``gen_statem.call`` to a member, its exits as the API's errors: ``("error", "noproc")``
+    when the member is not there, ``("error", "timeout")`` when the outcome is unknown."""
+    try:
+        return nodes.gen_statem.call(server, request, timeout=timeout)
+    except nodes.Exit as e:
+        head = exit_reason_head(e.reason)
+        if head == "timeout" or head in LOST:
+            return ("error", "timeout")
+        if head in NOT_THERE:
+            return ("error", "noproc")
+        raise

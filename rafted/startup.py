@@ -22,6 +22,7 @@ from rafted import logs as Logs
 from rafted import members as Members
 from rafted._values import replace as _replace_value
 from rafted.command_results import CommandResults
+from rafted.communication import LOST, NOT_THERE, exit_reason_head
 from rafted.config import Config
 from rafted.log_entry import LEADER_ELECTED
 from rafted.persistence import (
@@ -37,23 +38,16 @@ from rafted.state import Ctx, State, call_hook, now_ms
 
 __all__ = [
     "JOIN_TIMEOUT",
-    "NOT_THERE",
-    "LOST",
     "initialize_leader_state",
     "recover_state_from_snapshot_and_log",
     "initialize_follower_state",
     "received_snapshot",
-    "exit_reason_head",
     "call_add_server",
 ]
 
 # How long a joining member keeps trying to be added (ms), and its first back-off.
 JOIN_TIMEOUT = 5000
 _JOIN_BACKOFF_MS = 10
-# Exit reasons of a call to a member: not there at all (the request was certainly not handled),
-# or lost on the way or while handling it (the outcome is unknown, as after a time-out).
-NOT_THERE = frozenset({"noproc", "normal"})
-LOST = frozenset({"shutdown", "killed", "noconnection", "nodedown"})
 _DEAD_REASONS = NOT_THERE | LOST
 
 
@@ -160,11 +154,6 @@ def received_snapshot(m: Any) -> tuple | None:
         leader = snap.members.leader if m.leader_pid is None else m.leader_pid
         return (snap, m.bin, term, leader)
     return None
-
-
-def exit_reason_head(reason: Any) -> Any:
-    """What names an exit reason: ``"nodedown"`` for ``("nodedown", node)``."""
-    return reason[0] if type(reason) is tuple and reason else reason
 
 
 def call_add_server(known_members: list, me: Any, timeout_ms: int) -> tuple:
