@@ -51,13 +51,18 @@ _JOIN_BACKOFF_MS = 10
 _DEAD_REASONS = NOT_THERE | LOST
 
 
+def _persistence_options(options: dict | None) -> tuple[str | None, float, int]:
+    """``(persistence_dir, log_file_expansion_factor, log_file_min_size)`` of start_link's options."""
+    options = options or {}
+    return (options.get("persistence_dir"), options.get("log_file_expansion_factor", 10),
+            options.get("log_file_min_size", DEFAULT_LOG_FILE_MIN_SIZE))
+
+
 def initialize_leader_state(ctx: Ctx, config: Config, options: dict | None = None) -> State:
     """The lonely leader of a new group; with a ``persistence_dir`` holding files, the group
     recovered from them instead (:func:`recover_state_from_snapshot_and_log`)."""
     me = ctx.me
-    dir = (options or {}).get("persistence_dir")
-    factor = (options or {}).get("log_file_expansion_factor", 10)
-    min_size = (options or {}).get("log_file_min_size", DEFAULT_LOG_FILE_MIN_SIZE)
+    dir, factor, min_size = _persistence_options(options)
     if dir is not None:
         recovered = read_latest_snapshot_and_logs_if_available(dir)
         if recovered is not None:
@@ -99,7 +104,7 @@ def recover_state_from_snapshot_and_log(
     w = State(
         members=Members.new_for_lonely_leader(me),
         current_term=term,
-        leadership=Leadership.new_for_leader(ctx.now, snapshot.config),
+        leadership=None,  # made below, with the config the applied entries leave
         election=Election.new_for_leader(me),
         logs=logs,
         data=snapshot.data,
@@ -125,10 +130,8 @@ def initialize_follower_state(ctx: Ctx, received: tuple | Snapshot, options: dic
     if leader is not None and members.leader != leader:
         members = _replace_value(members, leader=leader, pending_leader_change=None)
     persistence = None
-    dir = (options or {}).get("persistence_dir")
+    dir, factor, min_size = _persistence_options(options)
     if dir is not None:
-        factor = (options or {}).get("log_file_expansion_factor", 10)
-        min_size = (options or {}).get("log_file_min_size", DEFAULT_LOG_FILE_MIN_SIZE)
         persistence = Persistence.new_with_snapshot_sent_from_leader(dir, factor, snapshot, data, min_size)
     return State(
         members=members,
