@@ -78,8 +78,8 @@ class Peer:
         self.hs: Conn | None = None  # the handshake in progress (ours or theirs), at most one
         self.resolving = False  # epmd lookup in flight
         self.gen = 0  # bumped to make an in-flight lookup's answer stale
-        self.pending: collections.deque[bytes] = collections.deque()  # waiting for a connection
-        self.pending_quiet = 0  # how many of them are quiet (see Transport.send)
+        # waiting for a connection: (bytes, quiet) (see Transport.send)
+        self.pending: collections.deque[tuple[bytes, bool]] = collections.deque()
         self.waiters: list[Waiter] = []
         self.report_failure = False  # a failed attempt must be reported (send/connect asked)
         self.attempt_deadline = 0.0

@@ -768,9 +768,8 @@ class Transport:
         for waiter in waiters:
             waiter.set(False)
         dropped = len(peer.pending)
-        loud = dropped - peer.pending_quiet
+        loud = sum(1 for _, quiet in peer.pending if not quiet)
         peer.pending.clear()
-        peer.pending_quiet = 0
         report = peer.report_failure or dropped > 0
         if loud:
             log.warning("cannot connect to %s (%s): dropped %d message(s)", peer.name, reason, loud)
@@ -1003,10 +1002,10 @@ class Transport:
             log.exception("on_node_up callback failed")
         self._connected(peer)
         if peer.pending:
-            items = list(peer.pending)
+            pending = list(peer.pending)
             peer.pending.clear()
-            peer.pending_quiet = 0
-            if not self._send_data(conn, items):
+            items = [data for data, _ in pending]
+            if not self._send_data(conn, items, [i for i, (_, quiet) in enumerate(pending) if quiet]):
                 return
         # Transitive connections: tell the new peer whom we know, and the others about it.
         others = [n for n in self._up if n != peer.name]
@@ -1077,7 +1076,10 @@ class Transport:
         self.stats["frames_sent"] += 1
         return True
 
-    def _send_data(self, conn: Conn, items: list[bytes]) -> bool:
+    def _send_data(self, conn: Conn, items: list[bytes], quiet_at: list[int] | None = None) -> bool:
+        """Send ``items`` in as few data frames as the limits allow; False if the connection
+        broke meanwhile (the rest is lost with it). ``quiet_at``: the positions of quiet items
+        (see :meth:`send`), which are not counted in the warning about lost messages."""
         n = len(items)
         start = 0
         limit = self._max_frame_size
@@ -1088,8 +1090,13 @@ class Transport:
                 end += 1
             if not self._send_frame(conn, codec.DATA, items[start:end]):
                 lost = n - start
-                log.warning("%s: %d message(s) to %s lost with the connection", self.node_name, lost,
-                            conn.peer)
+                loud = lost - sum(1 for i in quiet_at or () if i >= start)
+                if loud:
+                    log.warning("%s: %d message(s) to %s lost with the connection", self.node_name, loud,
+                                conn.peer)
+                else:
+                    log.debug("%s: %d runtime signal(s) to %s lost with the connection", self.node_name,
+                              lost, conn.peer)
                 return False
             start = end
         self.stats["messages_sent"] += n
@@ -1127,27 +1134,28 @@ class Transport:
     def _flush_outq(self) -> None:
         outq = self._outq
         batches: dict[str, list[bytes]] = {}
-        quiet: dict[str, int] = {}  # per node: how many of its batch are quiet signals
+        quiet: dict[str, list[int]] = {}  # per node: the positions of quiet signals in its batch
         while outq:
             node, data, is_quiet = outq.popleft()
             items = batches.get(node)
             if items is None:
-                batches[node] = [data]
+                items = batches[node] = [data]
             else:
                 items.append(data)
             if is_quiet:
-                quiet[node] = quiet.get(node, 0) + 1
+                quiet.setdefault(node, []).append(len(items) - 1)
         for node, items in batches.items():
             peer = self._peers.get(node) or self._peer(node)
             if peer is None:
                 log.error("%s: cannot send to %r (this node or not a node name): dropped %d message(s)",
                           self.node_name, node, len(items))
                 continue
+            quiet_at = quiet.get(node)
             if peer.conn is not None:
-                self._send_data(peer.conn, items)
+                self._send_data(peer.conn, items, quiet_at)
             else:
-                peer.pending.extend(items)
-                peer.pending_quiet += quiet.get(node, 0)
+                quiet_set = set(quiet_at or ())
+                peer.pending.extend((data, i in quiet_set) for i, data in enumerate(items))
                 self._request_connect(peer, report=True, timeout=self._hs_timeout)
 
     # ------------------------------------------------------------------ closing

@@ -170,6 +170,39 @@ def test_only_lost_messages_are_warned_about_not_lost_runtime_signals(
     assert dropped(logging.DEBUG, "runtime signal(s)") <= 4, caplog.records
 
 
+def test_runtime_signals_lost_with_a_breaking_connection_are_not_warned_about(
+        c: support.Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    # The same rule when a connection breaks in the middle of a batch: only the messages among
+    # what is lost count in the warning.
+    caplog.set_level(logging.DEBUG, logger="nodes.transport")
+    t = c.local(T)
+    c.peer(A)
+    connected(t, A)
+    transport = t.transport
+
+    def lost(level: int, what: str) -> list[int]:
+        pattern = re.compile(rf".*: (\d+) {re.escape(what)} to {re.escape(A)} lost with the connection$")
+        return [int(m[1]) for r in caplog.records
+                if r.levelno == level and (m := pattern.match(r.getMessage()))]
+
+    def send_batch_on_broken_connection(items: list[bytes], quiet_at: list[int]) -> bool:
+        with transport._lock:  # the I/O thread's: it owns the sockets while it holds this
+            conn = transport._peers[A].conn
+            assert conn is not None
+            conn.broken = True  # as after a direct send ZeroMQ refused
+            return transport._send_data(conn, items, quiet_at)
+
+    signals = [codec.dumps(("demonitor", i)) for i in range(3)]
+    assert send_batch_on_broken_connection(signals, [0, 1, 2]) is False
+    assert lost(logging.DEBUG, "runtime signal(s)") == [3]
+    assert lost(logging.WARNING, "message(s)") == []
+
+    connected(t, A)  # it comes back
+    items = [codec.dumps(x) for x in (("demonitor", 0), "hello", ("demonitor", 1), "world")]
+    assert send_batch_on_broken_connection(items, [0, 2]) is False
+    assert lost(logging.WARNING, "message(s)") == [2]
+
+
 def test_a_node_is_not_capped_at_zeromqs_default_of_1023_sockets(c: support.Cluster) -> None:
     # Each connection takes three sockets, so ZeroMQ's default limit per context would stop a
     # node at about 340 peers. Stand-ins for 400 peers' sockets, then a real connection.
