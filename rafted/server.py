@@ -34,7 +34,10 @@ out as one request per follower. Followers likewise answer once per batch
 of AppendEntries (the answers are merged). When nothing else is queued at
 the end of the event that asked for it, the flush runs at once in the same
 turn instead (what the FLUSH message would do next anyway, minus a trip
-through the mailbox).
+through the mailbox). A follower in memory applies the commands an
+AppendEntries commits only after that flush, once its answer is out
+(:func:`apply_after_effects`): the leader waits for the answer, nobody for
+the follower's copy of the value.
 
 Persistence (``state.persistence``, :mod:`rafted.persistence`): entries are
 written as they are appended and synced once per batch at ``FLUSH`` (a
@@ -195,9 +198,13 @@ def _run(state_name: str, event_type: Any, msg: Any, s: State) -> tuple:
     ctx.run()
     if ctx.flush:
         if len(result) == 2 and result[0] == "keep_state" and msg is not FLUSH and _mailbox_empty(ctx.me):
-            # nothing is waiting: FLUSH would be the very next event, so handle it now
-            return _run(state_name, "info", FLUSH, result[1])
-        nodes.send(ctx.me, FLUSH)
+            # nothing is waiting: FLUSH would be the very next event, so handle it now (a
+            # follower's answer goes out there, before it applies what the answer commits)
+            result = _run(state_name, "info", FLUSH, result[1])
+        else:
+            nodes.send(ctx.me, FLUSH)
+    if ctx.apply_after is not None:
+        result = apply_after_effects(ctx, result)
     return result
 
 
@@ -954,7 +961,14 @@ def _handle_append_entries_request(ctx: Ctx, req: AppendEntriesRequest, s: State
     if r[0] == "ok":
         _, logs, members, to_apply, to_persist, i_match = r
         s = replace_changed(s, logs=logs, members=Members.put_leader(members, leader_pid))
-        if to_apply:
+        if (to_apply and state_name == "follower" and s.persistence is None
+                and all(e[2] == COMMAND for e in to_apply)):
+            # Answer first, apply after (the event loop applies them once the answer is out):
+            # the leader waits for the answer, nobody waits for this member's copy of the value.
+            # In memory there is nothing to sync before answering, and commands change only the
+            # value and the cached results, which nothing decided in this event depends on.
+            ctx.apply_after = to_apply
+        elif to_apply:
             s = Applying.nonleader_apply_committed_log_entries(s, to_apply)
         s = _persist_log_entries(s, to_persist)
         resp = AppendEntriesResponse(me, req.term, True, i_match, req.leader_timestamp)
@@ -967,6 +981,15 @@ def _handle_append_entries_request(ctx: Ctx, req: AppendEntriesRequest, s: State
     if state_name != "follower":
         return ("next_state", "follower", s)
     return ("keep_state", s)
+
+
+def apply_after_effects(ctx: Ctx, result: tuple) -> tuple:
+    """Apply ``ctx.apply_after`` (committed commands) to the state of ``result``, a follower's
+    ``keep_state``: the event loop calls this once the event's effects have run and its answer
+    has been sent (a simulator, once it has interpreted the effects)."""
+    assert ctx.apply_after is not None and result[0] == "keep_state" and len(result) == 2, result
+    entries, ctx.apply_after = ctx.apply_after, None
+    return ("keep_state", Applying.nonleader_apply_committed_log_entries(result[1], entries))
 
 
 def _leader_authority_timed_out(ctx: Ctx, state_name: str, s: State) -> bool:

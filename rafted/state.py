@@ -103,7 +103,7 @@ class Ctx:
     module; a simulation passes its own seeded ``random.Random`` so that a run replays exactly.
     """
 
-    __slots__ = ("me", "now", "effects", "flush", "rng")
+    __slots__ = ("me", "now", "effects", "flush", "rng", "apply_after")
 
     def __init__(self, me: Any, now: int, rng: random.Random | None = None) -> None:
         self.me = me
@@ -111,6 +111,9 @@ class Ctx:
         self.effects: list[tuple[Any, tuple]] = []
         self.flush = False  # a flush was asked for: see rafted.server._run
         self.rng = rng
+        # committed commands an in-memory follower applies once the effects have run (after
+        # its answer went out): see rafted.server.apply_after_effects
+        self.apply_after: list[Any] | None = None
 
     def election_timeout(self, config: Config) -> int:
         """A fresh randomized election time-out (ms) for ``config``."""

@@ -103,6 +103,8 @@ class Sim:
                 self.replies[args[1]] = args[2]
             else:
                 self.hooks.append((pid, args[1], args[2]))  # (call_hook, (module, name, args))
+        if ctx.apply_after is not None:  # what the member does once its effects have run
+            result = server.apply_after_effects(ctx, result)
         if ctx.flush:
             # the member's FLUSH to itself (a real member may run it at once when its mailbox is
             # empty, which is the same as handling this message next)

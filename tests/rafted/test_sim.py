@@ -19,6 +19,7 @@ from rafted_support import CONF, ELECTION, HEARTBEAT
 
 from rafted import logs as Logs
 from rafted import server
+from rafted import state as member_state
 from rafted.rpc import AppendEntriesRequest, AppendEntriesResponse, InstallSnapshot, RequestVoteRequest
 
 SIM_CONF = dataclasses.replace(CONF, communication_module=SimComm)
@@ -82,6 +83,51 @@ def test_followers_answer_once_per_batch_of_requests() -> None:
         pass
     answers = [m for s, d, m in sent if s == "B"]
     assert len(answers) == 1 and answers[0].success and answers[0].leader_timestamp == 3
+
+
+def _follower_handles(sim: Sim, pid: str, req: AppendEntriesRequest) -> tuple[Any, tuple]:
+    """``pid`` handles ``req`` as its event loop would: (the event's context, its result)."""
+    ctx = member_state.Ctx(pid, sim.now, sim.rng)
+    return ctx, server._dispatch(ctx, "follower", "cast", req, sim.state(pid))
+
+
+def test_an_in_memory_follower_answers_before_it_applies_the_commands_the_answer_commits() -> None:
+    # The leader waits for the answer, nobody for the follower's copy of the value: the answer
+    # must not wait for the data module either.
+    sim = make(["B", "C"])
+    sim.drop = lambda src, dest, msg: dest == "B"  # B misses the round that commits these
+    assert [command(sim, "A", "inc") for _ in range(3)] == [("ok", i) for i in range(3)]
+    st, b = sim.state("A"), sim.state("B")
+    entries = st.logs.map.slice(b.logs.i_max + 1, st.logs.i_max)
+    assert [e[2] for e in entries] == ["command"] * 3
+    req = AppendEntriesRequest("A", st.current_term, (b.current_term, b.logs.i_max), entries,
+                               st.logs.i_committed, 1)
+    ctx, result = _follower_handles(sim, "B", req)
+    assert ctx.flush  # the answer goes out at the flush this event asks for...
+    assert result[1].pending_responses["A"].success
+    assert result[1].data == b.data == 0  # ...while the commands are still to be applied
+    assert ctx.apply_after == entries
+    applied = server.apply_after_effects(ctx, result)
+    assert applied[1].data == 3 and applied[1].logs.i_committed == st.logs.i_committed
+    assert ctx.apply_after is None
+
+
+def test_a_follower_applies_a_config_change_before_it_answers() -> None:
+    # Only commands wait for the answer: a committed config change (or membership change) sets
+    # the follower's timers and whom it watches, so it is applied in the event itself.
+    sim = make(["B", "C"])
+    sim.drop = lambda src, dest, msg: dest == "B"
+    new_config = dataclasses.replace(SIM_CONF, max_retained_command_results=7)
+    assert sim.call("A", ("change_config", new_config)) == "ok"
+    sim.advance(HEARTBEAT * 2)
+    st, b = sim.state("A"), sim.state("B")
+    entries = st.logs.map.slice(b.logs.i_max + 1, st.logs.i_max)
+    assert "change_config" in [e[2] for e in entries] and st.logs.i_committed == st.logs.i_max
+    req = AppendEntriesRequest("A", st.current_term, (b.current_term, b.logs.i_max), entries,
+                               st.logs.i_committed, 1)
+    ctx, result = _follower_handles(sim, "B", req)
+    assert ctx.apply_after is None
+    assert b.config == SIM_CONF and result[1].config == new_config
 
 
 def test_lonely_leader_query_needs_no_log_entry() -> None:
