@@ -987,9 +987,9 @@ def apply_after_effects(ctx: Ctx, result: tuple) -> tuple:
     """Apply ``ctx.apply_after`` (committed commands) to the state of ``result``, a follower's
     ``keep_state``: the event loop calls this once the event's effects have run and its answer
     has been sent (a simulator, once it has interpreted the effects)."""
-    assert ctx.apply_after is not None and result[0] == "keep_state" and len(result) == 2, result
+    assert ctx.apply_after is not None and result[0] == "keep_state", result
     entries, ctx.apply_after = ctx.apply_after, None
-    return ("keep_state", Applying.nonleader_apply_committed_log_entries(result[1], entries))
+    return ("keep_state", Applying.nonleader_apply_committed_log_entries(result[1], entries), *result[2:])
 
 
 def _leader_authority_timed_out(ctx: Ctx, state_name: str, s: State) -> bool:
