@@ -78,8 +78,8 @@ class Peer:
         self.hs: Conn | None = None  # the handshake in progress (ours or theirs), at most one
         self.resolving = False  # epmd lookup in flight
         self.gen = 0  # bumped to make an in-flight lookup's answer stale
-        # waiting for a connection: (bytes, quiet) (see Transport.send)
-        self.pending: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self.pending: collections.deque[bytes] = collections.deque()  # waiting for a connection
+        self.pending_quiet_at: list[int] = []  # positions of quiet ones in it (see Transport.send)
         self.waiters: list[Waiter] = []
         self.report_failure = False  # a failed attempt must be reported (send/connect asked)
         self.attempt_deadline = 0.0

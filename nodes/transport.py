@@ -768,8 +768,9 @@ class Transport:
         for waiter in waiters:
             waiter.set(False)
         dropped = len(peer.pending)
-        loud = sum(1 for _, quiet in peer.pending if not quiet)
+        loud = dropped - len(peer.pending_quiet_at)
         peer.pending.clear()
+        peer.pending_quiet_at.clear()
         report = peer.report_failure or dropped > 0
         if loud:
             log.warning("cannot connect to %s (%s): dropped %d message(s)", peer.name, reason, loud)
@@ -1002,10 +1003,10 @@ class Transport:
             log.exception("on_node_up callback failed")
         self._connected(peer)
         if peer.pending:
-            pending = list(peer.pending)
+            items, quiet_at = list(peer.pending), peer.pending_quiet_at
             peer.pending.clear()
-            items = [data for data, _ in pending]
-            if not self._send_data(conn, items, [i for i, (_, quiet) in enumerate(pending) if quiet]):
+            peer.pending_quiet_at = []
+            if not self._send_data(conn, items, quiet_at):
                 return
         # Transitive connections: tell the new peer whom we know, and the others about it.
         others = [n for n in self._up if n != peer.name]
@@ -1154,8 +1155,10 @@ class Transport:
             if peer.conn is not None:
                 self._send_data(peer.conn, items, quiet_at)
             else:
-                quiet_set = set(quiet_at or ())
-                peer.pending.extend((data, i in quiet_set) for i, data in enumerate(items))
+                if quiet_at:
+                    base = len(peer.pending)
+                    peer.pending_quiet_at.extend(base + i for i in quiet_at)
+                peer.pending.extend(items)
                 self._request_connect(peer, report=True, timeout=self._hs_timeout)
 
     # ------------------------------------------------------------------ closing
