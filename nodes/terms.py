@@ -41,9 +41,8 @@ class Pid:
         _set_pid_node(self, node)
         _set_pid_id(self, id)
         _set_pid_creation(self, creation)
-        args = (node, id, creation)
         _set_pid_hash(self, hash(id))  # the id alone: stable when the pid is renamed in place
-        _set_pid_reduced(self, (cls, args))
+        _set_pid_reduced(self, (_pid_from_key, ((node, id, creation),)))
         return self
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -95,33 +94,23 @@ _REF_PREFIX = int.from_bytes(os.urandom(6), "big")
 _ref_counter = itertools.count(1)
 
 
-class Ref:
-    """A unique reference, as made by ``make_ref()``."""
+class Ref(tuple):
+    """A unique reference, as made by ``make_ref()``: ``(prefix, n)`` underneath.
 
-    __slots__ = ("prefix", "n", "_hash", "_reduced")
+    A tuple subclass so that pickle takes it apart and rebuilds it in C (``tuple.__new__``,
+    no Python frame): a batch of log entries carries two per command, and rebuilding them in
+    Python was most of a follower's unpickling time.  It compares equal only to refs, and
+    orders against refs (a plain tuple on the right is compared by contents, as tuples are).
+    Pickles written before it was a tuple (``Ref(prefix, n)``) no longer load.
+    """
 
-    prefix: int
-    n: int
-    _hash: int
-    _reduced: tuple[Any, ...]
+    __slots__ = ()
 
-    def __new__(cls, prefix: int, n: int) -> Ref:
-        self = _new(cls)
-        _set_ref_prefix(self, prefix)
-        _set_ref_n(self, n)
-        args = (prefix, n)
-        _set_ref_hash(self, hash(args))
-        _set_ref_reduced(self, (cls, args))
-        return self
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("Ref is immutable")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return self._reduced
+    prefix = property(operator.itemgetter(0), doc="the random prefix of the OS process that made it")
+    n = property(operator.itemgetter(1), doc="its number within that OS process")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Ref and self.n == other.n and self.prefix == other.prefix
+        return type(other) is Ref and _tuple_eq(self, other)
 
     def __ne__(self, other: object) -> bool:
         return not self == other
@@ -129,28 +118,38 @@ class Ref:
     def __lt__(self, other: object) -> bool:
         if type(other) is not Ref:
             return NotImplemented
-        return (self.prefix, self.n) < (other.prefix, other.n)
+        return _tuple_lt(self, other)
 
     def __le__(self, other: object) -> bool:
         if type(other) is not Ref:
             return NotImplemented
-        return (self.prefix, self.n) <= (other.prefix, other.n)
+        return _tuple_le(self, other)
 
     def __gt__(self, other: object) -> bool:
         if type(other) is not Ref:
             return NotImplemented
-        return (self.prefix, self.n) > (other.prefix, other.n)
+        return _tuple_gt(self, other)
 
     def __ge__(self, other: object) -> bool:
         if type(other) is not Ref:
             return NotImplemented
-        return (self.prefix, self.n) >= (other.prefix, other.n)
+        return _tuple_ge(self, other)
 
-    def __hash__(self) -> int:
-        return self._hash
+    __hash__ = tuple.__hash__
+
+    # ((prefix, n),), a plain tuple in a tuple, for pickle (see copyreg.pickle below)
+    _newargs = property(tuple.__getnewargs__)  # type: ignore[attr-defined]  # not in typeshed
 
     def __repr__(self) -> str:
-        return f"#Ref<{self.prefix % 100000}.{self.n}>"
+        return f"#Ref<{self[0] % 100000}.{self[1]}>"
+
+
+_tuple_new = tuple.__new__
+_tuple_eq = tuple.__eq__
+_tuple_lt = tuple.__lt__
+_tuple_le = tuple.__le__
+_tuple_gt = tuple.__gt__
+_tuple_ge = tuple.__ge__
 
 
 _new = object.__new__
@@ -158,15 +157,40 @@ _set_pid_node = Pid.__dict__["node"].__set__
 _set_pid_id = Pid.__dict__["id"].__set__
 _set_pid_creation = Pid.__dict__["creation"].__set__
 _set_pid_hash = Pid.__dict__["_hash"].__set__
-_set_ref_prefix = Ref.__dict__["prefix"].__set__
-_set_ref_n = Ref.__dict__["n"].__set__
-_set_ref_hash = Ref.__dict__["_hash"].__set__
 _set_pid_reduced = Pid.__dict__["_reduced"].__set__
-_set_ref_reduced = Ref.__dict__["_reduced"].__set__
-# pickle asks copyreg first: a C attribute getter returns the cached (class, args) without a
-# Python frame (``__reduce__`` stays for anyone calling it directly)
+# pickle asks copyreg first: a C attribute getter returns the cached (_pid_from_key, (key,))
+# without a Python frame (``__reduce__`` stays for anyone calling it directly)
 copyreg.pickle(Pid, operator.attrgetter("_reduced"))
-copyreg.pickle(Ref, operator.attrgetter("_reduced"))
+
+
+class _SeenPids(dict):  # type: ignore[type-arg]
+    """``(node, id, creation)`` → a Pid: what an unpickled pid is looked up in.
+
+    A message or a batch of log entries names the same few processes over and over (the
+    clients of a group, its members), so a pid is pickled as a call of this table with its
+    key, which runs in C when the pid was seen before; only a new one runs Python
+    (:meth:`__missing__`).  Equal pids are interchangeable, so handing out one shared object
+    is safe; the table is emptied when it reaches ``LIMIT``, so a node that hears of many
+    short-lived processes keeps no more than that.  The table itself is pickled by its name
+    (each node looks the pid up in its own), in C too.
+    """
+
+    LIMIT = 10_000
+    _pickled_as = "_pid_from_key"
+
+    __call__ = dict.__getitem__
+
+    def __missing__(self, key: tuple[str, int, int]) -> Pid:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        pid = self[key] = Pid(*key)
+        return pid
+
+
+_pid_from_key = _SeenPids()
+copyreg.pickle(_SeenPids, operator.attrgetter("_pickled_as"))  # a str: pickled as a global name
+# (Ref, ((prefix, n),)): unpickled as Ref((prefix, n)), which is tuple.__new__
+copyreg.pickle(Ref, operator.attrgetter("__class__", "_newargs"))
 
 
 def rename_local_pid(pid: Pid, node: str, creation: int) -> None:
@@ -174,19 +198,12 @@ def rename_local_pid(pid: Pid, node: str, creation: int) -> None:
     it on ``node``.  Only ``nodes.process.rename_all`` calls this."""
     _set_pid_node(pid, node)
     _set_pid_creation(pid, creation)
-    _set_pid_reduced(pid, (Pid, (node, pid.id, creation)))
+    _set_pid_reduced(pid, (_pid_from_key, ((node, pid.id, creation),)))
 
 
 def make_ref() -> Ref:
     """A new reference, unique across nodes (``make_ref()``)."""
-    n = next(_ref_counter)
-    self = _new(Ref)
-    _set_ref_prefix(self, _REF_PREFIX)
-    _set_ref_n(self, n)
-    args = (_REF_PREFIX, n)
-    _set_ref_hash(self, hash(args))
-    _set_ref_reduced(self, (Ref, args))
-    return self
+    return _tuple_new(Ref, (_REF_PREFIX, next(_ref_counter)))
 
 
 class BadNodeName(ValueError):
