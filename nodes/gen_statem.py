@@ -370,7 +370,14 @@ def call(server: Any, request: Any, timeout: int | None = 5000) -> Any:
     return _call(server, "$gen_call", request, timeout)
 
 
-def _call(server: Any, tag: str, request: Any, timeout: int | None) -> Any:
+def call_tagged(server: Any, request: Any, ref: Ref, timeout: int | None = 5000) -> Any:
+    """:func:`call` with ``ref`` as the call's tag (and its monitor's reference): for a caller
+    that also needs a unique id inside the request, so that one reference serves both
+    (``rafted.command``).  ``ref`` must come fresh from ``make_ref()`` for this one call."""
+    return _call(server, "$gen_call", request, timeout, ref)
+
+
+def _call(server: Any, tag: str, request: Any, timeout: int | None, ref: Ref | None = None) -> Any:
     process.check_timeout_ms("call", timeout)
     me = process.current()
     if type(server) is str or (type(server) is tuple and len(server) == 2 and type(server[0]) is str
@@ -391,7 +398,7 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None) -> Any:
     else:
         target_node, _obj = process.resolve_server(server)
     mailbox = me.mailbox
-    ref = process.monitor_as(me, server, target)
+    ref = process.monitor_as(me, server, target, ref)
     mailbox.activate_alias(ref)
     if target is not None:
         target.mailbox.put((tag, (me.pid, ref), request))  # dropped if it died meanwhile, as a send

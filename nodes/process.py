@@ -423,14 +423,16 @@ def monitor(server: Any) -> Ref:
     return monitor_as(current(), server)
 
 
-def monitor_as(me: Proc, server: Any, target: Proc | None = None) -> Ref:
+def monitor_as(me: Proc, server: Any, target: Proc | None = None, ref: Ref | None = None) -> Ref:
     """:func:`monitor` for a caller that already holds its process (``gen_statem.call``);
-    ``target``, when the caller already looked it up, is the local process ``server`` names."""
+    ``target``, when the caller already looked it up, is the local process ``server`` names;
+    ``ref``, when the caller made it (fresh, for this monitor alone), is the monitor's."""
     if target is not None or (type(server) is Pid and node.is_local_node(server.node)):
         target_node, obj = node.name, server  # the common case of a call: no name resolution
     else:
         target_node, obj = resolve_server(server)
-    ref = make_ref()
+    if ref is None:
+        ref = make_ref()
     if node.is_local_node(target_node):
         if type(obj) is tuple:
             obj = (obj[0], node.name)

@@ -81,10 +81,13 @@ def exit_reason_head(reason: Any) -> Any:
 # or whose node was lost, while the request was on its way or being handled may have logged
 # it, and a later leader may commit it: like a time-out, the outcome is unknown (the original
 # exits there; returning "timeout" keeps these functions from raising for a dead member).
-def call_catching_exit(server: Any, request: Any, timeout: int | None) -> Any:
+def call_catching_exit(server: Any, request: Any, timeout: int | None, tag: nodes.Ref | None = None) -> Any:
     """``gen_statem.call`` to a member, its exits as the API's errors: ``("error", "noproc")``
-    when the member is not there, ``("error", "timeout")`` when the outcome is unknown."""
+    when the member is not there, ``("error", "timeout")`` when the outcome is unknown.
+    ``tag``: a fresh ref the request carries, used as the call's own (``gen_statem.call_tagged``)."""
     try:
+        if tag is not None:
+            return nodes.gen_statem.call_tagged(server, request, tag, timeout)
         return nodes.gen_statem.call(server, request, timeout=timeout)
     except nodes.Exit as e:
         head = exit_reason_head(e.reason)

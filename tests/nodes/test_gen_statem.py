@@ -270,6 +270,17 @@ def test_a_call_event_carries_the_callers_pid_and_a_reference() -> None:
     stop_server(pid)
 
 
+def test_a_tagged_call_carries_the_reference_its_caller_made() -> None:
+    pid = start_server()
+    ref = nodes.make_ref()
+    answer = gen_statem.call_tagged(pid, "whoami", ref, timeout=WAIT)
+    assert answer["from"] == (nodes.self(), ref)
+    assert gen_statem.call_tagged(pid, "ping", nodes.make_ref()) == "pong"
+    assert nodes.flush() == []
+    stop_server(pid)
+    assert nodes.flush() == []  # its monitor went with the reply: no DOWN
+
+
 def test_call_times_out_with_exit_timeout_and_a_late_reply_never_shows_up() -> None:
     pid = start_server()
     with pytest.raises(Exit) as excinfo:

@@ -376,6 +376,21 @@ def test_a_retried_command_id_is_applied_once(cluster: Cluster) -> None:
     assert len(state_of(leader)[1].command_results) <= CONF.max_retained_command_results
 
 
+def test_a_command_without_an_id_is_identified_by_its_calls_reference(cluster: Cluster) -> None:
+    # one ref serves as the call's tag and the command's id, so a log entry names one ref twice
+    leader, _ = cluster.make(2)
+    assert RaftedValue.command(leader, "inc") == ("ok", 0)
+    assert RaftedValue.command(leader, "inc", id="mine") == ("ok", 1)
+    logs = state_of(leader)[1].logs
+    payloads = [logs.map[i][3] for i in range(logs.i_min, logs.i_max + 1) if logs.map[i][2] == "command"]
+    (from1, _, id1), (from2, _, id2) = payloads[-2:]
+    assert type(id1) is nodes.Ref and id1 == from1[1]
+    assert id2 == "mine" and type(from2[1]) is nodes.Ref
+    # and it is an id like any other: a retry with it is not applied again
+    assert RaftedValue.command(leader, "inc", id=id1) == ("ok", 0)
+    assert RaftedValue.command(leader, "get") == ("ok", 2)
+
+
 def test_one_member_group(cluster: Cluster) -> None:
     leader = cluster.new_leader()
     assert RaftedValue.command(leader, "inc") == ("ok", 0)
