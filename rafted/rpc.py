@@ -13,6 +13,9 @@ Differences from the original, both for faster catch-up:
 
 from __future__ import annotations
 
+import copyreg
+import dataclasses
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,3 +152,22 @@ MEMBER_MESSAGES = (
     InstallSnapshotCompressed,
     TimeoutNow,
 )
+
+
+def _pickle_by_fields(cls: type) -> None:
+    """Pickle ``cls`` as ``cls(*fields)``, its field values taken by C getters.
+
+    A slotted dataclass otherwise pickles as a new object plus a dict of its slots, set one by
+    one when unpickled: 2.4 µs each way for an AppendEntriesResponse, against 1.7 this way,
+    and every AppendEntries round pickles two requests and two responses on the leader, one of
+    each on a follower, on the path a command waits on.
+    """
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    assert len(names) > 1  # attrgetter of one name returns the value, not a tuple
+    cls._pickled_fields = property(operator.attrgetter(*names))  # type: ignore[attr-defined]
+    copyreg.pickle(cls, operator.attrgetter("__class__", "_pickled_fields"))
+
+
+for _cls in MEMBER_MESSAGES:
+    if len(dataclasses.fields(_cls)) > 1:  # TimeoutNow, one field, pickles the default way
+        _pickle_by_fields(_cls)

@@ -533,6 +533,25 @@ def test_messages_are_compact_and_picklable() -> None:
     assert pickle.loads(pickle.dumps(m)) == m
 
 
+def test_every_member_message_round_trips_through_pickle() -> None:
+    from rafted import rpc
+
+    req = AppendEntriesRequest(A, 3, (2, 7), [(3, 8, "command", ((B, None), "inc", "id"))], 7, 1234)
+    messages = [
+        req,
+        AppendEntriesResponse(B, 3, False, 5, 1234),
+        rpc.RequestVoteRequest(4, B, (3, 8), True),
+        rpc.RequestVoteResponse(A, 4, True),
+        rpc.InstallSnapshot({A, B}, 4, (4, 9, "leader_elected", [A]), CONF, 17, {"k": 1}),
+        rpc.InstallSnapshotCompressed(b"\x00snapshot", 4, A),
+        TimeoutNow(req),
+    ]
+    assert {type(m) for m in messages} == set(rpc.MEMBER_MESSAGES)
+    for m in messages:
+        copy = pickle.loads(pickle.dumps(m, protocol=5))
+        assert type(copy) is type(m) and copy == m
+
+
 def test_value_copies_leave_the_original_untouched() -> None:
     from rafted._values import replace
 
