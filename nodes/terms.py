@@ -101,7 +101,8 @@ class Ref(tuple):
     no Python frame): a batch of log entries carries two per command, and rebuilding them in
     Python was most of a follower's unpickling time.  It compares equal only to refs, and
     orders against refs (a plain tuple on the right is compared by contents, as tuples are).
-    Pickles written before it was a tuple (``Ref(prefix, n)``) no longer load.
+    Pickles written before it was a tuple (``Ref(prefix, n)``) fail in plain pickle;
+    :func:`nodes.binary_to_term` loads them (see :mod:`nodes.unpickling`).
     """
 
     __slots__ = ()
@@ -204,6 +205,12 @@ def rename_local_pid(pid: Pid, node: str, creation: int) -> None:
 def make_ref() -> Ref:
     """A new reference, unique across nodes (``make_ref()``)."""
     return _tuple_new(Ref, (_REF_PREFIX, next(_ref_counter)))
+
+
+def ref_from_any_pickle(*args: Any) -> Ref:
+    """What ``Ref`` means to :mod:`nodes.unpickling` when it loads bytes that an earlier build
+    wrote: a ref pickled then is ``Ref(prefix, n)``, one pickled now ``Ref((prefix, n))``."""
+    return _tuple_new(Ref, args if len(args) == 2 else args[0])
 
 
 class BadNodeName(ValueError):

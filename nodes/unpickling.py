@@ -14,6 +14,9 @@ being rebuilt already exists here, it is returned as it is and its attributes ar
 Everything else is :func:`pickle.loads`.  Bytes without a cloudpickle class in them (the
 common case: Raft's messages) take the plain path after one substring check.
 
+One more thing it loads that plain pickle no longer does: refs pickled by builds before refs
+became tuples (a log or a snapshot written then), retried only after such bytes raised.
+
 This leans on two cloudpickle internals (the ``class_tracker_id`` argument of its skeleton
 constructors and its class tracker); when they are missing, :func:`loads` is plain
 ``pickle.loads`` again, and ``tests/rafted/test_persistence.py`` says so by failing.
@@ -27,6 +30,8 @@ import pickle
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from .terms import ref_from_any_pickle
 
 try:
     from cloudpickle import cloudpickle as _cp
@@ -53,27 +58,44 @@ _building: dict[int, int] = {}  # id(class) -> number of loads filling it in
 
 def loads(data: bytes | bytearray | memoryview) -> Any:
     """:func:`pickle.loads`, except that classes this process already has are kept as they are."""
-    if not _SKELETONS:
-        return pickle.loads(data)
     if type(data) is memoryview:
         data = data.tobytes()
-    if _MARK not in data:
-        return pickle.loads(data)
-    unpickler = _KeepExistingClasses(io.BytesIO(data))
+    try:
+        if not _SKELETONS or _MARK not in data:
+            return pickle.loads(data)
+        return _load(data, old_refs=False)
+    except TypeError:
+        if _REF_NAME not in data:
+            raise
+        return _load(data, old_refs=True)  # perhaps written before refs were tuples: try so
+
+
+def _load(data: bytes | bytearray, old_refs: bool) -> Any:
+    unpickler = _KeepExistingClasses(io.BytesIO(data), old_refs)
     try:
         return unpickler.load()
     finally:
         unpickler.done_building()
 
 
+# Until 112a5ef a Ref was pickled as Ref(prefix, n); it is a tuple now, pickled as Ref((prefix,
+# n)), and calling it the old way raises TypeError.  Such bytes (a log or snapshot written by
+# an earlier build) are loaded again with ``nodes.terms.Ref`` taken to mean a function that
+# accepts both forms: only after a TypeError, so the common path pays nothing.
+_REF_NAME = b"Ref"
+
+
 class _KeepExistingClasses(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO) -> None:
+    def __init__(self, file: io.BytesIO, old_refs: bool = False) -> None:
         super().__init__(file)
         self._existing: set[int] = set()  # ids of the classes found already here, during this load
         self._building: list[int] = []  # ids of the classes this load is filling in, not done yet
+        self._old_refs = old_refs
 
     def find_class(self, module: str, name: str) -> Any:
         found = super().find_class(module, name)
+        if self._old_refs and module == "nodes.terms" and name == "Ref":
+            return ref_from_any_pickle
         if module != _CP_MODULE:
             return found
         if name in _SKELETONS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import subprocess
 import sys
@@ -10,11 +11,13 @@ import time
 import types
 from pathlib import Path
 
+import cloudpickle
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nodes import codec
+import nodes
+from nodes import Pid, Ref, codec
 
 # --------------------------------------------------------------------------- serialization
 
@@ -137,6 +140,40 @@ def test_two_threads_loading_a_new_class_at_once_both_get_it_whole(monkeypatch: 
     assert second().a() == 1 and second().b() == 2  # whole now, not only once the first load ends
     loader.join(10)
     assert second is first[0]
+
+
+def pickled_as_before_refs_were_tuples(value: object, pickler: type[pickle.Pickler]) -> bytes:
+    """``value`` pickled with its refs as builds before 112a5ef wrote them: ``Ref(prefix, n)``."""
+
+    class OldRefs(pickler):  # type: ignore[misc, valid-type]
+        def reducer_override(self, obj: object) -> object:
+            if type(obj) is Ref:
+                return (Ref, (obj[0], obj[1]))
+            return super().reducer_override(obj) if hasattr(super(), "reducer_override") else NotImplemented
+
+    buf = io.BytesIO()
+    OldRefs(buf, protocol=5).dump(value)
+    return buf.getvalue()
+
+
+def test_refs_pickled_by_earlier_builds_still_load() -> None:
+    # a log entry or a snapshot written before refs were tuples must still be read back
+    ref = nodes.make_ref()
+    entry = (3, 7, "command", ((Pid("1@h", 5, 2), ref), "inc", ref))
+    old = pickled_as_before_refs_were_tuples(entry, pickle.Pickler)
+    with pytest.raises(TypeError):
+        pickle.loads(old)
+    loaded = codec.loads(old)
+    assert loaded == entry and type(loaded[3][2]) is Ref
+
+    class Local:  # defined in a function: travels by value, through cloudpickle
+        def __eq__(self, other: object) -> bool:
+            return type(other).__name__ == "Local"
+
+    old = pickled_as_before_refs_were_tuples((Local(), ref), cloudpickle.CloudPickler)
+    assert b"cloudpickle" in old
+    loaded = codec.loads(old)
+    assert loaded == (Local(), ref) and type(loaded[1]) is Ref
 
 
 def test_unpicklable_object_raises_encode_error() -> None:
