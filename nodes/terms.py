@@ -111,7 +111,7 @@ class Ref(tuple):
     n = property(operator.itemgetter(1), doc="its number within that OS process")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Ref and _tuple_eq(self, other)
+        return type(other) is Ref and tuple.__eq__(self, other)
 
     def __ne__(self, other: object) -> bool:
         return not self == other
@@ -119,22 +119,22 @@ class Ref(tuple):
     def __lt__(self, other: object) -> bool:
         if type(other) is not Ref:
             return NotImplemented
-        return _tuple_lt(self, other)
+        return tuple.__lt__(self, other)
 
     def __le__(self, other: object) -> bool:
         if type(other) is not Ref:
             return NotImplemented
-        return _tuple_le(self, other)
+        return tuple.__le__(self, other)
 
     def __gt__(self, other: object) -> bool:
         if type(other) is not Ref:
             return NotImplemented
-        return _tuple_gt(self, other)
+        return tuple.__gt__(self, other)
 
     def __ge__(self, other: object) -> bool:
         if type(other) is not Ref:
             return NotImplemented
-        return _tuple_ge(self, other)
+        return tuple.__ge__(self, other)
 
     __hash__ = tuple.__hash__
 
@@ -146,11 +146,6 @@ class Ref(tuple):
 
 
 _tuple_new = tuple.__new__
-_tuple_eq = tuple.__eq__
-_tuple_lt = tuple.__lt__
-_tuple_le = tuple.__le__
-_tuple_gt = tuple.__gt__
-_tuple_ge = tuple.__ge__
 
 
 _new = object.__new__
