@@ -163,11 +163,12 @@ def _pickle_by_fields(cls: type) -> None:
     each on a follower, on the path a command waits on.
     """
     names = tuple(f.name for f in dataclasses.fields(cls))
-    assert len(names) > 1  # attrgetter of one name returns the value, not a tuple
     cls._pickled_fields = property(operator.attrgetter(*names))  # type: ignore[attr-defined]
     copyreg.pickle(cls, operator.attrgetter("__class__", "_pickled_fields"))
 
 
 for _cls in MEMBER_MESSAGES:
-    if len(dataclasses.fields(_cls)) > 1:  # TimeoutNow, one field, pickles the default way
+    # attrgetter of one name returns the value, not a tuple: TimeoutNow, with one field, keeps
+    # the default way
+    if len(dataclasses.fields(_cls)) > 1:
         _pickle_by_fields(_cls)
