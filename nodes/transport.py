@@ -631,18 +631,24 @@ class Transport:
 
     def _recv_batch(self, sock: zmq.Socket[Any], handle: Callable[[list[bytes]], None],
                     conn: Conn | None = None) -> None:
-        """Hand up to RECV_BATCH messages waiting on ``sock`` to ``handle`` (stop if ``conn`` closes)."""
+        """Hand up to RECV_BATCH messages waiting on ``sock`` to ``handle`` (stop if ``conn`` closes).
+
+        Called once ZMQ_EVENTS said POLLIN.  Whether another message waits is asked of
+        ZMQ_EVENTS too rather than learnt from a failing recv: pyzmq builds a ``zmq.Again`` in
+        Python for that, which cost a follower's transport thread 8-12 µs per batch received.
+        """
         for _ in range(RECV_BATCH):
-            if conn is not None and conn.closed:
-                return
             try:
                 parts = zs.recv_parts(sock)
             except zmq.Again:
+                self.stats["empty_recvs"] += 1  # ZMQ_EVENTS said POLLIN: should not happen
                 return
             try:
                 handle(parts)
             except Exception:
                 log.exception("error handling a message on %s", self.node_name)
+            if (conn is not None and conn.closed) or not zs.events(sock) & zs.POLLIN:
+                return
 
     def _on_router_message(self, parts: list[bytes]) -> None:
         rid, body = parts[0], parts[1:]
