@@ -194,6 +194,17 @@ def decode_handshake(parts: Sequence[bytes]) -> tuple[bytes, dict[str, Any]]:
 # --------------------------------------------------------------------------- sessions
 
 
+def _keyed_mac(key: bytes) -> Any:
+    """An HMAC-SHA256 object keyed once and copied per frame (cheaper than ``hmac.new`` each time).
+
+    With OpenSSL, ``hmac.HMAC`` wraps a C object (``_hmac``) that has the same ``copy``,
+    ``update`` and ``digest``: using it directly saves the wrapper's Python frames, about
+    0.7 µs per frame in a loop and several times that in a thread just woken.
+    """
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    return getattr(mac, "_hmac", None) or mac
+
+
 class Session:
     """Seals outgoing and opens incoming frames of one authenticated connection.
 
@@ -203,9 +214,8 @@ class Session:
     __slots__ = ("_send_mac", "_recv_mac", "send_seq", "recv_seq", "max_frame_size")
 
     def __init__(self, send_key: bytes, recv_key: bytes, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE):
-        # Keyed HMAC objects copied per frame: cheaper than hmac.new each time.
-        self._send_mac = hmac.new(send_key, digestmod=hashlib.sha256)
-        self._recv_mac = hmac.new(recv_key, digestmod=hashlib.sha256)
+        self._send_mac = _keyed_mac(send_key)
+        self._recv_mac = _keyed_mac(recv_key)
         self.send_seq = 0
         self.recv_seq = 0
         self.max_frame_size = max_frame_size
