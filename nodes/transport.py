@@ -238,7 +238,7 @@ class Transport:
         self._router_monitor: zmq.Socket[Any] | None = None
         self._reprobe_incoming = False
         self._probed_at = float("-inf")
-        self._poller = zmq.Poller()
+        self._poller = zs.FdPoller()
         self._registration: epmd.Registration | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -274,12 +274,12 @@ class Transport:
         self._ctx, self._router, self.port = ctx, router, port
         # File descriptors only: the I/O thread blocks in poll without the lock, while another
         # thread may be using a socket (ZMQ_FD is edge-like: see _poll_sockets).
-        self._poller.register(router.getsockopt(zmq.FD), zmq.POLLIN)
-        self._poller.register(self._wake_fd, zmq.POLLIN)
+        self._poller.register(router.getsockopt(zmq.FD))
+        self._poller.register(self._wake_fd)
         # A TCP connection that closes (the peer's process died) is noticed at once, as in
         # Erlang, not only when a send fails or the ticks stop: see _probe_incoming.
         self._router_monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        self._poller.register(self._router_monitor.getsockopt(zmq.FD), zmq.POLLIN)
+        self._poller.register(cast(int, self._router_monitor.getsockopt(zmq.FD)))
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nodes-epmd-lookup",
                                             initializer=unheld_thread)
         self._thread = threading.Thread(target=self._run, name=f"nodes-transport-{self.node_name}",
@@ -522,10 +522,10 @@ class Transport:
         if self._outq or self._cmds:
             self._sleeping = False
             return
-        events = self._poller.poll(timeout)
+        ready = self._poller.poll(timeout)
         self._sleeping = False
         self.stats["sleeps"] += 1
-        for fd, _ in events:
+        for fd in ready:
             if fd == self._wake_fd:
                 try:
                     while self._wake_r.recv(4096):
@@ -760,11 +760,11 @@ class Transport:
         conn = Conn(peer.name, True, max(peer.attempt_deadline, self._now + 0.5), sock=sock)
         conn.fd = sock.getsockopt(zmq.FD)
         self._by_sock[sock] = conn
-        self._poller.register(conn.fd, zmq.POLLIN)
+        self._poller.register(conn.fd)
         # ZeroMQ reconnects a DEALER silently; its monitor tells when the TCP connection closes
         conn.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         conn.monitor_fd = cast(int, conn.monitor.getsockopt(zmq.FD))
-        self._poller.register(conn.monitor_fd, zmq.POLLIN)
+        self._poller.register(conn.monitor_fd)
         peer.hs = conn
 
     def _attempt_failed(self, peer: Peer, reason: str, *, final: bool = False) -> None:
@@ -1179,10 +1179,7 @@ class Transport:
             assert sock is not None
             self._by_sock.pop(sock, None)
             for fd in (conn.fd, conn.monitor_fd):
-                try:
-                    self._poller.unregister(fd)
-                except KeyError:
-                    pass
+                self._poller.unregister(fd)
             zs.close_monitored(sock, conn.monitor, linger)
         else:
             self._by_rid.pop(conn.rid, None)
@@ -1282,6 +1279,7 @@ class Transport:
             zs.close_monitored(self._router, self._router_monitor, 200)
         if self._ctx is not None:
             self._ctx.term()
+        self._poller.close()
 
     # ------------------------------------------------------------------ timers
 

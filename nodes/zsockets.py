@@ -8,6 +8,7 @@ lock, see :mod:`nodes.transport`): ZeroMQ sockets are not thread-safe.
 from __future__ import annotations
 
 import resource
+import select
 import struct
 from typing import Any, cast
 
@@ -102,6 +103,55 @@ def close_monitored(sock: zmq.Socket[Any], monitor: zmq.Socket[Any] | None, ling
         sock.disable_monitor()
         monitor.close(linger=0)
     sock.close(linger=linger)
+
+
+class FdPoller:
+    """Waits for any of a set of file descriptors to be readable: ``epoll`` where there is one.
+
+    The transport waits on plain descriptors only (each socket's ZMQ_FD, a socketpair), so
+    it needs no ``zmq.Poller``, which hands the kernel the whole list on every wait; epoll
+    keeps the registrations.  Registering twice or unregistering an unknown descriptor is a
+    no-op.
+    """
+
+    def __init__(self) -> None:
+        self._fds: set[int] = set()
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._poll = select.poll() if self._epoll is None else None
+
+    def register(self, fd: int) -> None:
+        if fd in self._fds:
+            return
+        self._fds.add(fd)
+        if self._epoll is not None:
+            self._epoll.register(fd, select.EPOLLIN)
+        else:
+            assert self._poll is not None
+            self._poll.register(fd, select.POLLIN)
+
+    def unregister(self, fd: int) -> None:
+        if fd not in self._fds:
+            return
+        self._fds.discard(fd)
+        try:
+            if self._epoll is not None:
+                self._epoll.unregister(fd)
+            else:
+                assert self._poll is not None
+                self._poll.unregister(fd)
+        except (OSError, KeyError):
+            pass  # already closed: the kernel dropped it
+
+    def poll(self, timeout_ms: int) -> list[int]:
+        """The descriptors that are readable, waiting up to ``timeout_ms`` for one."""
+        if self._epoll is not None:
+            return [fd for fd, _ in self._epoll.poll(timeout_ms / 1000)]
+        assert self._poll is not None
+        return [fd for fd, _ in self._poll.poll(timeout_ms)]
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
 
 
 def events(sock: zmq.Socket[Any]) -> int:

@@ -85,6 +85,29 @@ def test_connect_node_up_and_round_trips(c: support.Cluster) -> None:
     assert frm == A and type(back).__name__ == "Local" and back.value == 5
 
 
+def test_the_poller_reports_readable_descriptors_until_they_are_unregistered() -> None:
+    # The I/O thread sleeps in FdPoller.poll; registering twice or dropping an unknown
+    # descriptor (a connection closed twice) must not raise in that thread.
+    from nodes.zsockets import FdPoller
+
+    poller = FdPoller()
+    r, w = socket.socketpair()
+    try:
+        poller.register(r.fileno())
+        poller.register(r.fileno())
+        assert poller.poll(0) == []
+        w.send(b"x")
+        assert poller.poll(5000) == [r.fileno()]
+        assert poller.poll(0) == [r.fileno()]  # level-triggered: still readable, still reported
+        poller.unregister(r.fileno())
+        poller.unregister(r.fileno())
+        assert poller.poll(0) == []
+    finally:
+        poller.close()
+        r.close()
+        w.close()
+
+
 def test_a_message_is_a_snapshot_taken_at_send(c: support.Cluster) -> None:
     t = c.local(T)
     c.peer(A)
