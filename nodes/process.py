@@ -497,11 +497,15 @@ def await_reply(me: Proc, tag: Ref, mref: Ref, timeout: int | None) -> Any:
 
     def is_answer(m: Any) -> bool:
         if type(m) is CallReply:
-            return m.ref == tag
+            # from this node the reply carries the very ref the call made: no Ref.__eq__ call
+            return m.ref is tag or m.ref == tag
         return type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == mref
 
     try:
-        return receive(timeout, is_answer)
+        return me.mailbox.receive(is_answer, None if timeout is None else timeout / 1000.0)
+    except ProcessExit:
+        _raise_dead(me)
+        raise
     except TimeoutError:
         me.mailbox.deactivate_alias(tag)
         demonitor_as(me, mref)
