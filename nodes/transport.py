@@ -236,6 +236,11 @@ class Transport:
         self._ctx: zmq.Context[Any] | None = None
         self._router: zmq.Socket[Any] | None = None
         self._router_monitor: zmq.Socket[Any] | None = None
+        self._router_monitor_fd = -1
+        # Descriptors the last wait found readable, and whether the next round must look at every
+        # socket monitor anyway (housekeeping): see _poll_sockets.
+        self._ready: frozenset[int] = frozenset()
+        self._all_monitors = True
         self._reprobe_incoming = False
         self._probed_at = float("-inf")
         self._poller = zs.FdPoller()
@@ -279,7 +284,8 @@ class Transport:
         # A TCP connection that closes (the peer's process died) is noticed at once, as in
         # Erlang, not only when a send fails or the ticks stop: see _probe_incoming.
         self._router_monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        self._poller.register(cast(int, self._router_monitor.getsockopt(zmq.FD)))
+        self._router_monitor_fd = cast(int, self._router_monitor.getsockopt(zmq.FD))
+        self._poller.register(self._router_monitor_fd)
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nodes-epmd-lookup",
                                             initializer=unheld_thread)
         self._thread = threading.Thread(target=self._run, name=f"nodes-transport-{self.node_name}",
@@ -524,6 +530,7 @@ class Transport:
             return
         ready = self._poller.poll(timeout)
         self._sleeping = False
+        self._ready = frozenset(ready)
         self.stats["sleeps"] += 1
         for fd in ready:
             if fd == self._wake_fd:
@@ -563,10 +570,19 @@ class Transport:
         The poller only watches ZMQ_FD, which signals that a socket has *news*, not that it
         is readable, and any operation on the socket (ours, or a direct send's) may consume
         that signal: so every socket's ZMQ_EVENTS is checked here before each sleep.
+
+        Socket monitors are the exception: only this thread touches them, so their ZMQ_FD
+        stays readable until this thread reads their events, and a monitor is looked at only
+        when the last wait found its descriptor readable (a wait with one readable returns at
+        once), and at every housekeeping, for a thread kept busy without waiting.  That spares
+        two or three ZMQ_EVENTS reads per round, 3-6 µs each in a thread just woken.
         """
+        ready, everything = self._ready, self._all_monitors
+        self._ready, self._all_monitors = frozenset(), False
         got = self._read_router()
         monitor = self._router_monitor
-        if monitor is not None and zs.events(monitor) & zs.POLLIN:
+        if (monitor is not None and (everything or self._router_monitor_fd in ready)
+                and zs.events(monitor) & zs.POLLIN):
             self._on_router_event(monitor)
             got = True
         for sock, conn in list(self._by_sock.items()):
@@ -579,7 +595,8 @@ class Transport:
             if ev & zs.POLLOUT and conn.state == "connecting" and not conn.closed:
                 self._send_hello(conn)  # the TCP connection is up
                 got = True
-            if conn.monitor is not None and not conn.closed and zs.events(conn.monitor) & zs.POLLIN:
+            if (conn.monitor is not None and not conn.closed and (everything or conn.monitor_fd in ready)
+                    and zs.events(conn.monitor) & zs.POLLIN):
                 self._on_dealer_event(conn)
                 got = True
         return got
@@ -1288,6 +1305,7 @@ class Transport:
         stalled = now - self._last_housekeeping > max(2 * self._hk_period, self._tick_s)
         self._last_housekeeping = now
         self._next_housekeeping = now + self._hk_period
+        self._all_monitors = True
         silence_limit = TICKS_UNTIL_DOWN * self._tick_s
         tick_after = 0.75 * self._tick_s
         if self._reprobe_incoming:
