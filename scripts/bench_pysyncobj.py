@@ -45,7 +45,7 @@ from bench_stats import (  # noqa: E402
     client_loop,
     crash_moment,
     failover_figures,
-    free_port,
+    free_ports,
     pin_leader,
     summarize,
     window_figures,
@@ -228,7 +228,7 @@ class PySyncObjBench:
         self.tmp = tmp
         self.duration_s = duration_s
         self.pin = pin
-        self.addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+        self.addrs = [f"127.0.0.1:{port}" for port in free_ports(3)]
         self.workers: dict[str, Worker] = {}
         self.all_workers: list[Worker] = []
         self.notes: list[str] = []
@@ -276,7 +276,7 @@ class PySyncObjBench:
         for worker in self.workers.values():
             worker.kill()
         self.workers = {}
-        self.addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+        self.addrs = [f"127.0.0.1:{port}" for port in free_ports(3)]
         for addr in self.addrs:
             self.start(addr)
         self.wait_healthy()
@@ -343,7 +343,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bench = PySyncObjBench(python, tmp, args.duration, pin=bool(getattr(args, "pin_leader", False)))
         for addr in bench.addrs:
             bench.start(addr)
-        bench.wait_healthy()
+        bench.healthy_or_restart("at start")
         if "seq" in only:
             say("   PySyncObj: seq (1 caller, the worker's main thread) ...")
             figures["seq"] = bench.load(0, max(2.0, args.duration / 2))

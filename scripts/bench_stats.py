@@ -189,9 +189,24 @@ def failover_figures(times: list[float], elections: list[int], waits: list[float
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` different TCP ports free on 127.0.0.1 right now.
+
+    All ``n`` are held at once while they are picked: picked one after the other, the kernel
+    may hand out the same port twice (a PySyncObj group of three once got two members on one
+    port and never elected a leader).
+    """
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def pin_leader(leader_pid: int, other_pids: Iterable[int], cpu: int = 0) -> None:

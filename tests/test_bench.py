@@ -80,3 +80,16 @@ def test_every_scenario_runs_and_the_json_line_has_the_documented_shape(script_r
 
     left = run.leftovers()
     assert not left, f"processes of the benchmark still running after it exited: {left}\n{output}"
+
+
+def test_ports_picked_for_a_group_are_all_different() -> None:
+    # The PySyncObj comparison starts three members on ports picked here; two on one port make a
+    # group that never elects a leader.
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from bench_stats import free_ports
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    for _ in range(200):
+        ports = free_ports(3)
+        assert len(set(ports)) == 3, ports
