@@ -216,7 +216,11 @@ def spawn_opt(fn: Callable[..., Any], args: tuple, link: bool = False,
 # -- receive -------------------------------------------------------------------------------
 
 def receive(timeout: int | float | None = None, match: Callable[[Any], bool] | None = None) -> Any:
-    proc = current()
+    return receive_as(current(), timeout, match)
+
+
+def receive_as(proc: Proc, timeout: int | float | None, match: Callable[[Any], bool] | None) -> Any:
+    """:func:`receive` for a caller that already holds its process (a call awaiting its reply)."""
     try:
         return proc.mailbox.receive(match, None if timeout is None else timeout / 1000.0)
     except ProcessExit:
@@ -502,10 +506,7 @@ def await_reply(me: Proc, tag: Ref, mref: Ref, timeout: int | None) -> Any:
         return type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] == mref
 
     try:
-        return me.mailbox.receive(is_answer, None if timeout is None else timeout / 1000.0)
-    except ProcessExit:
-        _raise_dead(me)
-        raise
+        return receive_as(me, timeout, is_answer)
     except TimeoutError:
         me.mailbox.deactivate_alias(tag)
         demonitor_as(me, mref)
