@@ -681,3 +681,46 @@ def test_round_trip_latency_and_wakeups(c: support.Cluster) -> None:
     samples.sort()
     assert samples[500] < 0.005, f"p50 round trip {samples[500] * 1e6:.0f} µs"
     assert t.transport.stats["wakeups"] - wakeups <= 1000  # never more than one wake-up per send
+
+
+def _thread_cpu_s(thread: Any) -> float:
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+@pytest.mark.skipif(not hasattr(time, "pthread_getcpuclockid"), reason="needs per-thread CPU clocks")
+def test_the_io_thread_spins_while_messages_stream_in_and_sleeps_when_they_stop(c: support.Cluster) -> None:
+    # a window no loaded machine can miss between two echoes; ticks far apart, so that the
+    # idle second below is idle (with the default 1 ms window two ticks seldom come that close)
+    t = c.local(T, spin_us=300_000, tick_ms=60_000)
+    c.peer(A, tick_ms=60_000)
+    connected(t, A)
+    stats = t.transport.stats
+    hits = stats["spins_ended_by_work"]
+    for i in range(200):
+        t.transport.send(A, ("echo", i))
+        assert t.recv() == (A, i)
+    # after the first echoes every answer arrives while the thread spins instead of sleeping
+    assert stats["spins_ended_by_work"] - hits >= 100, dict(stats)
+    # once the stream stops it gives up within the window and sleeps
+    given_up = stats["spins_given_up"]
+    deadline = time.monotonic() + 10
+    while stats["spins_given_up"] == given_up:
+        assert time.monotonic() < deadline, f"still spinning 10 s after the last message: {dict(stats)}"
+        time.sleep(0.05)
+    thread = t.transport._thread
+    before = _thread_cpu_s(thread)
+    time.sleep(1.5)  # this test is about an idle second: spinning would burn most of it
+    assert _thread_cpu_s(thread) - before < 0.15
+
+
+def test_spinning_can_be_turned_off_and_a_negative_window_is_refused(c: support.Cluster) -> None:
+    t = c.local(T, spin_us=0)
+    c.peer(A)
+    connected(t, A)
+    for i in range(50):
+        t.transport.send(A, ("echo", i))
+        assert t.recv() == (A, i)
+    assert t.transport.stats["spins_ended_by_work"] == 0
+    assert t.transport.stats["sleeps"] >= 50  # it waited for every answer asleep
+    with pytest.raises(ValueError, match="spin_us"):
+        Transport(B, 1, b"cookie", on_message=print, on_node_up=print, on_node_down=print, spin_us=-1)
