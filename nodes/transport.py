@@ -145,6 +145,10 @@ def _nothing() -> None:
     """A command that only makes the I/O thread run one more round."""
 
 
+# Between two looks of a spinning I/O thread: any other runnable thread on this CPU goes first.
+_yield_cpu: Callable[[], None] = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
+
+
 class _RateLimitedLog:
     """At most one warning per key per interval; the next one says how many were suppressed."""
 
@@ -558,7 +562,7 @@ class Transport:
         if not self._streaming:
             return False
         end = self._last_busy + self._spin_s
-        poll, clock, pause = self._poller.poll, time.monotonic, os.sched_yield
+        poll, clock, pause = self._poller.poll, time.monotonic, _yield_cpu
         while not (self._outq or self._cmds or self._stopping):
             ready = poll(0)
             if ready:
