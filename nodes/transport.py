@@ -36,7 +36,7 @@ between two looks, for at most ``spin_us`` after its last work, then sleeps as b
 sleeping thread pays on this kind of VM when woken (tens of µs before it runs, and a halted
 virtual CPU is slow to wake): on the 2-core benchmark VM spinning took a 3-member group's
 one-client p50 from about 0.66 to 0.50 ms and 32 clients from about 25,000 to 29,700
-commands/s.  A node that only sees ticks or heartbeats never spins; ``spin_us=0`` (or
+commands/s.  A lone message after a quiet spell (a tick) never starts a spin; ``spin_us=0`` (or
 ``NODES_SPIN_US=0``) turns it off (``stats["spins_ended_by_work"]`` / ``["spins_given_up"]``
 count how spins ended).
 
@@ -555,8 +555,8 @@ class Transport:
         before it runs, and a CPU left idle meanwhile is halted and slow to wake.  So while
         work keeps coming (the last wait ended within the spin window after the work before
         it) the thread polls its descriptors and queues instead, yielding the CPU between two
-        looks, for at most ``spin_us`` after its last work; then it sleeps, and a node that
-        only sees heartbeats or ticks never spins.  A sender sees ``_sleeping`` False
+        looks, for at most ``spin_us`` after its last work; then it sleeps, and a lone
+        message after a quiet spell (a tick) does not start a spin.  A sender sees ``_sleeping`` False
         meanwhile, so it appends to the queue without writing to the wake-up socket.
         """
         if not self._streaming:
