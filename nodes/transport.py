@@ -556,8 +556,9 @@ class Transport:
         work keeps coming (the last wait ended within the spin window after the work before
         it) the thread polls its descriptors and queues instead, yielding the CPU between two
         looks, for at most ``spin_us`` after its last work; then it sleeps, and a lone
-        message after a quiet spell (a tick) does not start a spin.  A sender sees ``_sleeping`` False
-        meanwhile, so it appends to the queue without writing to the wake-up socket.
+        message after a quiet spell (a tick) does not start a spin.  A sender sees
+        ``_sleeping`` False meanwhile, so it appends to the queue without writing to the
+        wake-up socket.
         """
         if not self._streaming:
             return False

@@ -116,42 +116,35 @@ class FdPoller:
 
     def __init__(self) -> None:
         self._fds: set[int] = set()
-        self._epoll = select.epoll() if hasattr(select, "epoll") else None
-        self._poll = select.poll() if self._epoll is None else None
+        # epoll and poll objects share register/unregister/poll; they differ in the flag's name
+        # and in the unit of poll's timeout (seconds against milliseconds)
+        self._impl: Any
+        if hasattr(select, "epoll"):
+            self._impl, self._flag, self._per_ms = select.epoll(), select.EPOLLIN, 0.001
+        else:
+            self._impl, self._flag, self._per_ms = select.poll(), select.POLLIN, 1
+        self._close = getattr(self._impl, "close", lambda: None)
 
     def register(self, fd: int) -> None:
-        if fd in self._fds:
-            return
-        self._fds.add(fd)
-        if self._epoll is not None:
-            self._epoll.register(fd, select.EPOLLIN)
-        else:
-            assert self._poll is not None
-            self._poll.register(fd, select.POLLIN)
+        if fd not in self._fds:
+            self._fds.add(fd)
+            self._impl.register(fd, self._flag)
 
     def unregister(self, fd: int) -> None:
         if fd not in self._fds:
             return
         self._fds.discard(fd)
         try:
-            if self._epoll is not None:
-                self._epoll.unregister(fd)
-            else:
-                assert self._poll is not None
-                self._poll.unregister(fd)
+            self._impl.unregister(fd)
         except (OSError, KeyError):
             pass  # already closed: the kernel dropped it
 
     def poll(self, timeout_ms: int) -> list[int]:
         """The descriptors that are readable, waiting up to ``timeout_ms`` for one."""
-        if self._epoll is not None:
-            return [fd for fd, _ in self._epoll.poll(timeout_ms / 1000)]
-        assert self._poll is not None
-        return [fd for fd, _ in self._poll.poll(timeout_ms)]
+        return [fd for fd, _ in self._impl.poll(timeout_ms * self._per_ms)]
 
     def close(self) -> None:
-        if self._epoll is not None:
-            self._epoll.close()
+        self._close()
 
 
 def events(sock: zmq.Socket[Any]) -> int:
