@@ -506,8 +506,8 @@ class Transport:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, self._hwm)
         sock.setsockopt(zmq.RCVHWM, self._hwm)
-        # A peer sending one part bigger than this is disconnected by ZeroMQ itself.
-        sock.setsockopt(zmq.MAXMSGSIZE, self._max_frame_size + 1024)
+        # A peer sending one part bigger than any frame we accept is disconnected by ZeroMQ itself.
+        sock.setsockopt(zmq.MAXMSGSIZE, codec.max_message_size(self._max_frame_size))
 
     def _run(self) -> None:
         batch_scheduling()
@@ -909,8 +909,7 @@ class Transport:
             log.debug("%s: message for a connection it closed; resetting it", self.node_name)
         else:
             self._drop_stranger(f"{len(body)} part(s), {sum(map(len, body))} bytes")
-        if rid in self._recently_closed or head == REPLY or (
-                len(head) == codec.HEADER_SIZE and head[:1] in codec.FRAME_KINDS):
+        if rid in self._recently_closed or head == REPLY or codec.looks_like_frame(body):
             # Looks like ours: tell the peer we do not know this connection, so it notices at
             # once instead of after its tick timeout.
             self._raw_router_send(rid, [RESET])

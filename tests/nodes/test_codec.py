@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 import subprocess
 import sys
 import threading
@@ -18,6 +19,16 @@ from hypothesis import strategies as st
 
 import nodes
 from nodes import Pid, Ref, codec
+
+try:
+    from .frames import frame_fields, frame_like
+except ImportError:
+    from frames import frame_fields, frame_like  # type: ignore[no-redef]
+
+
+def one_part(kind: bytes, seq: int, payloads: list[bytes], mac: bytes, lengths: list[int] | None = None
+             ) -> list[bytes]:
+    return [frame_like(kind, seq, payloads, mac, lengths)]
 
 # --------------------------------------------------------------------------- serialization
 
@@ -234,21 +245,32 @@ def test_session_round_trip_both_directions() -> None:
         assert a.open(b.seal(codec.DATA, [b"back"])) == (codec.DATA, [b"back"])
 
 
+def test_a_frame_is_one_part_laid_out_as_documented() -> None:
+    a, b = session_pair()
+    parts = a.seal(codec.DATA, [b"payload-one", b"two"])
+    assert len(parts) == 1
+    assert frame_fields(parts[0])[:3] == (codec.DATA, 0, [b"payload-one", b"two"])
+    assert len(frame_fields(parts[0])[3]) == codec.MAC_SIZE
+    assert frame_fields(a.seal(codec.TICK)[0])[:3] == (codec.TICK, 1, [])
+    assert codec.looks_like_frame(parts) and not codec.looks_like_frame([b"h", b"{}"])
+
+
 def test_tampering_is_rejected_before_anything_is_used() -> None:
     a, b = session_pair()
-    frame = a.seal(codec.DATA, [b"payload-one", b"payload-two"])
-    for i in range(len(frame)):
-        for pos in (0, len(frame[i]) - 1):
-            tampered = list(frame)
-            part = bytearray(tampered[i])
-            part[pos] ^= 0x01
-            tampered[i] = bytes(part)
-            with pytest.raises(codec.FrameError):
-                b.open(tampered)
+    frame = a.seal(codec.DATA, [b"payload-one", b"payload-two"])[0]
+    for pos in range(len(frame)):  # every single bit flip of every byte's lowest bit
+        tampered = bytearray(frame)
+        tampered[pos] ^= 0x01
+        with pytest.raises(codec.FrameError):
+            b.open([bytes(tampered)])
     # Moving a byte from one payload to the next keeps the concatenation but not the MAC.
+    kind, seq, payloads, mac = frame_fields(frame)
     with pytest.raises(codec.FrameError, match="MAC"):
-        b.open([frame[0], b"payload-on", b"epayload-two", frame[-1]])
-    assert b.open(frame)[1] == [b"payload-one", b"payload-two"]  # the original is still good
+        b.open(one_part(kind, seq, payloads, mac, lengths=[10, 12]))
+    # ZeroMQ parts are not a way around it either: the same bytes split in two are refused
+    with pytest.raises(codec.FrameError, match="parts"):
+        b.open([frame[:20], frame[20:]])
+    assert b.open([frame])[1] == [b"payload-one", b"payload-two"]  # the original is still good
 
 
 def test_replay_reorder_and_reflection_are_rejected() -> None:
@@ -270,13 +292,16 @@ def test_replay_reorder_and_reflection_are_rejected() -> None:
 def test_malformed_frames_are_rejected() -> None:
     a, b = session_pair(max_frame_size=100)
     good = a.seal(codec.DATA, [b"x"])
+    _, _, _, mac = frame_fields(good[0])
     cases = {
-        "parts": [good[0]],
-        "header": [good[0][:5], b"x", good[-1]],
-        "MAC of": [good[0], b"x", good[-1][:10]],
-        "kind": [b"Z" + good[0][1:], b"x", good[-1]],
-        "exceeds the limit": [good[0], b"x" * 101, good[-1]],
-        "payloads exceeds": [good[0], *([b""] * (codec.MAX_PARTS + 1)), good[-1]],
+        "parts": [good[0], b""],
+        "shorter than a header": [good[0][:codec.MIN_FRAME_SIZE - 1]],
+        "kind": [b"Z" + good[0][1:]],
+        "payloads exceeds": one_part(codec.DATA, 0, [], mac, lengths=[0] * (codec.MAX_PAYLOADS + 1)),
+        "shorter than its 3 payload lengths": [struct.pack(">cQI", codec.DATA, 0, 3) + mac],
+        "exceeds the limit": one_part(codec.DATA, 0, [b"x" * 101], mac),
+        "adding up to 2": one_part(codec.DATA, 0, [b"x"], mac, lengths=[2]),
+        "MAC": one_part(codec.DATA, 0, [b"y"], mac),
     }
     for match, parts in cases.items():
         with pytest.raises(codec.FrameError, match=match):
@@ -293,9 +318,9 @@ def test_a_malicious_pickle_with_a_bad_mac_is_never_loaded(tmp_path: Path) -> No
 
     evil = pickle.dumps(Evil())
     a, b = session_pair()
-    frame = a.seal(codec.DATA, [b"innocent"])
-    with pytest.raises(codec.FrameError):
-        b.open([frame[0], evil, frame[-1]])
+    kind, seq, _, mac = frame_fields(a.seal(codec.DATA, [b"innocent"])[0])
+    with pytest.raises(codec.FrameError, match="MAC"):
+        b.open(one_part(kind, seq, [evil], mac))
     assert not marker.exists()
 
 
@@ -305,6 +330,14 @@ def test_random_parts_never_open(parts: list[bytes]) -> None:
     _, b = session_pair()
     with pytest.raises(codec.FrameError):
         b.open(parts)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.binary(max_size=64), max_size=6), st.sampled_from(sorted(codec.FRAME_KINDS)))
+def test_random_frames_of_the_right_layout_never_open(payloads: list[bytes], kind: bytes) -> None:
+    _, b = session_pair()
+    with pytest.raises(codec.FrameError, match="MAC"):
+        b.open(one_part(kind, 0, payloads, bytes(codec.MAC_SIZE)))
 
 
 def test_term_to_binary_is_the_codec_in_the_public_face() -> None:

@@ -32,8 +32,10 @@ from nodes import codec, epmd
 
 try:
     from . import dist_peer_helpers as h
+    from .frames import frame_like
 except ImportError:
     import dist_peer_helpers as h  # type: ignore[no-redef]
+    from frames import frame_like  # type: ignore[no-redef]
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(90)]
 
@@ -57,10 +59,6 @@ def transport_stats() -> dict[str, int]:
     from nodes import dist
 
     return dict(dist._transport.stats)
-
-
-def session_header(kind: bytes, seq: int) -> bytes:
-    return struct.pack(">cQ", kind, seq)
 
 
 class Intruder:
@@ -149,12 +147,13 @@ def test_garbage_and_forged_frames_from_a_dealer(target: Any, tmp_path: Path) ->
             [b"h", evil[0]],  # a pickle where JSON is expected
             [evil[1]],  # a bare pickle
             [b"D"],  # truncated header
-            [session_header(b"D", 0)],  # header only
-            [session_header(b"D", 0), evil[2]],  # no MAC
-            [session_header(b"D", 0), evil[3], os.urandom(32)],  # valid-looking, bad MAC
-            [session_header(b"D", 1), evil[3], evil[3], os.urandom(32)],
-            [session_header(b"Z", 0), evil[4], os.urandom(32)],  # unknown kind
-            [session_header(b"D", 0), *([b""] * 100_001), os.urandom(32)],  # too many parts
+            [frame_like(b"D", 0, [], b"")],  # header only
+            [frame_like(b"D", 0, [evil[2]], b"")],  # no MAC
+            [frame_like(b"D", 0, [evil[3]], os.urandom(32))],  # valid-looking, bad MAC
+            [frame_like(b"D", 1, [evil[3], evil[3]], os.urandom(32))],
+            [frame_like(b"Z", 0, [evil[4]], os.urandom(32))],  # unknown kind
+            [frame_like(b"D", 0, [b""] * 10_001, os.urandom(32))],  # too many payloads
+            [frame_like(b"D", 0, [evil[3]], os.urandom(32)), evil[3]],  # a frame and one part more
             [b"r", json.dumps({"nonce": "00" * 32, "digest": "00" * 32}).encode()],  # reply, no hello
             [b"a", json.dumps({"digest": "00" * 32}).encode()],
             [b"x"],
@@ -176,7 +175,7 @@ def test_garbage_and_forged_frames_from_a_dealer(target: Any, tmp_path: Path) ->
         forged = wrong.session(b"guess", initiator=True)
         intruder.send(forged.seal(b"D", [evil[5]]))
         intruder.send(forged.seal(b"D", [evil[5]]))
-        intruder.send([session_header(b"D", 0), evil[6], os.urandom(32)])
+        intruder.send([frame_like(b"D", 0, [evil[6]], os.urandom(32))])
         challenge = intruder.hello(peer.name, "intruder@elsewhere")  # barrier again
     finally:
         intruder.close()
@@ -203,7 +202,7 @@ def test_a_hello_claiming_a_connected_node_does_not_disturb_it(target: Any, tmp_
         assert intruders[0].recv_handshake(b"n") == {"reason": "cookie"}
         # a session frame on an unfinished handshake is handshake garbage: the attempt is dropped
         intruders[1].hello(peer.name, me, creation=1)
-        intruders[1].send([session_header(b"D", 0), evil_pickle(path), os.urandom(32)])
+        intruders[1].send([frame_like(b"D", 0, [evil_pickle(path)], os.urandom(32))])
         intruders[1].send(codec.encode_handshake(b"r", {"nonce": "00" * 32, "digest": "00" * 32}))
         assert intruders[1].recv(5000) == [b"x"]  # "I do not know this connection"
         intruders[2].send(codec.encode_handshake(b"h", {"v": 1, "from": peer.name, "to": peer.name,

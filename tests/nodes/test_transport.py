@@ -14,7 +14,6 @@ import re
 import resource
 import signal
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -29,8 +28,10 @@ from nodes.transport import Transport
 
 try:
     from . import transport_support as support
+    from .frames import frame_fields, frame_like
 except ImportError:
     import transport_support as support  # type: ignore[no-redef]
+    from frames import frame_fields, frame_like  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -510,7 +511,6 @@ class Evil:
 
 
 def hostile_messages(evil: bytes) -> list[list[bytes]]:
-    header = struct.pack(">cQ", b"D", 0)
     hello = {"v": 1, "from": f"x@{HOST}", "to": f"someone-else@{HOST}", "creation": 1}
     return [
         [os.urandom(100)],
@@ -518,8 +518,8 @@ def hostile_messages(evil: bytes) -> list[list[bytes]]:
         [evil],
         [evil, evil, evil],
         [os.urandom(9), os.urandom(50), os.urandom(32)],
-        [header, evil, os.urandom(32)],  # a session frame with a made-up MAC
-        [header, *([evil] * 200), os.urandom(32)],
+        [frame_like(b"D", 0, [evil], os.urandom(32))],  # a session frame with a made-up MAC
+        [frame_like(b"D", 0, [evil] * 200, os.urandom(32))],
         [b"h", b"not json"],
         [b"h", evil],  # a hello is parsed as JSON, never unpickled
         [b"h", json.dumps(hello).encode()],
@@ -596,7 +596,7 @@ def test_hostile_input_is_dropped_never_unpickled_and_service_continues(
         # Wrong cookie, then a pickle anyway.
         sock, session = raw_handshake(ctx, t.port, f"intruder@{HOST}", T, b"wrong cookie")
         assert session is None
-        sock.send_multipart([struct.pack(">cQ", b"D", 0), evil, os.urandom(32)])
+        sock.send_multipart([frame_like(b"D", 0, [evil], os.urandom(32))])
         sock.close()
 
         # The right cookie: frames with a bad MAC or too large are dropped, good ones still pass.
@@ -606,10 +606,11 @@ def test_hostile_input_is_dropped_never_unpickled_and_service_continues(
         sock.send_multipart(session.seal(codec.DATA, [codec.dumps("first")]))
         assert t.recv() == (f"raw@{HOST}", "first")
         dropped = t.transport.stats["dropped_frames"]
-        forged = session.seal(codec.DATA, [b"placeholder"])
+        kind, seq, _, mac = frame_fields(session.seal(codec.DATA, [b"placeholder"])[0])
         session.send_seq -= 1  # the forged frame must not use up a sequence number
-        sock.send_multipart([forged[0], evil, forged[-1]])
-        too_big = session.seal(codec.DATA, [b"x" * (limit // 2)] * 3)  # each part fits, the sum does not
+        sock.send_multipart([frame_like(kind, seq, [evil], mac)])
+        # each payload fits, the sum does not (by a byte: the frame is still within ZMQ_MAXMSGSIZE)
+        too_big = session.seal(codec.DATA, [b"x" * (limit // 2), b"x" * (limit // 2 + 1)])
         session.send_seq -= 1
         sock.send_multipart(too_big)
         sock.send_multipart(session.seal(codec.DATA, [codec.dumps("second")]))
