@@ -52,7 +52,7 @@ per connection), not by ZeroMQ's default socket limit (see :func:`nodes.zsockets
 
 **Handshake** (``[kind, JSON]`` messages, never pickle; see :mod:`nodes.codec`)::
 
-    initiator -> acceptor   h {"v": 1, "from": I, "to": A, "creation": cI}
+    initiator -> acceptor   h {"v": 2, "from": I, "to": A, "creation": cI}
     acceptor  -> initiator  c {"name": A, "creation": cA, "nonce": nA}   (or k = nok, n = refused)
     initiator -> acceptor   r {"nonce": nI, "digest": HMAC(cookie, initiator label + transcript)}
     acceptor  -> initiator  a {"digest": HMAC(cookie, acceptor label + transcript)}  (or n "cookie")
@@ -107,7 +107,7 @@ from .terms import split_node_name
 
 log = logging.getLogger("nodes.transport")
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: a session frame is one ZeroMQ part (nodes.codec); 1: a part per payload
 DEFAULT_TICK_MS = 1000
 TICKS_UNTIL_DOWN = 3
 DEFAULT_CONNECT_TIMEOUT_MS = 5000

@@ -29,6 +29,7 @@ import zmq
 
 import nodes
 from nodes import codec, epmd
+from nodes.transport import PROTOCOL_VERSION
 
 try:
     from . import dist_peer_helpers as h
@@ -90,7 +91,7 @@ class Intruder:
         raise AssertionError(f"no {kind!r} answer within {timeout_s} s")
 
     def hello(self, node_name: str, claimed: str, creation: int = 1) -> dict[str, Any]:
-        self.send(codec.encode_handshake(b"h", {"v": 1, "from": claimed, "to": node_name,
+        self.send(codec.encode_handshake(b"h", {"v": PROTOCOL_VERSION, "from": claimed, "to": node_name,
                                                 "creation": creation}))
         return self.recv_handshake(b"c")
 
@@ -142,7 +143,7 @@ def test_garbage_and_forged_frames_from_a_dealer(target: Any, tmp_path: Path) ->
             [b"h", b"{not json"],
             [b"h", b"[1, 2, 3]"],
             [b"h", b"{" + b" " * 10_000 + b"}"],  # over the handshake size limit
-            [b"h", json.dumps({"v": 1, "from": 7, "to": peer.name, "creation": "x"}).encode()],
+            [b"h", json.dumps({"v": PROTOCOL_VERSION, "from": 7, "to": peer.name, "creation": "x"}).encode()],
             [b"h", json.dumps({"v": 99, "from": "a@b", "to": peer.name, "creation": 1}).encode()],
             [b"h", evil[0]],  # a pickle where JSON is expected
             [evil[1]],  # a bare pickle
@@ -205,12 +206,16 @@ def test_a_hello_claiming_a_connected_node_does_not_disturb_it(target: Any, tmp_
         intruders[1].send([frame_like(b"D", 0, [evil_pickle(path)], os.urandom(32))])
         intruders[1].send(codec.encode_handshake(b"r", {"nonce": "00" * 32, "digest": "00" * 32}))
         assert intruders[1].recv(5000) == [b"x"]  # "I do not know this connection"
-        intruders[2].send(codec.encode_handshake(b"h", {"v": 1, "from": peer.name, "to": peer.name,
-                                                        "creation": 1}))
+        intruders[2].send(codec.encode_handshake(b"h", {"v": PROTOCOL_VERSION, "from": peer.name,
+                                                        "to": peer.name, "creation": 1}))
         assert intruders[2].recv_handshake(b"n")["reason"] == "bad_name"
-        intruders[2].send(codec.encode_handshake(b"h", {"v": 1, "from": "x@y", "to": "someone@else",
-                                                        "creation": 1}))
+        intruders[2].send(codec.encode_handshake(b"h", {"v": PROTOCOL_VERSION, "from": "x@y",
+                                                        "to": "someone@else", "creation": 1}))
         assert intruders[2].recv_handshake(b"n")["reason"] == "wrong_node"
+        # a node that frames messages as before (protocol 1: a part per payload) is told why
+        intruders[2].send(codec.encode_handshake(b"h", {"v": 1, "from": "old@y", "to": peer.name,
+                                                        "creation": 1}))
+        assert intruders[2].recv_handshake(b"n")["reason"] == "version"
         # left pending until the node gives up on it (the handshake timeout, 5 s): the real
         # connection is neither replaced nor reported down meanwhile or after
         intruders[1].hello(peer.name, me, creation=2)
@@ -229,8 +234,8 @@ def test_a_flood_of_unfinished_handshakes(target: Any) -> None:
     intruders = [Intruder(ctx, peer.port, f"flood-{i}".encode()) for i in range(150)]
     try:
         for i, intruder in enumerate(intruders):
-            intruder.send(codec.encode_handshake(b"h", {"v": 1, "from": f"f{i}@x", "to": peer.name,
-                                                        "creation": 1}))
+            intruder.send(codec.encode_handshake(b"h", {"v": PROTOCOL_VERSION, "from": f"f{i}@x",
+                                                        "to": peer.name, "creation": 1}))
         answered = sum(1 for intruder in intruders if intruder.recv(5000) is not None)
         assert answered == len(intruders)
         assert nodes.rpc.call(peer.name, nodes.node, timeout=10_000) == peer.name
@@ -302,7 +307,8 @@ def test_raw_tcp_garbage_below_zeromq(target: Any, tmp_path: Path) -> None:
     # well-formed messages carrying a pickle
     with zmtp_open(peer.port) as s:
         payload = evil_pickle(path)
-        hello = json.dumps({"v": 1, "from": "raw@elsewhere", "to": peer.name, "creation": 1}).encode()
+        hello = json.dumps({"v": PROTOCOL_VERSION, "from": "raw@elsewhere", "to": peer.name,
+                            "creation": 1}).encode()
         s.sendall(b"\x01\x01h" + b"\x00" + bytes([len(hello)]) + hello)
         received = b""
         deadline = time.monotonic() + 5

@@ -24,7 +24,7 @@ import pytest
 import zmq
 
 from nodes import codec, epmd
-from nodes.transport import Transport
+from nodes.transport import PROTOCOL_VERSION, Transport
 
 try:
     from . import transport_support as support
@@ -511,7 +511,7 @@ class Evil:
 
 
 def hostile_messages(evil: bytes) -> list[list[bytes]]:
-    hello = {"v": 1, "from": f"x@{HOST}", "to": f"someone-else@{HOST}", "creation": 1}
+    hello = {"v": PROTOCOL_VERSION, "from": f"x@{HOST}", "to": f"someone-else@{HOST}", "creation": 1}
     return [
         [os.urandom(100)],
         [b""],
@@ -544,7 +544,8 @@ def raw_handshake(ctx: zmq.Context[Any], port: int, me: str, target: str, cookie
                   ) -> tuple[zmq.Socket[Any], codec.Session | None]:
     """The initiator's side of the handshake, done by hand."""
     sock = raw_dealer(ctx, port)
-    sock.send_multipart(codec.encode_handshake(b"h", {"v": 1, "from": me, "to": target, "creation": 5}))
+    sock.send_multipart(codec.encode_handshake(b"h", {"v": PROTOCOL_VERSION, "from": me, "to": target,
+                                                      "creation": 5}))
     kind, challenge = recv_handshake(sock)
     assert kind == b"c"
     nonce = codec.new_nonce()
