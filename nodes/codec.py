@@ -32,7 +32,7 @@ Two jobs, both pure (no sockets, no threads):
   then hands the payloads out, so nothing from an unauthenticated source is ever unpickled.
   One part rather than a part per payload: each part costs a call into ZeroMQ on both sides,
   and a frame of a hundred small messages was a hundred parts (one-way messages between two
-  nodes went from about 210,000 to about 290,000 a second on a 2-core VM).
+  nodes went from about 210,000 to about 270,000 a second on a 2-core VM).
 
   Handshake messages (before a session exists) are ``[kind (1 byte), JSON object]`` and are
   encoded and bounded by :func:`encode_handshake` / :func:`decode_handshake`; JSON, never
@@ -73,6 +73,7 @@ FRAME_KINDS = frozenset((DATA, TICK, NODE_LIST, BYE))
 _FRAME_HEAD = struct.Struct(">cQI")  # kind, sequence number, number of payloads
 _LENGTH = struct.Struct(">I")
 MIN_FRAME_SIZE = _FRAME_HEAD.size + MAC_SIZE
+_MAIN_MARKER = b"__main__"
 
 
 def max_message_size(max_frame_size: int) -> int:
@@ -83,7 +84,6 @@ def max_message_size(max_frame_size: int) -> int:
 def looks_like_frame(parts: Sequence[bytes]) -> bool:
     """Whether ``parts`` has the shape of a session frame (nothing checked beyond that)."""
     return len(parts) == 1 and len(parts[0]) >= MIN_FRAME_SIZE and parts[0][:1] in FRAME_KINDS
-_MAIN_MARKER = b"__main__"
 
 
 class EncodeError(TypeError):
