@@ -551,12 +551,7 @@ class Transport:
     def _spin(self) -> bool:
         """Poll without sleeping while messages stream in; True once there is work.
 
-        On this kind of VM a thread that sleeps pays for it when woken: tens of microseconds
-        before it runs, and a CPU left idle meanwhile is halted and slow to wake.  So while
-        work keeps coming (the last wait ended within the spin window after the work before
-        it) the thread polls its descriptors and queues instead, yielding the CPU between two
-        looks, for at most ``spin_us`` after its last work; then it sleeps, and a lone
-        message after a quiet spell (a tick) does not start a spin.  A sender sees
+        See **Spinning** in the module docstring for when and why.  A sender sees
         ``_sleeping`` False meanwhile, so it appends to the queue without writing to the
         wake-up socket.
         """
