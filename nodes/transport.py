@@ -43,8 +43,8 @@ count how spins ended).
 **Connections.**  Each node binds one ROUTER socket (ROUTER_MANDATORY, so a send to a
 vanished peer fails instead of being dropped) on ``bind_host`` (the node name's host part if
 it is an IP address, else 0.0.0.0) and registers its port with epmd.  To reach ``name@host``
-it asks epmd on ``host`` for the port and connects a DEALER (ZMQ_IMMEDIATE, so nothing is
-queued for a peer that is not connected).  One connection carries both directions.  If both
+it asks epmd on ``host`` for the port and connects a DEALER (not ZMQ_IMMEDIATE, which would
+discard unread messages when the connection closes).  One connection carries both directions.  If both
 nodes connect at once, the one initiated by the node with the greater name wins (as in
 Erlang's handshake): the other side answers "nok" and the loser waits for the winner.
 The number of peers is bounded by the process's file-descriptor limit (about four descriptors
@@ -648,7 +648,7 @@ class Transport:
                 self._read_dealer(conn)
                 got = True
             if ev & zs.POLLOUT and conn.state == "connecting" and not conn.closed:
-                self._send_hello(conn)  # the TCP connection is up
+                self._send_hello(conn)  # ZeroMQ holds it until the TCP connection is up
                 got = True
             if (conn.monitor is not None and not conn.closed and (everything or conn.monitor_fd in ready)
                     and zs.events(conn.monitor) & zs.POLLIN):
@@ -820,9 +820,13 @@ class Transport:
         assert self._ctx is not None
         sock = self._ctx.socket(zmq.DEALER)
         self._socket_options(sock, peer.host)
-        # Messages are only queued on a completed connection: a send to a peer that is not
-        # connected fails at once (and brings the connection down) instead of waiting.
-        sock.setsockopt(zmq.IMMEDIATE, 1)
+        # Not ZMQ_IMMEDIATE: with it, ZeroMQ discards what the peer sent that we have not read
+        # yet the moment the TCP connection closes, so a peer's last messages before a clean
+        # stop (its processes' exit signals, its bye) were lost to a reader a moment late.
+        # Without it the hello waits in ZeroMQ until the TCP connection is up, and nothing is
+        # sent on this socket before the handshake answers it; after a close, the monitor below
+        # lets us read everything that arrived before dropping the socket.
+        sock.setsockopt(zmq.IMMEDIATE, 0)
         try:
             sock.connect(zs.endpoint(peer.host, port))
         except zmq.ZMQError as error:

@@ -241,6 +241,34 @@ def _links_of(pid: nodes.Pid) -> list[nodes.Pid]:
     return sorted(proc.links) if proc is not None else []
 
 
+def _spawn_waiters(n: int) -> list[nodes.Pid]:
+    """(runs on the peer) ``n`` processes that wait for a message forever."""
+    return [nodes.spawn(nodes.receive) for _ in range(n)]
+
+
+def test_a_node_stopped_by_sigterm_tells_remote_monitors_and_links_shutdown(node_cluster) -> None:
+    # A clean stop sends every exit signal, then a bye, then closes the connection. All of
+    # it must be read here even when the close comes before this node's I/O thread reads
+    # the frames (ZeroMQ once discarded that tail: the last DOWNs said "noconnection").
+    nodes.process_flag("trap_exit", True)
+    for _ in range(5):  # the race lost the tail in about one stop of four
+        _stop_a_peer_holding_watched_processes(node_cluster)
+
+
+def _stop_a_peer_holding_watched_processes(node_cluster: Any) -> None:
+    peer = h.start_peer(node_cluster)
+    waiters = rpc(peer.name, _spawn_waiters, 20)
+    refs = {nodes.monitor(pid): pid for pid in waiters}
+    nodes.link(waiters[0])
+    h.wait_until_true(lambda: rpc(peer.name, _links_of, waiters[0]) == [nodes.self()], 5.0,
+                      "remote link")  # the monitors went first on the same connection
+    peer.signal(signal.SIGTERM)
+    assert peer.popen.wait(20) == 0
+    downs = [nodes.receive(5000, down_for(ref)) for ref in refs]
+    assert downs == [("DOWN", ref, "process", pid, "shutdown") for ref, pid in refs.items()]
+    assert nodes.receive(5000, lambda m: h.is_tuple(m, "EXIT", 3)) == ("EXIT", waiters[0], "shutdown")
+
+
 def test_remote_abnormal_exit_kills_a_linked_local_process(node_cluster) -> None:
     peer = h.start_peer(node_cluster)
     remote = rpc(peer.name, nodes.spawn, h.exit_on_message)
