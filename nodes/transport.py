@@ -793,7 +793,13 @@ class Transport:
         peer.resolving = True
         if peer.attempt_deadline < self._now:
             peer.attempt_deadline = self._now + self._hs_timeout
-        future = self._executor.submit(epmd.lookup, peer.host, peer.short, self.epmd_port, RESOLVE_TIMEOUT)
+        try:
+            future = self._executor.submit(epmd.lookup, peer.host, peer.short, self.epmd_port,
+                                           RESOLVE_TIMEOUT)
+        except RuntimeError:  # the interpreter is exiting (or stop() ran): no thread may start
+            peer.resolving = False
+            self._attempt_failed(peer, "no thread can ask epmd (the interpreter is exiting)", final=True)
+            return
         future.add_done_callback(lambda f: self._post(lambda: self._on_resolved(peer, gen, f)))
 
     def _on_resolved(self, peer: Peer, gen: int, future: Future[tuple[int, int] | None]) -> None:

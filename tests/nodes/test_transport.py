@@ -355,8 +355,8 @@ def test_sending_to_a_killed_peer_never_raises_and_reports_it_down(c: support.Cl
     connected(t, B)
     t.wait_event(("up", A))
     a.kill()
-    # Sends go on (most of them from this thread directly, the I/O thread being idle); the first
-    # one ZeroMQ refuses brings the connection down, long before the tick bound would.
+    # Sends go on (most of them from this thread directly, the I/O thread being idle); the TCP
+    # connection's close brings the connection down, long before the tick bound would.
     deadline = time.monotonic() + 10
     while ("down", A) not in t.event_log:
         t.transport.send(A, ("echo", "lost"))
@@ -372,6 +372,22 @@ def test_sending_to_a_killed_peer_never_raises_and_reports_it_down(c: support.Cl
     # the other connection is untouched
     t.transport.send(B, ("echo", "still here"))
     assert t.recv(match=lambda frm, obj: frm == B) == (B, "still here")
+
+
+def test_a_connection_attempt_during_interpreter_exit_fails_and_the_io_thread_lives_on(
+        c: support.Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    t = c.local(T)
+    # At interpreter exit every executor refuses new work, as this one does now; a send to a
+    # node that is not connected then still ends in a reported failure, not a crashed thread.
+    assert t.transport._executor is not None
+    t.transport._executor.shutdown()
+    nobody = f"nobody@{HOST}"
+    with caplog.at_level(logging.DEBUG, logger="nodes.transport"):
+        t.transport.send(nobody, "lost")
+        t.wait_event(("down", nobody))
+    assert "interpreter is exiting" in caplog.text
+    assert "crashed" not in caplog.text
+    assert t.transport._thread is not None and t.transport._thread.is_alive()
 
 
 def test_epmd_forgets_a_killed_node(c: support.Cluster) -> None:
