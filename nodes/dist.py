@@ -31,6 +31,7 @@ log = logging.getLogger("nodes.dist")
 
 _lock = threading.Lock()
 _transport: Any = None
+_cookie: str | None = None  # the running node's
 
 
 class _Dist:
@@ -120,20 +121,27 @@ def _bind_host(host: str) -> str:
 def start(name: str, cookie: str | None = None, *, tick_ms: int | None = None) -> str:
     """Start distribution as node ``name``; returns the full node name.
 
-    A second start raises unless it names the running node (then it returns it).
+    A second start raises unless it names the running node (then it returns it); a cookie
+    given to it must be the running node's, since connections are made with that one.
     """
-    global _transport
+    global _transport, _cookie
     wanted = full_name(name)
+    if cookie is not None and (not isinstance(cookie, str) or not cookie):
+        raise TypeError(f"start: cookie must be a non-empty str, got {cookie!r}")
     with _lock:
         if node.dist is not None:
-            if wanted == node.name:
-                return node.name
-            raise RuntimeError(f"start: this process already is node {node.name!r}, cannot become {wanted!r}")
+            if wanted != node.name:
+                raise RuntimeError(f"start: this process already is node {node.name!r}, "
+                                   f"cannot become {wanted!r}")
+            if cookie is not None and cookie != _cookie:
+                raise RuntimeError(f"start: node {node.name!r} is running with another cookie "
+                                   "(a node's cookie is set when it starts)")
+            return node.name
         from .transport import Transport
 
         secret = cookie if cookie is not None else default_cookie()
         if not isinstance(secret, str) or not secret:
-            raise TypeError(f"start: cookie must be a non-empty str, got {cookie!r}")
+            raise TypeError(f"start: cookie must be a non-empty str, got {secret!r}")
         creation = secrets.randbelow(2**31 - 1) + 1
         host = wanted.partition("@")[2]
         transport = Transport(  # the port-mapper's port and the tick: theirs to read from the env
@@ -160,7 +168,7 @@ def start(name: str, cookie: str | None = None, *, tick_ms: int | None = None) -
             process.rename_all(*previous)
             node.name, node.creation = previous
             raise
-        _transport = transport
+        _transport, _cookie = transport, secret
         node.dist = _Dist(transport)
         return wanted
 

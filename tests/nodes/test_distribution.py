@@ -844,6 +844,22 @@ def test_a_start_under_a_taken_name_leaves_the_node_as_it_was(node_cluster, tmp_
     assert done.stdout.startswith("ok other")
 
 
+def test_a_second_start_returns_the_running_node_only_under_its_name_and_cookie(node_cluster) -> None:
+    me = nodes.node()
+    cookie = os.environ["NODES_COOKIE"]  # the harness started this node with it
+    assert nodes.start(me) == me
+    assert nodes.start(me.partition("@")[0], cookie=cookie) == me  # its short name, its cookie
+    with pytest.raises(RuntimeError, match="another cookie"):
+        nodes.start(me, cookie=cookie + "-other")
+    with pytest.raises(TypeError, match="non-empty str"):
+        nodes.start(me, cookie=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="non-empty str"):
+        nodes.start(me, cookie="")
+    with pytest.raises(RuntimeError, match="already is node"):
+        nodes.start(f"other{os.getpid()}")
+    assert nodes.node() == me and rpc(h.start_peer(node_cluster).name, nodes.node)  # still serving
+
+
 def test_the_cookie_file_is_made_without_hard_links_too(tmp_path, monkeypatch) -> None:
     # some file systems refuse os.link: the cookie file is then created exclusively instead
     monkeypatch.delenv("NODES_COOKIE", raising=False)
