@@ -355,12 +355,18 @@ class _Machine:
                 terminate(reason, self.state, self.data)
             except Exception:  # noqa: BLE001
                 log.exception("terminate callback of %r failed", self.module)
-        if crash or reason not in ("normal", "shutdown"):
+        if crash or not _is_quiet(reason):
             detail = reason[2] if type(reason) is tuple and len(reason) == 3 and reason[0] == "exception" \
                 else repr(reason)
             log.error("gen_statem %r terminating in state %r with reason:\n%s",
                       process.current().pid, self.state, detail)
         raise Exit(reason)
+
+
+def _is_quiet(reason: Any) -> bool:
+    """A reason OTP ends a server with without an error report: normal, shutdown, (shutdown, _)."""
+    return reason in ("normal", "shutdown") or (type(reason) is tuple and len(reason) == 2
+                                                 and reason[0] == "shutdown")
 
 
 # -- client side --------------------------------------------------------------------------------
@@ -421,7 +427,7 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None, ref: Ref | N
 def cast(server: Any, msg: Any) -> str:
     """Send an asynchronous request; always ``"ok"``."""
     process.check_alive()
-    node.send(server, ("$gen_cast", msg))
+    node.send(server, ("$gen_cast", msg), "cast")
     return "ok"
 
 

@@ -69,17 +69,18 @@ def local_proc(pid: Pid) -> Proc | None:
     return None
 
 
-def send(dest: Any, msg: Any) -> None:
+def send(dest: Any, msg: Any, caller: str = "send") -> None:
     """:func:`route` for ``nodes.send`` and ``gen_statem.cast``, which never raise for where a
     message goes: a destination on a malformed node name is dropped with a warning, as Erlang
-    drops a message to a node that cannot exist.  (A wrong *type* of destination still raises.)"""
+    drops a message to a node that cannot exist.  (A wrong *type* of destination still raises,
+    its message naming ``caller``.)"""
     try:
-        route(dest, msg)
+        route(dest, msg, caller)
     except BadNodeName as error:
         log.warning("message to %r dropped: %s", dest, error)
 
 
-def route(dest: Any, msg: Any) -> None:
+def route(dest: Any, msg: Any, caller: str = "send") -> None:
     """Send ``msg`` to ``dest`` (Pid | name | (name, node)); never raises for a dead destination.
 
     Raises TypeError for a destination of another form and :class:`BadNodeName` (a ValueError)
@@ -113,4 +114,4 @@ def route(dest: Any, msg: Any) -> None:
             split_node_name(node_name)
         return
     raise TypeError(
-        f"send: destination must be a Pid, a registered name str or a (name, node) tuple, got {dest!r}")
+        f"{caller}: destination must be a Pid, a registered name str or a (name, node) tuple, got {dest!r}")

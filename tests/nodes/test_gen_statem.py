@@ -8,6 +8,7 @@ callback module can take (a module, a class that is never instantiated, an insta
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import types
@@ -427,6 +428,12 @@ def test_cast_never_raises_for_a_server_that_is_not_running() -> None:
     assert gen_statem.cast(("no_statem_has_this_name", "other@host"), "lost") == "ok"
 
 
+def test_cast_to_something_that_is_not_a_server_raises_naming_cast() -> None:
+    for not_a_server in (42, ("name",), ("name", 1), None):
+        with pytest.raises(TypeError, match=r"^cast: destination must be a Pid, a registered name str"):
+            gen_statem.cast(not_a_server, "x")
+
+
 def test_plain_messages_are_info_events() -> None:
     pid = start_server()
     nodes.send(pid, ("hello", 1))
@@ -453,6 +460,18 @@ def test_stop_with_a_reason_passes_it_to_terminate() -> None:
     start_server(name="statem_shutdown", notify_me=True)
     assert gen_statem.stop("statem_shutdown", "shutdown") == "ok"
     assert nodes.receive(0, match=tagged("terminate"))[1] == "shutdown"
+
+
+@pytest.mark.parametrize("reason, reported", [("normal", False), ("shutdown", False),
+                                              (("shutdown", "maintenance"), False), ("boom", True),
+                                              (("boom", "x"), True)])
+def test_only_an_abnormal_stop_is_reported_as_an_error(reason: Any, reported: bool,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    pid = start_server()
+    with caplog.at_level(logging.ERROR, logger="nodes.gen_statem"):
+        assert gen_statem.stop(pid, reason) == "ok"
+    errors = [r for r in caplog.records if r.name == "nodes.gen_statem" and r.levelno >= logging.ERROR]
+    assert bool(errors) is reported, errors
 
 
 def test_stop_of_a_linked_server_gives_a_trapping_caller_a_normal_exit() -> None:
