@@ -40,15 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import nodes
+    from nodes import dist
 
     name = args.sname or args.name
+    if name is not None:
+        try:
+            dist.full_name(name)
+        except (TypeError, ValueError) as error:
+            parser.error(str(error).removeprefix("start: "))  # a usage error: exit 2
     if args.noshell:
-        if name is not None:
-            nodes.start(name, cookie=args.cookie)
+        if name is not None and not _start(name, args.cookie):
+            return 1
         return _headless()
     from .shell import run_shell
 
@@ -57,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     # start on, so a node being started is stopped too.
     signal.signal(signal.SIGTERM, _exit_0)
     try:
-        if name is not None:
-            nodes.start(name, cookie=args.cookie)
+        if name is not None and not _start(name, args.cookie):
+            return 1
         run_shell()
     except SystemExit as e:
         if e.code not in (None, 0):
@@ -67,6 +73,19 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the stop short
         _stop_node()
     return 0
+
+
+def _start(name: str, cookie: str | None) -> bool:
+    """Start the node; False, with the reason on stderr, if it cannot (as erl, which exits)."""
+    import nodes
+    from nodes import epmd
+
+    try:
+        nodes.start(name, cookie=cookie)
+    except (epmd.EpmdError, OSError) as error:  # the name is taken, the port-mapper is unreachable
+        print(f"pynode: cannot start node {name}: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 def _exit_0(signum: int, frame: object) -> None:

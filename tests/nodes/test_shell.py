@@ -131,3 +131,25 @@ def test_noshell_exits_0_on_signal(node_cluster: Any, signum: int) -> None:
     assert peer.popen.wait(20) == 0, peer.log()
     assert "Traceback" not in peer.log()
     h.wait_gone(peer.name, timeout=5.0)  # it said goodbye: no waiting for ticks
+
+
+def test_pynode_refuses_a_malformed_name_with_a_usage_error() -> None:
+    done = subprocess.run([str(PYNODE), "--name", "bad name", "--noshell"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert "NAME@HOST" in done.stderr and "usage:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("shell_too", [False, True])
+def test_pynode_says_a_taken_name_is_in_use_and_exits_1(node_cluster: Any, shell_too: bool) -> None:
+    peer = h.start_peer(node_cluster)
+    short = peer.name.partition("@")[0]
+    args = [str(PYNODE), "--sname", short] + ([] if shell_too else ["--noshell"])
+    done = subprocess.run(args, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"cannot start node {short}" in done.stderr and "in use" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert nodes.rpc.call(peer.name, nodes.node, timeout=10_000) == peer.name  # the peer is untouched
