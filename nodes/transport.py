@@ -44,9 +44,10 @@ count how spins ended).
 vanished peer fails instead of being dropped) on ``bind_host`` (the node name's host part if
 it is an IP address, else 0.0.0.0) and registers its port with epmd.  To reach ``name@host``
 it asks epmd on ``host`` for the port and connects a DEALER (not ZMQ_IMMEDIATE, which would
-discard unread messages when the connection closes).  One connection carries both directions.  If both
-nodes connect at once, the one initiated by the node with the greater name wins (as in
-Erlang's handshake): the other side answers "nok" and the loser waits for the winner.
+discard unread messages when the connection closes).  One connection carries both
+directions.  If both nodes connect at once, the one initiated by the node with the greater
+name wins (as in Erlang's handshake): the other side answers "nok" and the loser waits for
+the winner.
 The number of peers is bounded by the process's file-descriptor limit (about four descriptors
 per connection), not by ZeroMQ's default socket limit (see :func:`nodes.zsockets.max_sockets`).
 
@@ -71,7 +72,7 @@ ROUTER, which does not say whose connection it was, sets off a tick to every pee
 connected to us (the ROUTER refuses a send to a routing id that is gone).  A tick is sent
 when nothing else was for 3/4 of ``tick_ms`` (default ``NODES_TICK_MS``, else 1000); a peer
 silent for 3 ticks (hung, or behind a partition) is down.  A send ZeroMQ would drop
-(unknown routing id, full pipe, no connection) also brings the connection down: nothing is
+(an unknown routing id, a full pipe) also brings the connection down: nothing is
 dropped silently.  A connection lost this way is retried in the background with backoff
 until epmd on the peer's host no longer lists it, :meth:`disconnect` is called, or the peer
 said bye; a peer that comes back with a new creation is reported down (old) then up (new).
