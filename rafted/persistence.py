@@ -55,12 +55,15 @@ still finds every entry it needs).
 Recovery (:func:`read_latest_snapshot_and_logs_if_available`): the newest
 readable snapshot (a damaged one is renamed ``*.corrupt`` with a warning and
 the previous one is used), then the log files from the one holding its
-index on. A damaged entry at the end of the newest log file is a torn write
-of a batch that was never acknowledged: it is dropped with a warning and the
-file truncated there. A damaged entry anywhere else (a later valid entry
-follows it, or it is in an older file), a gap in the indices, or no
-readable snapshot at all raise :class:`PersistenceError` naming the file
-(and the offset): acknowledged data is never dropped silently.
+index on. Damage at the end of the newest log file that a crash during an
+append leaves (an entry cut short, its two sizes differing, blocks reading as
+zeros) is a torn write of a batch that was never acknowledged: it is dropped
+with a warning and the file truncated there. A damaged entry anywhere else (a
+later valid entry follows it, or it is in an older file), a complete last
+entry that fails its checksum (damaged after it was written, so perhaps
+acknowledged), a gap in the indices, or no readable snapshot at all raise
+:class:`PersistenceError` naming the file (and the offset): acknowledged data
+is never dropped silently.
 
 The server calls, when ``state.persistence`` is not None:
 
@@ -263,6 +266,32 @@ def _valid_entry_after(data: bytes, off: int, expected_index: int) -> bool:
     return False
 
 
+_SECTOR = 512  # what a write that never reached the disk leaves: aligned blocks reading as zeros
+
+
+def _looks_torn(data: bytes, off: int, damage: str) -> bool:
+    """Whether damage at ``off`` that runs to the end of the newest log file is a write that a
+    crash cut short (never synced, so never acknowledged) rather than an entry damaged after
+    it was written.
+
+    A crash during an append leaves the entry short, its two size fields differing, or
+    blocks that were never written, which read as zeros.  A complete entry whose sizes agree
+    and which ends at the end of the file, with no such block, was written whole: a checksum
+    mismatch there is later damage to an entry that may have been acknowledged, and dropping
+    it could undo a commit (this member counted towards its majority).
+    """
+    if damage != "checksum mismatch":
+        return True  # short, sizes differing, a tag no writer makes: cut short
+    (n,) = struct.unpack_from(">Q", data, off + HEADER_SIZE - 8)
+    if off + ENTRY_OVERHEAD + n != len(data):
+        return True  # the file goes on past the entry: a batch cut short
+    if data.count(0, off) == len(data) - off:
+        return True  # all zeros
+    first = -(-off // _SECTOR) * _SECTOR  # the first sector boundary at or after off
+    zeros = bytes(_SECTOR)
+    return any(data[b : b + _SECTOR] == zeros for b in range(first, len(data) - _SECTOR + 1, _SECTOR))
+
+
 @dataclass(slots=True)
 class LogFileContents:
     """What :func:`read_log_file` found: entries with their offsets, where the valid part ends,
@@ -296,11 +325,13 @@ def read_log_file(
         except _BadEntry as e:
             expected = entries[-1][1] + 1 if entries else (first_index if first_index is not None else 1)
             if allow_torn_tail and not _valid_entry_after(data, off, expected):
-                return LogFileContents(entries, offsets, off, off, str(e))
+                if _looks_torn(data, off, str(e)):
+                    return LogFileContents(entries, offsets, off, off, str(e))
+                where = " (the last entry, complete: damaged after it was written)"
+            else:
+                where = "" if allow_torn_tail else " (not the newest log file)"
             raise PersistenceError(
-                f"corrupt log entry in {path} at offset {off}: {e}"
-                + ("" if allow_torn_tail else " (not the newest log file)")
-                + "; refusing to start without it",
+                f"corrupt log entry in {path} at offset {off}: {e}{where}; refusing to start without it",
                 path,
                 off,
             ) from None

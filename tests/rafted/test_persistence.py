@@ -123,6 +123,46 @@ def test_every_log_entry_type_round_trips(tmp_path: Path) -> None:
     assert tags == [3, 0, 1, 2, 4, 5, 6, 0]
 
 
+def _log_of_commands(tmp_path: Path, payload_size: int = 10) -> tuple[str, bytes, int]:
+    """A newest log file of five commands: its path, its bytes, the last entry's offset."""
+    me = nodes.self()
+    entries = [(1, i, "command", ((me, nodes.make_ref()), b"v" * payload_size, i)) for i in range(1, 6)]
+    path = str(tmp_path / "log_1")
+    Path(path).write_bytes(P.entries_to_binary(entries))
+    return path, Path(path).read_bytes(), P.read_log_file(path).offsets[-1]
+
+
+def test_a_crash_cut_last_entry_is_a_torn_tail(tmp_path: Path) -> None:
+    path, data, last = _log_of_commands(tmp_path, payload_size=3000)
+    first_sector = -(-last // 512) * 512
+    cases = {
+        "cut short": data[:-5],
+        "a block never written (zeros)": data[:first_sector] + bytes(512) + data[first_sector + 512:],
+        "all zeros after the good entries": data[:last] + bytes(len(data) - last),
+        "zeros appended past the end": data + bytes(700),
+    }
+    for what, damaged in cases.items():
+        Path(path).write_bytes(damaged)
+        read = P.read_log_file(path, allow_torn_tail=True, first_index=1)
+        expected = len(data) if what == "zeros appended past the end" else last
+        assert (read.torn_at, [e[1] for e in read.entries]) == (
+            expected, [1, 2, 3, 4, 5] if expected == len(data) else [1, 2, 3, 4]), what
+
+
+def test_a_complete_last_entry_failing_its_checksum_is_an_error_not_a_torn_tail(tmp_path: Path) -> None:
+    # Written whole and synced (perhaps acknowledged), then damaged: dropping it could undo a
+    # commit this member counted towards, so start-up refuses and names the place.
+    for payload_size in (10, 3000):
+        path, data, last = _log_of_commands(tmp_path, payload_size)
+        flipped = bytearray(data)
+        flipped[-20] ^= 0x40  # one bit of the last entry's payload
+        Path(path).write_bytes(bytes(flipped))
+        with pytest.raises(rafted.PersistenceError, match="damaged after it was written") as excinfo:
+            P.read_log_file(path, allow_torn_tail=True, first_index=1)
+        assert (excinfo.value.path, excinfo.value.offset) == (path, last)
+        assert path in str(excinfo.value) and f"offset {last}" in str(excinfo.value)
+
+
 def test_read_last_log_index(tmp_path: Path) -> None:
     assert RaftedValue.read_last_log_index(str(tmp_path / "missing")) is None
     assert RaftedValue.read_last_log_index(str(tmp_path)) is None
@@ -541,6 +581,21 @@ def test_a_torn_final_entry_is_dropped_with_a_warning(
     with caplog.at_level("WARNING", logger="rafted"):
         start(cluster, tmp_path, name="again2")
     assert value("again2") == 9 and not [r for r in caplog.records if "torn" in r.getMessage()]
+
+
+def test_a_bit_flip_in_the_last_entry_stops_start_up_and_loses_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    _group_with_history(cluster, tmp_path, 10)
+    path = _newest_log(tmp_path)
+    last = P.read_log_file(path).offsets[-1]
+    data = bytearray(Path(path).read_bytes())
+    data[-20] ^= 0x01  # the last acknowledged command's entry, written whole, damaged since
+    Path(path).write_bytes(bytes(data))
+    r = RaftedValue.start_link(("create_new_consensus_group", CONF), persistence_dir=str(tmp_path))
+    assert r[0] == "error" and r[1][0] == "persistence_error", r
+    assert (r[1][1].path, r[1][1].offset) == (path, last)
+    assert Path(path).read_bytes() == bytes(data)  # not cut: an operator can still look at it
 
 
 def test_a_corrupt_entry_in_the_middle_stops_start_up_naming_file_and_offset(
