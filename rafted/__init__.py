@@ -302,8 +302,9 @@ def read_last_log_index(dir: str) -> int | None:
     """Last log index in the newest log file of persistence directory ``dir``, read from its end.
 
     ``None`` without log files or when that last entry is damaged (a torn
-    write, or damage that start-up refuses), as the original. Useful to pick, among the directories of a stopped group, the one
-    to restore from (the most advanced log).
+    write, or damage that start-up refuses), as the original. Useful to pick,
+    among the directories of a stopped group, the one to restore from (the
+    most advanced log).
     """
     return _read_last_log_index(dir)
 

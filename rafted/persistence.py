@@ -477,8 +477,9 @@ def read_last_log_index(dir: str) -> int | None:
 
     Empty newest files (a log file just started) are skipped; ``None`` when
     there is no log file (also when ``dir`` does not exist), or the last entry is
-    damaged (a torn write, or later damage that start-up refuses).  A ``dir`` that is a file raises ``NotADirectoryError``
-    naming it: a wrong argument, not an empty directory.
+    damaged (a torn write, or later damage that start-up refuses).  A ``dir``
+    that is a file raises ``NotADirectoryError`` naming it: a wrong argument,
+    not an empty directory.
     """
     if not isinstance(dir, (str, os.PathLike)):
         raise TypeError(f"read_last_log_index expects a directory path, got {dir!r}")
