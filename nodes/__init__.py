@@ -27,6 +27,7 @@ __all__ = [
     "self", "spawn", "spawn_link", "spawn_monitor", "send", "receive", "flush",
     "register", "unregister", "whereis", "link", "unlink", "process_flag", "process_info",
     "monitor", "demonitor", "exit", "is_alive", "send_after", "cancel_timer", "read_timer",
+    "get", "put", "erase",
     "hold_one_cpu", "term_to_binary", "binary_to_term", "EncodeError",
     "split_node_name", "BadNodeName",
     "gen_statem", "sys", "rpc",
@@ -135,6 +136,32 @@ def process_info(pid: Pid, item: str) -> tuple[str, Any] | None:
     if proc is None or not proc.alive:
         return None
     return (item, len(proc.mailbox))
+
+
+# -- the process dictionary: Erlang's put/get/erase, private to the calling process ---------------
+
+def put(key: Any, value: Any) -> Any:
+    """Store ``value`` under ``key`` in the calling process's dictionary; the previous value
+    (None if there was none), as Erlang's ``put/2`` returns ``undefined``."""
+    me = _process.current()
+    if me.dictionary is None:
+        me.dictionary = {}
+    old = me.dictionary.get(key)
+    me.dictionary[key] = value
+    return old
+
+
+def get(key: Any, default: Any = None) -> Any:
+    """The value under ``key`` in the calling process's dictionary, else ``default``
+    (Elixir's ``Process.get(key, default)``; Erlang's ``get/1`` is ``get(key)``)."""
+    dictionary = _process.current().dictionary
+    return default if dictionary is None else dictionary.get(key, default)
+
+
+def erase(key: Any) -> Any:
+    """Remove ``key`` from the calling process's dictionary; the value it had, else None."""
+    dictionary = _process.current().dictionary
+    return None if dictionary is None else dictionary.pop(key, None)
 
 
 link = _process.link

@@ -57,7 +57,7 @@ class Proc:
 
     __slots__ = (
         "pid", "mailbox", "links", "monitors", "monitored_by", "node_monitors",
-        "trap_exit", "alive", "reason", "actor", "reported",
+        "trap_exit", "alive", "reason", "actor", "reported", "dictionary",
     )
 
     def __init__(self, mailbox: Mailbox, actor: _ProcessActor | None = None) -> None:
@@ -74,6 +74,7 @@ class Proc:
         self.reason: Any = None
         self.actor = actor
         self.reported = False  # a dead thread-process has shown its Exit to its thread
+        self.dictionary: dict[Any, Any] | None = None  # Erlang's process dictionary, made on first put
 
     def __repr__(self) -> str:
         return f"Proc({self.pid!r}, alive={self.alive})"

@@ -577,3 +577,25 @@ def test_process_info_rejects_bad_arguments() -> None:
         nodes.process_info(nodes.self(), "memory")
     with pytest.raises(ValueError, match="not a process of this node"):
         nodes.process_info(Pid("other@host", 1), "message_queue_len")
+
+
+def test_the_process_dictionary_is_private_to_each_process() -> None:
+    # Erlang's put/get/erase: put returns the previous value (None for undefined)
+    assert nodes.get("k") is None and nodes.get("k", "dflt") == "dflt"
+    assert nodes.put("k", 1) is None
+    assert nodes.put("k", 2) == 1
+    assert nodes.get("k") == 2
+    parent = nodes.self()
+
+    def child() -> None:
+        seen = nodes.get("k", "unset")  # another process's dictionary is its own
+        nodes.put("k", "child's")
+        nodes.send(parent, ("child", seen, nodes.get("k")))
+
+    nodes.spawn(child)
+    assert nodes.receive(WAIT, match=lambda m: m[0] == "child") == ("child", "unset", "child's")
+    assert nodes.get("k") == 2  # untouched by the child
+    assert nodes.erase("k") == 2
+    assert nodes.erase("k") is None and nodes.get("k") is None
+    with pytest.raises(TypeError):
+        nodes.put(["not", "hashable"], 1)
