@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import nodes
 from rafted import _codec
 from rafted import logs as Logs
 from rafted import members as Members
@@ -35,6 +36,8 @@ __all__ = [
     "leader_apply_committed_log_entries",
     "nonleader_apply_committed_log_entries",
     "apply_entries",
+    "replay_entries",
+    "RESTORING",
     "truncate_logs",
 ]
 
@@ -153,6 +156,48 @@ def apply_entries(ctx: Ctx | None, w: State, entries: list[LogEntry], membership
         # RESTORE_FROM_FILES: nothing to do
     if results is not None:
         w.command_results = results
+
+
+class _Replay(Ctx):
+    """The context of a replay from files: the leader hook runs at once, nobody is answered
+    (the callers belonged to the member's previous life and stopped waiting with it)."""
+
+    __slots__ = ()
+
+    def reply(self, s: State, from_: Any, reply: Any) -> None:
+        pass
+
+    def hook(self, s: State, name: str, *args: Any) -> None:
+        Ctx.hook(self, s, name, *args)
+        self.run()  # now, with this entry's values: holding every one until the end costs memory
+        self.effects.clear()
+
+
+RESTORING = "rafted_value_restoring"  # the original's process-dictionary key
+
+
+def replay_entries(me: Any, now: int, w: State, entries: list[LogEntry]) -> None:
+    """Recovery from files, as the original: every command and query entry runs the leader
+    hook (``on_command_committed``, ``on_query_answered``) while the member's process
+    dictionary holds ``"rafted_value_restoring": True`` (``nodes.get(RESTORING, False)``
+    tells a hook it is a replay); config changes apply; membership and election entries
+    are passed over (the membership is a new one)."""
+    ctx = _Replay(me, now)
+    results = w.command_results.copy()
+    nodes.put(RESTORING, True)
+    try:
+        for e in entries:
+            kind = e[2]
+            if kind == COMMAND:
+                w.data, results = run_command(ctx, w, w.data, results, e[3])
+            elif kind == QUERY:
+                client, arg = e[3]
+                run_query(ctx, w, client, arg)
+            elif kind == CHANGE_CONFIG:
+                w.config = e[3]
+    finally:
+        nodes.erase(RESTORING)
+    w.command_results = results
 
 
 def membership_change_applied(ctx: Ctx, w: State, kind: str, pid: Any) -> None:

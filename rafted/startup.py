@@ -112,8 +112,8 @@ def recover_state_from_snapshot_and_log(
         config=snapshot.config,
         persistence=persistence,
     )
-    # apply without replies, hooks or membership changes (the membership is the new one)
-    Applying.apply_entries(None, w, to_apply, membership=False)
+    # commands and queries run the leader hook, as the original's replay does; no replies
+    Applying.replay_entries(me, ctx.now, w, to_apply)
     w.leadership = Leadership.new_for_leader(ctx.now, w.config)
     call_hook(w.config.leader_hook_module, "on_restored_from_files", (w.data,))
     return Applying.truncate_logs(w)

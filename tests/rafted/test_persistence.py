@@ -326,6 +326,55 @@ def test_recovery_uses_the_restored_config_and_calls_the_hook(cluster: Cluster, 
         nodes.unregister("rafted_restore_hook")
 
 
+def test_recovery_replays_commands_and_queries_through_the_hook_flagged_as_restoring(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # As the original: the replay runs on_command_committed / on_query_answered for every entry
+    # it applies, with the process dictionary's "rafted_value_restoring" set meanwhile (RaftFleet's
+    # hook tells replays from live commits by it), then on_restored_from_files.
+    nodes.register("rafted_replay_hook", nodes.self())
+    try:
+        leader = start(cluster, tmp_path, with_(CONF, leader_hook_module=ReplayHook))
+        incs(leader, 0, 4)
+        live = [nodes.receive(5000, _from_replay_hook) for _ in range(5)]
+        assert live == [("command", "inc", i, False) for i in range(5)]
+        stop(leader)
+        # a lonely leader answers queries alone: put a logged one (a bigger group's) at the end
+        newest = _newest_log(tmp_path)
+        term, index, _kind, _payload = P.read_log_file(newest).entries[-1]
+        with open(newest, "ab") as f:
+            query = (term, index + 1, "query", ((nodes.self(), nodes.make_ref()), "get"))
+            f.write(P.entries_to_binary([query]))
+        restored = start(cluster, tmp_path, CONF, name="replayed")
+        replayed = [nodes.receive(5000, _from_replay_hook) for _ in range(7)]
+        assert replayed == [*[("command", "inc", i, True) for i in range(5)], ("query", "get", 5, True),
+                            ("restored", 5, False)]
+        assert RaftedValue.command(restored, "inc") == ("ok", 5)
+        assert nodes.receive(5000, _from_replay_hook) == ("command", "inc", 5, False)
+        with pytest.raises(TimeoutError):
+            nodes.receive(200, _from_replay_hook)  # each entry once
+    finally:
+        nodes.unregister("rafted_replay_hook")
+
+
+def _from_replay_hook(m: Any) -> bool:
+    return type(m) is tuple and len(m) in (3, 4) and m[0] in ("command", "query", "restored")
+
+
+class ReplayHook(rafted.NoOp):
+    @staticmethod
+    def on_command_committed(data_before: Any, arg: Any, ret: Any, data_after: Any) -> None:
+        nodes.send("rafted_replay_hook", ("command", arg, ret, nodes.get("rafted_value_restoring", False)))
+
+    @staticmethod
+    def on_query_answered(data: Any, arg: Any, ret: Any) -> None:
+        nodes.send("rafted_replay_hook", ("query", arg, ret, nodes.get("rafted_value_restoring", False)))
+
+    @staticmethod
+    def on_restored_from_files(data: Any) -> None:
+        nodes.send("rafted_replay_hook", ("restored", data, nodes.get("rafted_value_restoring", False)))
+
+
 class RestoreHook(rafted.NoOp):
     @staticmethod
     def on_restored_from_files(data: Any) -> None:
