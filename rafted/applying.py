@@ -1,7 +1,8 @@
 """Applying committed entries to a member's value: commands, queries, membership changes.
 
 The leader (given a :class:`~rafted.state.Ctx`) answers the clients, runs the leader hook and
-tells a removed follower; followers and recovery (no ``Ctx``) change the value quietly. A data
+tells a removed follower; followers (no ``Ctx``) change the value quietly; recovery from files
+(:func:`replay_entries`) runs the hook for commands and queries but answers nobody. A data
 module that raises fails only its own request, decided alike on every member. After applying,
 entries no longer needed are dropped from the log (:func:`truncate_logs`).
 """
@@ -110,22 +111,21 @@ def run_query(ctx: Ctx, s: State, client: Any, arg: Any) -> None:
 def leader_apply_committed_log_entries(ctx: Ctx, s: State, entries: list[LogEntry]) -> State:
     # `w` is a fresh copy nobody else has seen: filling it in place costs one copy per batch
     w = _replace_value(s)
-    apply_entries(ctx, w, entries, membership=True)
+    apply_entries(ctx, w, entries)
     return truncate_logs(w)
 
 
 def nonleader_apply_committed_log_entries(s: State, entries: list[LogEntry]) -> State:
     w = _replace_value(s)  # private copy, filled in place
-    apply_entries(None, w, entries, membership=True)
+    apply_entries(None, w, entries)
     return truncate_logs(w)
 
 
-def apply_entries(ctx: Ctx | None, w: State, entries: list[LogEntry], membership: bool) -> None:
+def apply_entries(ctx: Ctx | None, w: State, entries: list[LogEntry]) -> None:
     """Apply committed entries to the private copy ``w``.
 
     With ``ctx`` (the leader) clients get their replies, hooks run and a removed follower is
-    told; without it (followers, recovery) the value changes quietly. ``membership`` False
-    leaves the members alone (recovery: the membership is a new one).
+    told; without it (a follower) the value and the members change quietly.
     """
     results: CommandResults | None = None
     for e in entries:
@@ -139,10 +139,9 @@ def apply_entries(ctx: Ctx | None, w: State, entries: list[LogEntry], membership
         elif kind == ADD_FOLLOWER or kind == REMOVE_FOLLOWER:
             if ctx is not None:
                 membership_change_applied(ctx, w, kind, e[3])
-            if membership:
-                w.members = Members.membership_change_committed(w.members, e[1])
-                if ctx is not None and kind == REMOVE_FOLLOWER and e[3] not in w.members.all:
-                    w.logs = Logs.forget_follower(w.logs, e[3])
+            w.members = Members.membership_change_committed(w.members, e[1])
+            if ctx is not None and kind == REMOVE_FOLLOWER and e[3] not in w.members.all:
+                w.logs = Logs.forget_follower(w.logs, e[3])
         elif ctx is None:
             continue  # queries and elections concern only the leader that handles them
         elif kind == QUERY:
