@@ -44,10 +44,10 @@ count how spins ended).
 vanished peer fails instead of being dropped) on ``bind_host`` (the node name's host part if
 it is an IP address, else 0.0.0.0) and registers its port with epmd.  To reach ``name@host``
 it asks epmd on ``host`` for the port and connects a DEALER (not ZMQ_IMMEDIATE, which would
-discard unread messages when the connection closes).  One connection carries both
-directions.  If both nodes connect at once, the one initiated by the node with the greater
-name wins (as in Erlang's handshake): the other side answers "nok" and the loser waits for
-the winner.
+discard unread messages when the connection closes); the hello goes when the DEALER's socket
+monitor says the connection is up.  One connection carries both directions.  If both
+nodes connect at once, the one initiated by the node with the greater name wins (as in
+Erlang's handshake): the other side answers "nok" and the loser waits for the winner.
 The number of peers is bounded by the process's file-descriptor limit (about four descriptors
 per connection), not by ZeroMQ's default socket limit (see :func:`nodes.zsockets.max_sockets`).
 
@@ -69,7 +69,9 @@ an idle connection alive; a node-list frame tells the peer which nodes we are co
 SIGKILL) is down at once, as Erlang's distribution sees its socket close: ZeroMQ would
 reconnect silently, so a socket monitor on each DEALER reports the close, and one on the
 ROUTER, which does not say whose connection it was, sets off a tick to every peer that
-connected to us (the ROUTER refuses a send to a routing id that is gone).  A tick is sent
+connected to us (the ROUTER refuses a send to a routing id that is gone).  Either way, what
+the peer sent before the close is read first: a connection a send found gone is closed
+only after its socket is read.  A tick is sent
 when nothing else was for 3/4 of ``tick_ms`` (default ``NODES_TICK_MS``, else 1000); a peer
 silent for 3 ticks (hung, or behind a partition) is down.  A send ZeroMQ would drop
 (an unknown routing id, a full pipe) also brings the connection down: nothing is
@@ -115,6 +117,7 @@ DEFAULT_CONNECT_TIMEOUT_MS = 5000
 DEFAULT_HWM = 100_000
 MAX_BATCH = 1000  # messages per data frame
 RECV_BATCH = 256  # messages read from one socket before looking at the rest
+DRAIN_BATCHES = 64  # batches read from a socket whose connection closed, before it is dropped
 MAX_PENDING_INCOMING = 64
 DIRECT_SEND_GAP = 100e-6  # s: a send this soon after the previous frame to the peer is queued
 DEFAULT_SPIN_US = 1000  # how long the I/O thread polls without sleeping after work, in a stream
@@ -268,6 +271,8 @@ class Transport:
         self._all_monitors = True
         self._reprobe_incoming = False
         self._probed_at = float("-inf")
+        # connections to our ROUTER that a send found gone, closed once the ROUTER is read
+        self._router_lost: dict[Conn, str] = {}
         self._poller = zs.FdPoller()
         self._registration: epmd.Registration | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -378,7 +383,7 @@ class Transport:
             # Only the I/O thread closes connections (it owns the poller and the callbacks).
             conn.broken = True
             why = zs.send_failure(error)
-            self._post(lambda: self._close(conn, f"send failed: {why}", retry=True))
+            self._post(lambda: self._lost_on_send(conn, f"send failed: {why}"))
             return
         conn.last_send = time.monotonic()
         stats = self.stats
@@ -644,17 +649,18 @@ class Transport:
         for sock, conn in list(self._by_sock.items()):
             if conn.closed:
                 continue
-            ev = zs.events(sock)
-            if ev & zs.POLLIN:
+            if zs.events(sock) & zs.POLLIN:
                 self._read_dealer(conn)
                 got = True
-            if ev & zs.POLLOUT and conn.state == "connecting" and not conn.closed:
-                self._send_hello(conn)  # ZeroMQ holds it until the TCP connection is up
-                got = True
-            if (conn.monitor is not None and not conn.closed and (everything or conn.monitor_fd in ready)
+            # a connection being made is watched every round: its hello waits for the monitor
+            if (conn.monitor is not None and not conn.closed
+                    and (everything or conn.state == "connecting" or conn.monitor_fd in ready)
                     and zs.events(conn.monitor) & zs.POLLIN):
                 self._on_dealer_event(conn)
                 got = True
+        if self._router_lost:
+            self._close_lost_incoming()
+            got = True
         return got
 
     def _read_router(self) -> bool:
@@ -671,11 +677,17 @@ class Transport:
         assert conn.sock is not None
         self._recv_batch(conn.sock, functools.partial(self._on_dealer_message, conn), conn)
 
+    def _drain_router(self) -> None:
+        """Read everything waiting on the ROUTER (in batches), before connections on it close."""
+        for _ in range(DRAIN_BATCHES):
+            if not self._read_router():
+                return
+
     def _on_router_event(self, monitor: zmq.Socket[Any]) -> None:
         """Some connection to our ROUTER closed: find out whose (see :meth:`_probe_incoming`)."""
-        if not zs.disconnected(monitor):
+        if not zs.monitor_events(monitor) & zs.EVENT_DISCONNECTED:
             return
-        self._read_router()  # what the peer sent before it closed (a bye) first: it says more
+        self._drain_router()  # what the peer sent before it closed (a bye) first: it says more
         # at most one round of probes per PROBE_GAP, however fast strangers come and go
         if self._now - self._probed_at >= PROBE_GAP:
             self._probe_incoming()
@@ -694,11 +706,18 @@ class Transport:
                 self._send_frame(conn, codec.TICK, [])
 
     def _on_dealer_event(self, conn: Conn) -> None:
-        """Our DEALER's TCP connection closed (the peer's process died, or the network dropped
-        it): the connection is lost now, as a failed send would find later."""
+        """Our DEALER's connection came up (send the hello: ZeroMQ would hold it until then, but
+        the tie-break of simultaneous connects counts an attempt as made only once it is up) or
+        closed (the peer's process died, or the network dropped it): the connection is lost now,
+        as a failed send would find later, once everything the peer sent before is read."""
         assert conn.monitor is not None and conn.sock is not None
-        if zs.disconnected(conn.monitor):
-            if zs.events(conn.sock) & zs.POLLIN:
+        events = zs.monitor_events(conn.monitor)
+        if events & zs.EVENT_HANDSHAKE_SUCCEEDED and conn.state == "connecting":
+            self._send_hello(conn)
+        if events & zs.EVENT_DISCONNECTED:
+            for _ in range(DRAIN_BATCHES):
+                if conn.closed or not zs.events(conn.sock) & zs.POLLIN:
+                    break
                 self._read_dealer(conn)  # what the peer sent before it closed (a bye) first
             self._close(conn, "its TCP connection closed", retry=True)
 
@@ -830,23 +849,25 @@ class Transport:
         # Not ZMQ_IMMEDIATE: with it, ZeroMQ discards what the peer sent that we have not read
         # yet the moment the TCP connection closes, so a peer's last messages before a clean
         # stop (its processes' exit signals, its bye) were lost to a reader a moment late.
-        # Without it the hello waits in ZeroMQ until the TCP connection is up, and nothing is
-        # sent on this socket before the handshake answers it; after a close, the monitor below
-        # lets us read everything that arrived before dropping the socket.
+        # Without it the socket takes messages before it is connected, so the monitor below
+        # says when the connection is up (the hello goes then) and when it closed (everything
+        # that arrived before is read, then the socket dropped).
         sock.setsockopt(zmq.IMMEDIATE, 0)
+        # ZeroMQ reconnects a DEALER silently; its monitor tells when the connection is up and
+        # when it closes. Made before the connect, whose events could come first otherwise.
+        monitor = sock.get_monitor_socket(zs.EVENT_DISCONNECTED | zs.EVENT_HANDSHAKE_SUCCEEDED)
         try:
             sock.connect(zs.endpoint(peer.host, port))
         except zmq.ZMQError as error:
-            sock.close(linger=0)
+            zs.close_monitored(sock, monitor, 0)
             self._attempt_failed(peer, f"cannot connect to {peer.host}:{port}: {error}")
             return
         conn = Conn(peer.name, True, max(peer.attempt_deadline, self._now + 0.5), sock=sock)
         conn.fd = sock.getsockopt(zmq.FD)
         self._by_sock[sock] = conn
         self._poller.register(conn.fd)
-        # ZeroMQ reconnects a DEALER silently; its monitor tells when the TCP connection closes
-        conn.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        conn.monitor_fd = cast(int, conn.monitor.getsockopt(zmq.FD))
+        conn.monitor = monitor
+        conn.monitor_fd = cast(int, monitor.getsockopt(zmq.FD))
         self._poller.register(conn.monitor_fd)
         peer.hs = conn
 
@@ -1194,7 +1215,7 @@ class Transport:
     def _zsend(self, conn: Conn, parts: list[bytes]) -> bool:
         """Send without blocking; a send ZeroMQ refuses brings the connection down."""
         if conn.broken:
-            self._close(conn, "send failed", retry=True)
+            self._lost_on_send(conn, "send failed")
             return False
         if conn.peer in self._blocked:
             self.stats["blocked_frames"] += 1
@@ -1202,10 +1223,27 @@ class Transport:
         try:
             self._conn_send(conn, parts)
         except zmq.ZMQError as error:
-            self._close(conn, f"send failed: {zs.send_failure(error)}", retry=True)
+            self._lost_on_send(conn, f"send failed: {zs.send_failure(error)}")
             return False
         conn.last_send = self._now
         return True
+
+    def _lost_on_send(self, conn: Conn, reason: str) -> None:
+        """A send found the connection gone.  One that the peer made to our ROUTER is closed only
+        after the ROUTER is read (at the end of this round, :meth:`_poll_sockets`): what the peer
+        sent before it went is still there, and once the connection is forgotten its frames
+        would be a stranger's."""
+        if conn.outgoing:
+            self._close(conn, reason, retry=True)
+        elif not conn.closed:
+            conn.broken = True
+            self._router_lost[conn] = reason
+
+    def _close_lost_incoming(self) -> None:
+        self._drain_router()
+        lost, self._router_lost = self._router_lost, {}
+        for conn, reason in lost.items():
+            self._close(conn, reason, retry=True)
 
     def _conn_send(self, conn: Conn, parts: list[bytes]) -> zmq.Socket[Any]:
         """Hand ``parts`` to the connection's socket (our DEALER, or the ROUTER with its routing

@@ -19,7 +19,9 @@ __all__ = [
     "max_sockets",
     "send_parts",
     "recv_parts",
-    "disconnected",
+    "monitor_events",
+    "EVENT_DISCONNECTED",
+    "EVENT_HANDSHAKE_SUCCEEDED",
     "close_monitored",
     "events",
     "send_failure",
@@ -85,16 +87,20 @@ def recv_parts(sock: zmq.Socket[Any]) -> list[bytes]:
 _MONITOR_EVENT = struct.Struct("=HI")
 
 
-def disconnected(monitor: zmq.Socket[Any]) -> bool:
-    """Read every event a socket monitor has queued; True if one says a connection closed."""
-    seen = False
+EVENT_DISCONNECTED = int(zmq.EVENT_DISCONNECTED)  # a connection closed
+EVENT_HANDSHAKE_SUCCEEDED = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)  # a connection is up, ZMTP greeted
+
+
+def monitor_events(monitor: zmq.Socket[Any]) -> int:
+    """Read every event a socket monitor has queued; the event ids seen, or-ed together."""
+    seen = 0
     while True:
         try:
             parts = monitor.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return seen
         event, _value = _MONITOR_EVENT.unpack_from(parts[0])
-        seen |= event == zmq.EVENT_DISCONNECTED
+        seen |= event
 
 
 def close_monitored(sock: zmq.Socket[Any], monitor: zmq.Socket[Any] | None, linger: int) -> None:
@@ -155,7 +161,7 @@ def events(sock: zmq.Socket[Any]) -> int:
 def send_failure(error: zmq.ZMQError) -> str:
     """Why a send was refused, in words for the log and the connection's end."""
     if error.errno == zmq.EAGAIN:
-        return "not connected or send queue full"
+        return "send queue full"
     if error.errno == zmq.EHOSTUNREACH:
         return "connection gone"
     return str(error)

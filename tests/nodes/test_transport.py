@@ -311,6 +311,54 @@ def test_simultaneous_connects_end_with_one_connection(c: support.Cluster) -> No
         assert events == ["up"] + ["down", "up"] * rounds, (me, events)
 
 
+def test_a_connect_answered_by_a_greater_node_whose_own_attempt_hangs_still_succeeds(
+        c: support.Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tie-break of simultaneous connects lets the greater name's attempt win, but only
+    # an attempt whose connection is up: one stuck on a stale port must not refuse ours.
+    real_lookup = epmd.lookup
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        stale_port = s.getsockname()[1]  # nothing listens here once the socket is closed
+
+    def stale_for_a(host: str, short: str, port: int, timeout: float) -> Any:
+        found = real_lookup(host, short, port, timeout)
+        return (stale_port, found[1]) if short == "a" and found is not None else found
+
+    monkeypatch.setattr(epmd, "lookup", stale_for_a)
+    z = c.local(f"z@{HOST}")
+    a = c.local(A)
+    z.transport.send(A, "from z")  # z's attempt towards a goes to the stale port
+    support.wait_until(lambda: (p := z.transport._peers.get(A)) is not None and p.hs is not None, 10,
+                       "z's attempt")
+    started = time.monotonic()
+    assert a.transport.connect(z.name, 3000) is True
+    assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize("who_connected", ["this node", "the peer"])
+def test_everything_a_stopping_peer_sent_is_read_even_by_a_late_reader(
+        c: support.Cluster, who_connected: str) -> None:
+    # ZeroMQ may report the closed connection before this node's I/O thread has read what came
+    # before it; none of it may be lost (with ZMQ_IMMEDIATE all of it was, on a DEALER).
+    t = c.local(T)
+    a = c.local(A)
+    if who_connected == "this node":
+        connected(t, A)  # our DEALER
+    else:
+        connected(a, T)  # our ROUTER
+    t.wait_event(("up", A))
+    n = 1500  # more than a few read batches
+    with t.transport._lock:  # this node's I/O thread is held up meanwhile
+        for i in range(n):
+            a.transport.send(T, i)
+            time.sleep(0.0002)  # apart: mostly one frame per message (direct sends)
+        a.stop()  # the bye, then the connection closes
+        time.sleep(0.3)  # the stall of this node's I/O thread goes on after the close
+    t.wait_event(("down", A))
+    got = [t.recv(timeout=10, match=lambda frm, obj: frm == A)[1] for _ in range(n)]
+    assert got == list(range(n))
+
+
 # --------------------------------------------------------------------------- failures
 
 
