@@ -56,12 +56,11 @@ Recovery (:func:`read_latest_snapshot_and_logs_if_available`): the newest
 readable snapshot (a damaged one is renamed ``*.corrupt`` with a warning and
 the previous one is used), then the log files from the one holding its
 index on. Damage at the end of the newest log file that a crash during an
-append leaves (an entry cut short, its two sizes differing, blocks reading as
-zeros) is a torn write of a batch that was never acknowledged: it is dropped
-with a warning and the file truncated there. A damaged entry anywhere else (a
-later valid entry follows it, or it is in an older file), a complete last
-entry that fails its checksum (damaged after it was written, so perhaps
-acknowledged), a gap in the indices, or no readable snapshot at all raise
+append leaves (see :func:`_looks_torn`) is a torn write of a batch that was
+never acknowledged: it is dropped with a warning and the file truncated there.
+A damaged entry anywhere else (a later valid entry follows it, or it is in an
+older file), a complete last entry damaged otherwise (after it was written, so
+perhaps acknowledged), a gap in the indices, or no readable snapshot at all raise
 :class:`PersistenceError` naming the file (and the offset): acknowledged data
 is never dropped silently.
 
@@ -269,27 +268,31 @@ def _valid_entry_after(data: bytes, off: int, expected_index: int) -> bool:
 _SECTOR = 512  # what a write that never reached the disk leaves: aligned blocks reading as zeros
 
 
-def _looks_torn(data: bytes, off: int, damage: str) -> bool:
+def _looks_torn(data: bytes, off: int) -> bool:
     """Whether damage at ``off`` that runs to the end of the newest log file is a write that a
     crash cut short (never synced, so never acknowledged) rather than an entry damaged after
     it was written.
 
-    A crash during an append leaves the entry short, its two size fields differing, or
-    blocks that were never written, which read as zeros.  A complete entry whose sizes agree
-    and which ends at the end of the file, with no such block, was written whole: a checksum
-    mismatch there is later damage to an entry that may have been acknowledged, and dropping
-    it could undo a commit (this member counted towards its majority).
+    A crash during an append leaves the last entry short, or followed by part of the next
+    one, or, where the file's size reached the disk before its data, blocks reading as zeros
+    (a zero size at the end, a whole sector of zeros, nothing but zeros).  An entry whose
+    header's size ends it exactly at the end of the file, with none of those, was written
+    whole: damage to it (its checksum, its type tag, its second size) came later, to an entry
+    that may have been acknowledged, and dropping it could undo a commit this member counted
+    towards.  (A payload that itself holds 512 aligned zero bytes cannot be told from an
+    unwritten block: damage elsewhere in such an entry is taken for a torn write.)
     """
-    if damage != "checksum mismatch":
-        return True  # short, sizes differing, a tag no writer makes: cut short
+    size = len(data)
+    if size - off < ENTRY_OVERHEAD:
+        return True  # not even an empty entry's worth
     (n,) = struct.unpack_from(">Q", data, off + HEADER_SIZE - 8)
-    if off + ENTRY_OVERHEAD + n != len(data):
-        return True  # the file goes on past the entry: a batch cut short
-    if data.count(0, off) == len(data) - off:
-        return True  # all zeros
-    first = -(-off // _SECTOR) * _SECTOR  # the first sector boundary at or after off
+    if off + ENTRY_OVERHEAD + n != size:
+        return True  # short, or more follows it: a batch cut short
+    if data.count(0, off) == size - off or not struct.unpack_from(">Q", data, size - 8)[0]:
+        return True  # nothing but zeros, or the end (its second size) never written
     zeros = bytes(_SECTOR)
-    return any(data[b : b + _SECTOR] == zeros for b in range(first, len(data) - _SECTOR + 1, _SECTOR))
+    first = -(-off // _SECTOR) * _SECTOR  # the first sector boundary at or after off
+    return any(data[b : b + _SECTOR] == zeros for b in range(first, size - _SECTOR + 1, _SECTOR))
 
 
 @dataclass(slots=True)
@@ -310,8 +313,9 @@ def read_log_file(
     """Every entry of the log file ``path``.
 
     A damaged entry raises :class:`PersistenceError` (naming ``path`` and the
-    offset), unless ``allow_torn_tail`` and no valid entry follows it: then
-    it is a torn final write and the result says where the valid part ends.
+    offset), unless ``allow_torn_tail``, no valid entry follows it and it
+    looks like a write a crash cut short (:func:`_looks_torn`): then it is a
+    torn final write and the result says where the valid part ends.
     """
     with open(path, "rb") as f:
         data = f.read()
@@ -325,7 +329,7 @@ def read_log_file(
         except _BadEntry as e:
             expected = entries[-1][1] + 1 if entries else (first_index if first_index is not None else 1)
             if allow_torn_tail and not _valid_entry_after(data, off, expected):
-                if _looks_torn(data, off, str(e)):
+                if _looks_torn(data, off):
                     return LogFileContents(entries, offsets, off, off, str(e))
                 where = " (the last entry, complete: damaged after it was written)"
             else:

@@ -140,6 +140,7 @@ def test_a_crash_cut_last_entry_is_a_torn_tail(tmp_path: Path) -> None:
         "a block never written (zeros)": data[:first_sector] + bytes(512) + data[first_sector + 512:],
         "all zeros after the good entries": data[:last] + bytes(len(data) - last),
         "zeros appended past the end": data + bytes(700),
+        "its end never written": data[:-12] + bytes(12),
     }
     for what, damaged in cases.items():
         Path(path).write_bytes(damaged)
@@ -149,18 +150,21 @@ def test_a_crash_cut_last_entry_is_a_torn_tail(tmp_path: Path) -> None:
             expected, [1, 2, 3, 4, 5] if expected == len(data) else [1, 2, 3, 4]), what
 
 
-def test_a_complete_last_entry_failing_its_checksum_is_an_error_not_a_torn_tail(tmp_path: Path) -> None:
+@pytest.mark.parametrize("payload_size", [10, 3000])
+@pytest.mark.parametrize("where", ["payload", "type tag", "second size", "checksum"])
+def test_a_complete_last_entry_damaged_later_is_an_error_not_a_torn_tail(
+        tmp_path: Path, payload_size: int, where: str) -> None:
     # Written whole and synced (perhaps acknowledged), then damaged: dropping it could undo a
     # commit this member counted towards, so start-up refuses and names the place.
-    for payload_size in (10, 3000):
-        path, data, last = _log_of_commands(tmp_path, payload_size)
-        flipped = bytearray(data)
-        flipped[-20] ^= 0x40  # one bit of the last entry's payload
-        Path(path).write_bytes(bytes(flipped))
-        with pytest.raises(rafted.PersistenceError, match="damaged after it was written") as excinfo:
-            P.read_log_file(path, allow_torn_tail=True, first_index=1)
-        assert (excinfo.value.path, excinfo.value.offset) == (path, last)
-        assert path in str(excinfo.value) and f"offset {last}" in str(excinfo.value)
+    path, data, last = _log_of_commands(tmp_path, payload_size)
+    flipped = bytearray(data)
+    at = {"payload": -20, "type tag": last + 16, "second size": -1, "checksum": -12}[where]
+    flipped[at] ^= 0x40
+    Path(path).write_bytes(bytes(flipped))
+    with pytest.raises(rafted.PersistenceError, match="damaged after it was written") as excinfo:
+        P.read_log_file(path, allow_torn_tail=True, first_index=1)
+    assert (excinfo.value.path, excinfo.value.offset) == (path, last)
+    assert path in str(excinfo.value) and f"offset {last}" in str(excinfo.value)
 
 
 def test_read_last_log_index(tmp_path: Path) -> None:
