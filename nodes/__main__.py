@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             dist.full_name(name)
         except (TypeError, ValueError) as error:
             parser.error(str(error).removeprefix("start: "))  # a usage error: exit 2
+    if args.cookie is not None and not args.cookie:
+        parser.error("--cookie must not be empty")
     if args.noshell:
         if name is not None and not _start(name, args.cookie):
             return 1
@@ -77,12 +79,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _start(name: str, cookie: str | None) -> bool:
     """Start the node; False, with the reason on stderr, if it cannot (as erl, which exits)."""
+    import zmq
+
     import nodes
     from nodes import epmd
 
     try:
         nodes.start(name, cookie=cookie)
-    except (epmd.EpmdError, OSError) as error:  # the name is taken, the port-mapper is unreachable
+    except (epmd.EpmdError, OSError, zmq.ZMQError) as error:  # the name is taken, the port-mapper is
+        # unreachable, the address is not this host's (a long name's host part is bound)
         print(f"pynode: cannot start node {name}: {error}", file=sys.stderr)
         return False
     return True

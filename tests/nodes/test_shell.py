@@ -133,12 +133,23 @@ def test_noshell_exits_0_on_signal(node_cluster: Any, signum: int) -> None:
     h.wait_gone(peer.name, timeout=5.0)  # it said goodbye: no waiting for ticks
 
 
-def test_pynode_refuses_a_malformed_name_with_a_usage_error() -> None:
-    done = subprocess.run([str(PYNODE), "--name", "bad name", "--noshell"], capture_output=True, text=True,
-                          timeout=30)
+@pytest.mark.parametrize("args, says", [(["--name", "bad name"], "NAME@HOST"),
+                                        (["--sname", "x", "--cookie", ""], "--cookie must not be empty")])
+def test_pynode_refuses_a_malformed_name_or_cookie_with_a_usage_error(args: list[str], says: str) -> None:
+    done = subprocess.run([str(PYNODE), *args, "--noshell"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2, done.stderr
-    assert "NAME@HOST" in done.stderr and "usage:" in done.stderr
+    assert says in done.stderr and "usage:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.distributed
+def test_pynode_says_an_address_not_of_this_host_cannot_be_bound(node_cluster: Any) -> None:
+    # a long name's host part is the address the node binds: 192.0.2.1 is nobody's (TEST-NET-1)
+    done = subprocess.run([str(PYNODE), "--name", "n1@192.0.2.1", "--noshell"], capture_output=True,
+                          text=True, timeout=30, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cannot start node n1@192.0.2.1" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.distributed
