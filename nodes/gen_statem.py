@@ -235,6 +235,10 @@ class _Machine:
             self._terminate(("exception", exc, traceback.format_exc()), crash=True)
         kind = result[0] if type(result) is tuple and result else result
         n = len(result) if type(result) is tuple else 0
+        if kind == "repeat_state" or kind == "repeat_state_and_data":
+            # OTP's repeat_* differ from keep_* only by re-running state enter calls, which
+            # this gen_statem does not make
+            kind = "keep_state" if kind == "repeat_state" else "keep_state_and_data"
         if kind == "keep_state" and n in (2, 3):
             self.data = result[1]
             if n == 3:
@@ -245,10 +249,10 @@ class _Machine:
         elif kind == "keep_state_and_data":
             if n == 2:
                 self._transition(self.state, result[1], (event_type, content))
-        elif kind == "stop" and n in (2, 3):
+        elif kind == "stop" and n in (0, 2, 3):  # a bare "stop" is ("stop", "normal"), as OTP's
             if n == 3:
                 self.data = result[2]
-            self._terminate(result[1])
+            self._terminate(result[1] if n else "normal")
         elif kind == "stop_and_reply" and n in (3, 4):
             if n == 4:
                 self.data = result[3]
@@ -347,14 +351,21 @@ class _Machine:
             reply(from_, ("error", "unknown_system_message"))
 
     def _terminate(self, reason: Any, crash: bool = False) -> None:
+        # A machine killed while a callback ran is dead already: as in OTP, a killed process
+        # never runs terminate (this unwinds its thread instead).
+        process.check_alive()
         for key in list(self.timeouts):
             self._cancel(key)  # a dead machine's time-outs go with it, as Erlang's timers do
         terminate = getattr(self.module, "terminate", None)
         if terminate is not None:
+            # As OTP's: a terminate that fails is reported, and the machine exits with its
+            # failure rather than the reason it was stopping with (stop() then raises it).
             try:
                 terminate(reason, self.state, self.data)
-            except Exception:  # noqa: BLE001
-                log.exception("terminate callback of %r failed", self.module)
+            except Exit as exc:
+                reason, crash = exc.reason, True
+            except Exception as exc:  # noqa: BLE001
+                reason, crash = ("exception", exc, traceback.format_exc()), True
         if crash or not _is_quiet(reason):
             detail = reason[2] if type(reason) is tuple and len(reason) == 3 and reason[0] == "exception" \
                 else repr(reason)

@@ -15,6 +15,7 @@ import types
 from typing import Any
 
 import pytest
+from dist_peer_helpers import stays
 from process_helpers import WAIT, is_exit_from, wait_down
 
 import nodes
@@ -480,6 +481,96 @@ def test_stop_of_a_linked_server_gives_a_trapping_caller_a_normal_exit() -> None
     assert gen_statem.stop(pid) == "ok"
     assert nodes.receive(WAIT, match=is_exit_from(pid)) == ("EXIT", pid, "normal")
     assert nodes.flush() == []
+
+
+class FailingTerminate:
+    """terminate fails the way init's argument says: "raise" (an exception) or "exit" (Exit)."""
+
+    def init(how: str) -> tuple:
+        return ("ok", "s", how)
+
+    def s(event_type: Any, content: Any, data: Any) -> tuple:
+        return ("keep_state", data)
+
+    def terminate(reason: Any, state: str, how: str) -> None:
+        if how == "raise":
+            raise RuntimeError("cleanup failed")
+        raise Exit("from_terminate")
+
+
+@pytest.mark.parametrize("how", ["raise", "exit"])
+def test_a_terminate_that_fails_is_the_reason_the_machine_exits_with(how: str) -> None:
+    # as OTP: the failure is reported and re-raised, so monitors and stop() see it, not "normal"
+    _ok, pid = gen_statem.start(FailingTerminate, how)
+    ref = nodes.monitor(pid)
+    with pytest.raises(Exit) as excinfo:
+        gen_statem.stop(pid)
+    reason = wait_down(ref)
+    assert excinfo.value.reason == reason
+    if how == "raise":
+        assert reason[0] == "exception" and isinstance(reason[1], RuntimeError)
+        assert "cleanup failed" in reason[2]
+    else:
+        assert reason == "from_terminate"
+
+
+class StopsWhenReleased:
+    """A cast makes the callback wait for a release, then stop; terminate records that it ran."""
+
+    def init(args: tuple) -> tuple:
+        return ("ok", "s", args)
+
+    def s(event_type: Any, content: Any, data: tuple) -> tuple:
+        entered, release, returning, _ran = data
+        entered.set()
+        release.wait(10)
+        returning.set()
+        return ("stop", "done", data)
+
+    def terminate(reason: Any, state: str, data: tuple) -> None:
+        data[3].append(reason)  # no runtime call: it would unwind a killed process by itself
+
+
+def test_a_machine_killed_during_a_callback_never_runs_terminate() -> None:
+    entered, release, returning = threading.Event(), threading.Event(), threading.Event()
+    ran: list[Any] = []
+    _ok, pid = gen_statem.start(StopsWhenReleased, (entered, release, returning, ran))
+    ref = nodes.monitor(pid)
+    gen_statem.cast(pid, "go")
+    assert entered.wait(10)
+    nodes.exit(pid, "kill")
+    assert wait_down(ref) == "killed"
+    release.set()  # the callback now returns ("stop", ...) in a process that is dead
+    assert returning.wait(10)
+    assert stays(lambda: ran == [], 0.5), ran  # as in OTP: a killed process never runs terminate
+
+
+class Returns:
+    """A call's content is a function of (from_, data) giving the state function's result."""
+
+    def init(data: Any) -> tuple:
+        return ("ok", "s", data)
+
+    def s(event_type: Any, content: Any, data: Any) -> Any:
+        if event_type == "cast":
+            return ("keep_state", data)
+        return content(event_type[1], data)
+
+
+def test_otps_repeat_state_results_and_a_bare_stop() -> None:
+    _ok, pid = gen_statem.start(Returns, 0)
+    ref = nodes.monitor(pid)
+    # repeat_state* are keep_state* (this gen_statem makes no state enter calls)
+    assert gen_statem.call(pid, lambda f, d: ("repeat_state", d + 1, [("reply", f, "r1")])) == "r1"
+    assert gen_statem.call(pid, lambda f, d: ("repeat_state_and_data", [("reply", f, d)])) == 1
+    # the forms without actions (answered before returning)
+    assert gen_statem.call(pid, lambda f, d: (gen_statem.reply(f, "a"), "repeat_state_and_data")[1]) == "a"
+    assert gen_statem.call(pid, lambda f, d: (gen_statem.reply(f, "b"), ("repeat_state", d + 1))[1]) == "b"
+    assert nodes.sys.get_state(pid) == ("s", 2)
+    with pytest.raises(Exit) as excinfo:
+        gen_statem.call(pid, lambda f, d: "stop")  # a bare "stop" is ("stop", "normal")
+    assert excinfo.value.reason == "normal"
+    assert wait_down(ref) == "normal"
 
 
 def test_stop_of_a_server_that_is_not_running_raises_noproc() -> None:
