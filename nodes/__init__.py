@@ -33,7 +33,12 @@ __all__ = [
     "gen_statem", "sys", "rpc",
 ]
 
-_scheduler = _Scheduler(_node.send)  # a timer message goes as nodes.send would send it
+def _dead_local_pid(dest: Any) -> bool:
+    return type(dest) is Pid and _node.is_local_node(dest.node) and _node.local_proc(dest) is None
+
+
+# a timer message goes as nodes.send would send it; one to a local process that died is cancelled
+_scheduler = _Scheduler(_node.send, _dead_local_pid)
 
 
 def node() -> str:

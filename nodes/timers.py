@@ -23,8 +23,15 @@ def _check_ref(fn: str, ref: Any) -> None:
 
 
 class Scheduler:
-    def __init__(self, deliver: Callable[[Any, Any], None]) -> None:
+    """``deliver(dest, msg)`` sends a due timer's message; ``dead(dest)`` says whether ``dest`` is
+    a process that is gone, whose timers then count as cancelled, as Erlang cancels a timer
+    with its target process (checked when a timer is read or cancelled: the message itself
+    would reach nobody anyway)."""
+
+    def __init__(self, deliver: Callable[[Any, Any], None], dead: Callable[[Any], bool] = lambda _: False
+                 ) -> None:
         self._deliver = deliver
+        self._dead = dead
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, Ref]] = []
         self._timers: dict[Ref, tuple[float, Any, Any]] = {}
@@ -59,7 +66,7 @@ class Scheduler:
         _check_ref("cancel_timer", ref)
         with self._cond:
             entry = self._timers.pop(ref, None)
-        if entry is None:
+        if entry is None or self._dead(entry[1]):
             return False
         return max(0, int((entry[0] - time.monotonic()) * 1000))
 
@@ -67,6 +74,10 @@ class Scheduler:
         _check_ref("read_timer", ref)
         entry = self._timers.get(ref)
         if entry is None:
+            return False
+        if self._dead(entry[1]):
+            with self._cond:
+                self._timers.pop(ref, None)
             return False
         return max(0, int((entry[0] - time.monotonic()) * 1000))
 

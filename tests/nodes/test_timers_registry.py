@@ -216,6 +216,20 @@ def test_a_timer_for_a_dead_process_is_dropped_and_later_timers_still_fire() -> 
     assert nodes.receive(WAIT) == "still working"
 
 
+def test_a_timer_to_a_process_is_cancelled_when_the_process_dies() -> None:
+    # as Erlang's: read_timer and cancel_timer then say False, as for a timer that fired
+    release = threading.Event()
+    target = nodes.spawn(release.wait)
+    read_ref = nodes.send_after(60_000, target, "never")
+    cancel_ref = nodes.send_after(60_000, target, "never")
+    assert 0 < nodes.read_timer(read_ref) <= 60_000  # alive: the time left
+    release.set()
+    wait_gone(target)
+    assert nodes.read_timer(read_ref) is False
+    assert nodes.cancel_timer(cancel_ref) is False
+    assert nodes.cancel_timer(read_ref) is False
+
+
 @pytest.mark.timeout(30)
 def test_a_thousand_timers_share_one_scheduler_thread() -> None:
     me = nodes.self()
