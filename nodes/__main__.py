@@ -86,8 +86,8 @@ def _start(name: str, cookie: str | None) -> bool:
 
     try:
         nodes.start(name, cookie=cookie)
-    except (epmd.EpmdError, OSError, zmq.ZMQError) as error:  # the name is taken, the port-mapper is
-        # unreachable, the address is not this host's (a long name's host part is bound)
+    except (epmd.EpmdError, OSError, zmq.ZMQError, ValueError) as error:  # the name is taken, the
+        # port-mapper is unreachable, the address is not this host's, the cookie file is empty
         print(f"pynode: cannot start node {name}: {error}", file=sys.stderr)
         return False
     return True

@@ -140,8 +140,8 @@ def start(name: str, cookie: str | None = None, *, tick_ms: int | None = None) -
         from .transport import Transport
 
         secret = cookie if cookie is not None else default_cookie()
-        if not isinstance(secret, str) or not secret:
-            raise TypeError(f"start: cookie must be a non-empty str, got {secret!r}")
+        if not secret:  # the given cookie was checked above: this one is an empty ~/.nodes.cookie
+            raise ValueError(f"start: the cookie file {Path.home() / '.nodes.cookie'} is empty")
         creation = secrets.randbelow(2**31 - 1) + 1
         host = wanted.partition("@")[2]
         transport = Transport(  # the port-mapper's port and the tick: theirs to read from the env
