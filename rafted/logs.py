@@ -22,7 +22,7 @@ Beyond the original, to keep a loaded leader cheap:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,7 +223,7 @@ def slice_entries(m: Mapping[int, LogEntry], i1: int, i2: int) -> list[LogEntry]
 #
 # for leader
 #
-def new_for_lonely_leader(last_committed_entry: LogEntry, entries_to_append: list[LogEntry] = ()) -> Logs:  # type: ignore[assignment]
+def new_for_lonely_leader(last_committed_entry: LogEntry, entries_to_append: Sequence[LogEntry] = ()) -> Logs:
     """A log holding only ``last_committed_entry`` (plus entries recovered from disk, uncommitted)."""
     logs = _new_with_last_entry(last_committed_entry)
     logs.followers = {}
