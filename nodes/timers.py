@@ -3,6 +3,13 @@
 A heap ordered by deadline, cancelled timers removed lazily; one daemon thread
 sleeps until the earliest deadline (never a thread per timer, which would cost
 a thread start on every Raft heartbeat).
+
+Lazily, but not forever: a gen_statem event timeout is cancelled by every event, so a
+process that re-arms a one-hour timeout 10,000 times a second would otherwise leave
+36 million dead heap entries behind it. Once the dead entries outnumber the live timers
+the heap is rebuilt from the live ones, which keeps it within twice their number at an
+amortised constant cost per cancel. The rebuild also drops the timers of local processes
+that died (Erlang cancels a timer with its target process).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ class Scheduler:
         self._heap: list[tuple[float, int, Ref]] = []
         self._timers: dict[Ref, tuple[float, Any, Any]] = {}
         self._seq = 0
+        self._stale = 0  # heap entries whose timer was cancelled (the heap keeps them until rebuilt)
         self._thread: threading.Thread | None = None
 
     def send_after(self, ms: int | float, dest: Any, msg: Any) -> Ref:
@@ -66,6 +74,8 @@ class Scheduler:
         _check_ref("cancel_timer", ref)
         with self._cond:
             entry = self._timers.pop(ref, None)
+            if entry is not None:
+                self._dropped()
         if entry is None or self._dead(entry[1]):
             return False
         return max(0, int((entry[0] - time.monotonic()) * 1000))
@@ -77,9 +87,23 @@ class Scheduler:
             return False
         if self._dead(entry[1]):
             with self._cond:
-                self._timers.pop(ref, None)
+                if self._timers.pop(ref, None) is not None:
+                    self._dropped()
             return False
         return max(0, int((entry[0] - time.monotonic()) * 1000))
+
+    def _dropped(self) -> None:
+        """One heap entry went stale (called with the lock held): rebuild once they outnumber the live."""
+        self._stale += 1
+        if self._stale <= len(self._timers) + 64:
+            return
+        timers, dead = self._timers, self._dead
+        for ref in [r for r, (_, dest, _) in timers.items() if dead(dest)]:
+            del timers[ref]
+        # in place: the scheduler thread holds this very list
+        self._heap[:] = [e for e in self._heap if e[2] in timers]
+        heapq.heapify(self._heap)
+        self._stale = 0
 
     def _run(self) -> None:
         batch_scheduling()  # a runtime thread: it sends into mailboxes, under the GIL
@@ -94,6 +118,8 @@ class Scheduler:
                         entry = self._timers.pop(ref, None)
                         if entry is not None:
                             due.append((entry[1], entry[2]))
+                        elif self._stale:
+                            self._stale -= 1  # a cancelled timer's entry, gone now
                     if due:
                         break
                     self._cond.wait(heap[0][0] - now if heap else None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import tracemalloc
 import types
 from typing import Any
 
@@ -900,6 +901,24 @@ def test_an_event_timeout_is_cancelled_by_any_event_and_fires_when_none_comes() 
     gen_statem.cast(pid, ("idle_after", 20))
     assert fired() == ("fired", "timeout", "idle", "locked")
     stop_server(pid)
+
+
+def test_an_event_timeout_rearmed_by_every_event_keeps_memory_flat() -> None:
+    # a server that sets a one-hour idle time-out on each event cancels one timer per event
+    ok, pid = gen_statem.start(Lock, nodes.self())
+    gen_statem.cast(pid, ("idle_after", 3_600_000))
+    assert gen_statem.call(pid, "state") == "locked"
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20_000):
+            gen_statem.cast(pid, ("idle_after", 3_600_000))
+        assert gen_statem.call(pid, "state", timeout=WAIT) == "locked"  # every cast handled
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        stop_server(pid)
+    assert grown < 1_000_000, f"20,000 re-armed time-outs left {grown:,} bytes behind"
 
 
 def test_a_generic_timeout_survives_other_events_and_can_be_cancelled() -> None:

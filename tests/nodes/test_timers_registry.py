@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import tracemalloc
 
 import pytest
 from process_helpers import WAIT, is_down, wait_gone
@@ -242,6 +243,55 @@ def test_a_thousand_timers_share_one_scheduler_thread() -> None:
     received = [nodes.receive(WAIT) for _ in range(1000)]
     assert sorted(received) == [("t", i) for i in range(1000)]
     assert threading.active_count() <= threads_before
+
+
+def test_cancelled_timers_do_not_pile_up_in_memory() -> None:
+    # a process re-arming a long timer on every message (an idle time-out) cancels as often
+    # as it sets: what it cancelled must not be kept until the hour is over
+    me = nodes.self()
+    nodes.cancel_timer(nodes.send_after(3_600_000, me, "warm up"))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(50_000):
+            assert nodes.cancel_timer(nodes.send_after(3_600_000, me, "idle")) is not False
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 1_000_000, f"50,000 cancelled timers left {grown:,} bytes behind"
+
+
+def test_live_timers_fire_in_order_among_many_cancelled_ones() -> None:
+    # the cancelled ones are cleared out while these wait: none of these may be lost or reordered
+    me = nodes.self()
+    order = [(k * 7919) % 200 for k in range(200)]  # every slot once, set in a scrambled order
+    t0 = time.monotonic()
+    for k in order:  # deadlines 2 ms apart, from one origin whatever the time each call takes
+        ms = (t0 + 0.6 + 0.002 * k - time.monotonic()) * 1000
+        nodes.send_after(max(0.0, ms), me, ("live", k))
+    for i in range(10_000):  # each cancelled one due before, among or after the live ones
+        nodes.cancel_timer(nodes.send_after(i % 1200, me, "cancelled"))
+    assert [nodes.receive(WAIT) for _ in range(200)] == [("live", k) for k in range(200)]
+    assert nodes.flush() == []
+
+
+def test_the_timers_of_a_dead_process_are_released_with_the_cancelled_ones() -> None:
+    release = threading.Event()
+    target = nodes.spawn(release.wait)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20_000):
+            nodes.send_after(3_600_000, target, "never")
+        release.set()
+        wait_gone(target)
+        me = nodes.self()
+        for _ in range(50_000):  # cancellations make the scheduler clear out what it no longer needs
+            nodes.cancel_timer(nodes.send_after(3_600_000, me, "idle"))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 1_000_000, f"a dead process's 20,000 timers left {grown:,} bytes behind"
 
 
 @pytest.mark.parametrize("ms", [-1, "10", None])
