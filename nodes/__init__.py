@@ -128,19 +128,28 @@ def whereis(name: str) -> Pid | None:
     return pid
 
 
+_INFO_ITEMS = ("message_queue_len", "links", "monitors", "monitored_by")
+
+
 def process_info(pid: Pid, item: str) -> tuple[str, Any] | None:
     """Erlang's ``process_info(Pid, Item)`` for a local process: ``(item, value)``, or None if it
-    is not alive.  Items: ``"message_queue_len"`` (messages waiting in its mailbox)."""
+    is not alive.  Items: ``"message_queue_len"`` (messages waiting in its mailbox), ``"links"``
+    (the pids it is linked to), ``"monitors"`` (``("process", pid)`` or ``("process", (name,
+    node))`` for each monitor it holds) and ``"monitored_by"`` (the pids monitoring it, one per
+    monitor); lists in no particular order, as in Erlang."""
     if type(pid) is not Pid:
         raise TypeError(f"process_info: expected a Pid, got {pid!r}")
-    if item != "message_queue_len":
-        raise ValueError(f"process_info: unsupported item {item!r}; supported: 'message_queue_len'")
+    if item not in _INFO_ITEMS:
+        raise ValueError(f"process_info: unsupported item {item!r}; supported: "
+                         + ", ".join(repr(i) for i in _INFO_ITEMS))
     if not _node.is_local_node(pid.node):
         raise ValueError(f"process_info: {pid} is not a process of this node ({_node.name})")
     proc = _node.local_proc(pid)
     if proc is None or not proc.alive:
         return None
-    return (item, len(proc.mailbox))
+    if item == "message_queue_len":
+        return (item, len(proc.mailbox))
+    return (item, _process.relations(proc, item))
 
 
 # -- the process dictionary: Erlang's put/get/erase, private to the calling process ---------------

@@ -257,9 +257,7 @@ def terminate(proc: Proc, reason: Any) -> None:
         registry.remove_pid(proc.pid)
         for ref, (target_node, obj) in held.items():
             if node.is_local_node(target_node):
-                target = _monitor_target(obj)
-                if target is not None:
-                    target.monitored_by.pop(ref, None)
+                _unmonitor(obj, ref)
     proc.mailbox.close(reason)
     pid = proc.pid
     holder_gone(pid)
@@ -277,6 +275,23 @@ def _monitor_target(obj: Any) -> Proc | None:
         return node.local_proc(obj)
     pid = registry.lookup(obj[0])
     return node.local_proc(pid) if pid is not None else None
+
+
+def _unmonitor(obj: Any, ref: Ref) -> None:
+    """Take monitor ``ref`` off the local process it was set on (called with ``_lock`` held).
+
+    A monitor by name is on the process that held the name when it was set, as in Erlang;
+    the name may since have been unregistered or taken by another process, so when the name
+    no longer leads to the monitor, the processes are searched for it (rare: that costs a
+    look at each), rather than leaving it on its holder for as long as the holder lives.
+    """
+    target = _monitor_target(obj)
+    if target is not None and target.monitored_by.pop(ref, None) is not None:
+        return
+    if type(obj) is tuple:
+        for proc in list(node.procs.values()):
+            if proc.monitored_by.pop(ref, None) is not None:
+                return
 
 
 def send_exit(from_pid: Pid, to: Pid, reason: Any, kind: str) -> None:
@@ -472,8 +487,8 @@ def demonitor_as(me: Proc, ref: Ref, flush: bool = True, target: Proc | None = N
         local = target is not None or (entry is not None and node.is_local_node(entry[0]))
         if entry is not None and local:
             if target is None:
-                target = _monitor_target(entry[1])
-            if target is not None:
+                _unmonitor(entry[1], ref)
+            else:
                 target.monitored_by.pop(ref, None)
     if entry is not None and not local:
         _remote(entry[0], ("demonitor", me.pid, entry[1], ref))
@@ -484,6 +499,16 @@ def demonitor_as(me: Proc, ref: Ref, flush: bool = True, target: Proc | None = N
         except TimeoutError:
             pass
     return True
+
+
+def relations(proc: Proc, item: str) -> list[Any]:
+    """``process_info``'s ``links``, ``monitors`` or ``monitored_by`` of ``proc``, as a snapshot."""
+    with _lock:
+        if item == "links":
+            return list(proc.links)
+        if item == "monitors":
+            return [("process", obj) for _node_name, obj in proc.monitors.values()]
+        return [watcher for watcher, _obj in proc.monitored_by.values()]
 
 
 def check_timeout_ms(fn: str, timeout: Any) -> None:
@@ -592,9 +617,7 @@ def apply_remote_signal(signal: tuple[Any, ...]) -> None:
     elif kind == "demonitor":
         _, watcher, obj, ref = signal
         with _lock:
-            target = _monitor_target(obj)
-            if target is not None:
-                target.monitored_by.pop(ref, None)
+            _unmonitor(obj, ref)
     elif kind == "down":
         _, watcher, ref, obj, reason = signal
         _deliver_down(watcher, ref, obj, reason)

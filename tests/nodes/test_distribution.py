@@ -234,16 +234,42 @@ def test_remote_link_with_trap_exit_gives_exit_noconnection(node_cluster) -> Non
 
 def _links_of(pid: nodes.Pid) -> list[nodes.Pid]:
     """(runs on the peer) the links of a local process, to know a remote link has arrived."""
-    import importlib
-
-    this_node = importlib.import_module("nodes.this_node")
-    proc = this_node.local_proc(pid)
-    return sorted(proc.links) if proc is not None else []
+    info = nodes.process_info(pid, "links")
+    return sorted(info[1]) if info is not None else []
 
 
 def _spawn_waiters(n: int) -> list[nodes.Pid]:
     """(runs on the peer) ``n`` processes that wait for a message forever."""
     return [nodes.spawn(nodes.receive) for _ in range(n)]
+
+
+def _move_name(name: str) -> nodes.Pid:
+    """(runs on the peer) give ``name`` to a new process that waits forever; its pid."""
+    nodes.unregister(name)
+    return h.spawn_registered(name, nodes.receive)
+
+
+def test_a_remote_monitor_by_name_is_released_though_the_name_moved(node_cluster) -> None:
+    # as Erlang's: the monitor is on the process that held the name when it was set, and
+    # demonitor takes it off that process wherever the name has gone since
+    peer = h.start_peer(node_cluster)
+    holder = rpc(peer.name, h.spawn_registered, "svc", nodes.receive)
+    ref = nodes.monitor(("svc", peer.name))
+    h.wait_until_true(lambda: rpc(peer.name, nodes.process_info, holder, "monitored_by")
+                      == ("monitored_by", [nodes.self()]), 5.0, "remote monitor")
+    second = rpc(peer.name, _move_name, "svc")
+    nodes.demonitor(ref)
+    h.wait_until_true(lambda: rpc(peer.name, nodes.process_info, holder, "monitored_by")
+                      == ("monitored_by", []), 5.0, "remote demonitor")
+    assert rpc(peer.name, nodes.process_info, second, "monitored_by") == ("monitored_by", [])
+    # and one that stays ends with the process it was set on, not with the name's new holder
+    ref = nodes.monitor(("svc", peer.name))
+    third = rpc(peer.name, _move_name, "svc")
+    rpc(peer.name, nodes.exit, third, "the_name_holder_gone")
+    rpc(peer.name, nodes.exit, second, "the_monitored_gone")
+    assert nodes.receive(int(DOWN_BOUND_S * 1000), down_for(ref)) == (
+        "DOWN", ref, "process", ("svc", peer.name), "the_monitored_gone")
+    assert rpc(peer.name, nodes.process_info, holder, "monitored_by") == ("monitored_by", [])
 
 
 def test_a_node_stopped_by_sigterm_tells_remote_monitors_and_links_shutdown(node_cluster) -> None:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import pytest
+from dist_peer_helpers import wait_until_true
 from process_helpers import WAIT, is_down, is_exit_from, wait_down, wait_gone
 
 import nodes
@@ -446,6 +447,54 @@ def test_monitoring_a_registered_name_reports_name_and_node() -> None:
         "DOWN", by_name, "process", ("monitored_by_name", "nonode@nohost"), "normal")
     assert nodes.receive(WAIT, match=is_down(by_tuple)) == (
         "DOWN", by_tuple, "process", ("monitored_by_name", "nonode@nohost"), "normal")
+
+
+def _move_name(name: str) -> Pid:
+    """Give ``name`` to a new idle process; its pid."""
+    nodes.unregister(name)
+    pid = nodes.spawn(idle)
+    nodes.register(name, pid)
+    return pid
+
+
+def test_a_monitor_by_name_stays_on_the_process_that_held_the_name() -> None:
+    first = nodes.spawn(idle)
+    nodes.register("moving_name", first)
+    ref = nodes.monitor("moving_name")
+    second = _move_name("moving_name")
+    nodes.exit(second, "not_the_monitored_one")
+    wait_gone(second)
+    nodes.exit(first, "the_monitored_one")
+    assert nodes.receive(WAIT, match=is_down(ref)) == (
+        "DOWN", ref, "process", ("moving_name", "nonode@nohost"), "the_monitored_one")
+
+
+@pytest.mark.parametrize("how", ["demonitor", "watcher exits"])
+def test_a_monitor_by_name_is_released_though_the_name_moved(how: str) -> None:
+    first = nodes.spawn(idle)
+    nodes.register("moving_name", first)
+
+    def watch() -> None:
+        ref = nodes.monitor("moving_name")
+        nodes.receive(match=lambda m: m == "name moved")
+        if how == "demonitor":
+            nodes.demonitor(ref)
+            nodes.receive(match=lambda m: m == "stop")
+
+    watcher = nodes.spawn(watch)
+    wait_until_true(lambda: nodes.process_info(first, "monitored_by") == ("monitored_by", [watcher]),
+                    WAIT / 1000, "the monitor")
+    second = _move_name("moving_name")
+    nodes.send(watcher, "name moved")
+    if how == "demonitor":
+        wait_until_true(lambda: nodes.process_info(watcher, "monitors") == ("monitors", []),
+                        WAIT / 1000, "the demonitor")
+        stop(watcher)
+    wait_gone(watcher)
+    assert nodes.process_info(first, "monitored_by") == ("monitored_by", [])
+    assert nodes.process_info(second, "monitored_by") == ("monitored_by", [])
+    stop(first)
+    stop(second)
 
 
 def test_monitoring_an_unregistered_name_reports_noproc_at_once() -> None:

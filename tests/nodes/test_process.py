@@ -570,6 +570,31 @@ def test_process_info_counts_the_messages_waiting_in_a_mailbox() -> None:
     assert nodes.process_info(pid, "message_queue_len") is None  # not alive
 
 
+def test_process_info_lists_links_monitors_and_watchers() -> None:
+    me = nodes.self()
+    pid = nodes.spawn(nodes.receive)
+    nodes.register("info_target", pid)
+    try:
+        nodes.link(pid)
+        by_pid, by_name = nodes.monitor(pid), nodes.monitor("info_target")
+        assert nodes.process_info(pid, "links") == ("links", [me])
+        assert nodes.process_info(me, "links") == ("links", [pid])
+        assert nodes.process_info(pid, "monitored_by") == ("monitored_by", [me, me])  # one per monitor
+        assert sorted(nodes.process_info(me, "monitors")[1], key=repr) == sorted(
+            [("process", pid), ("process", ("info_target", nodes.node()))], key=repr)
+        nodes.demonitor(by_name)
+        nodes.unlink(pid)
+        assert nodes.process_info(pid, "links") == ("links", [])
+        assert nodes.process_info(pid, "monitored_by") == ("monitored_by", [me])
+        assert nodes.process_info(me, "monitors") == ("monitors", [("process", pid)])
+        assert nodes.process_info(pid, "monitors") == ("monitors", [])
+    finally:
+        nodes.exit(pid, "kill")
+    assert nodes.receive(WAIT, match=is_down(by_pid))[4] == "killed"
+    assert nodes.process_info(me, "monitors") == ("monitors", [])
+    assert nodes.process_info(pid, "links") is None  # not alive
+
+
 def test_process_info_rejects_bad_arguments() -> None:
     with pytest.raises(TypeError, match="expected a Pid"):
         nodes.process_info("someone", "message_queue_len")  # type: ignore[arg-type]
