@@ -68,8 +68,11 @@ def spawn_monitor(fn: Any, *args: Any) -> tuple[Pid, Ref]:
 
 def send(dest: Any, msg: Any) -> Any:
     """Send ``msg`` to a Pid, a registered name or a ``(name, node)``; never raises for a dead dest."""
-    _process.check_alive()
-    _node.send(dest, msg)
+    me = _process.begin_signal()
+    try:
+        _node.send(dest, msg)
+    finally:
+        _process.end_signal(me)
     return msg
 
 

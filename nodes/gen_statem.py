@@ -116,6 +116,9 @@ def _enter(module: Any, args: Any, name: str | None, starter: Pid, ack: Ref, lin
             registry.add(name, me.pid)
         except ValueError:
             fail(("already_started", registry.lookup(name)))
+        if not me.alive:  # killed (by its starter's link) before the name was ours: free it again
+            registry.remove_pid(me.pid)
+            process.check_alive()
     try:
         result = module.init(args)
     except Exit as exc:  # exit(Reason) in init
@@ -417,10 +420,14 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None, ref: Ref | N
     mailbox = me.mailbox
     ref = process.monitor_as(me, server, target, ref)
     mailbox.activate_alias(ref)
-    if target is not None:
-        target.mailbox.put((tag, (me.pid, ref), request))  # dropped if it died meanwhile, as a send
-    else:
-        node.route(server, (tag, (me.pid, ref), request))
+    process.begin_signal()
+    try:
+        if target is not None:
+            target.mailbox.put((tag, (me.pid, ref), request))  # dropped if it died meanwhile, as a send
+        else:
+            node.route(server, (tag, (me.pid, ref), request))
+    finally:
+        process.end_signal(me)
     try:
         msg = process.await_reply(me, ref, ref, timeout)  # the monitor's ref tags the reply too
     except TimeoutError:
@@ -437,8 +444,11 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None, ref: Ref | N
 
 def cast(server: Any, msg: Any) -> str:
     """Send an asynchronous request; always ``"ok"``."""
-    process.check_alive()
-    node.send(server, ("$gen_cast", msg), "cast")
+    me = process.begin_signal()
+    try:
+        node.send(server, ("$gen_cast", msg), "cast")
+    finally:
+        process.end_signal(me)
     return "ok"
 
 
@@ -446,8 +456,11 @@ def reply(from_: Any, reply: Any) -> str:
     """Answer a call whose ``from_`` (pid, ref) a callback was handed."""
     if type(from_) is not tuple or len(from_) != 2 or type(from_[0]) is not Pid:
         raise TypeError(f"reply: from_ must be the (pid, ref) pair handed to the callback, got {from_!r}")
-    process.check_alive()
-    node.route(from_[0], CallReply(from_[1], reply))
+    me = process.begin_signal()
+    try:
+        node.route(from_[0], CallReply(from_[1], reply))
+    finally:
+        process.end_signal(me)
     return "ok"
 
 

@@ -58,6 +58,7 @@ class Proc:
     __slots__ = (
         "pid", "mailbox", "links", "monitors", "monitored_by", "node_monitors",
         "trap_exit", "alive", "reason", "actor", "reported", "dictionary",
+        "signal_lock", "signalling", "deferred_death",
     )
 
     def __init__(self, mailbox: Mailbox, actor: _ProcessActor | None = None) -> None:
@@ -75,6 +76,11 @@ class Proc:
         self.actor = actor
         self.reported = False  # a dead thread-process has shown its Exit to its thread
         self.dictionary: dict[Any, Any] | None = None  # Erlang's process dictionary, made on first put
+        # A killed process's own thread may be half-way through a send (it unwinds only at its
+        # next runtime call): the news of its death then waits for that send, see begin_signal.
+        self.signal_lock = threading.Lock()
+        self.signalling = 0
+        self.deferred_death: tuple[Any, set[Pid], dict, dict] | None = None
 
     def __repr__(self) -> str:
         return f"Proc({self.pid!r}, alive={self.alive})"
@@ -172,6 +178,39 @@ def check_alive() -> None:
         _raise_dead(proc)
 
 
+def begin_signal() -> Proc | None:
+    """Before the calling process sends a message or signal; hand the result to :func:`end_signal`.
+
+    Erlang orders the signals between two processes: whatever P sent before it died reaches
+    Q before P's EXIT or DOWN. Here another thread may kill P while P's thread is between
+    checking that it is alive and queueing its message; the death is then announced by P's
+    thread once the message is queued (``terminate`` leaves it to :func:`end_signal`).
+    Raises as :func:`check_alive` for a process already dead; None for a thread that is not
+    a process yet (nobody can have linked to or monitored it).
+    """
+    proc: Proc | None = getattr(_tls, "proc", None)
+    if proc is None:
+        return None
+    with proc.signal_lock:
+        if proc.alive:
+            proc.signalling += 1
+            return proc
+    _raise_dead(proc)
+    return None  # unreachable: _raise_dead raises
+
+
+def end_signal(proc: Proc | None) -> None:
+    """The send :func:`begin_signal` began is done: announce a death that waited for it."""
+    if proc is None:
+        return
+    with proc.signal_lock:
+        proc.signalling -= 1
+        if proc.signalling or proc.deferred_death is None:
+            return
+        death, proc.deferred_death = proc.deferred_death, None
+    _announce_death(proc.pid, *death)
+
+
 def self_pid() -> Pid:
     return current().pid
 
@@ -259,8 +298,16 @@ def terminate(proc: Proc, reason: Any) -> None:
             if node.is_local_node(target_node):
                 _unmonitor(obj, ref)
     proc.mailbox.close(reason)
-    pid = proc.pid
-    holder_gone(pid)
+    holder_gone(proc.pid)
+    with proc.signal_lock:
+        if proc.signalling:  # its thread is queueing a message that must arrive first
+            proc.deferred_death = (reason, links, watchers, held)
+            return
+    _announce_death(proc.pid, reason, links, watchers, held)
+
+
+def _announce_death(pid: Pid, reason: Any, links: set[Pid], watchers: dict, held: dict) -> None:
+    """Tell ``pid``'s links and watchers that it died, and remote targets it no longer watches."""
     for linked in links:
         send_exit(pid, linked, reason, "link")
     for ref, (watcher, obj) in watchers.items():
@@ -348,7 +395,11 @@ def exit(pid: Pid, reason: Any) -> bool:
     """Send an exit signal (``exit/2``); ``"kill"`` cannot be trapped."""
     _check_pid("exit", pid)
     me = current()
-    send_exit(me.pid, pid, reason, "kill" if reason == "kill" else "exit")
+    begin_signal()
+    try:
+        send_exit(me.pid, pid, reason, "kill" if reason == "kill" else "exit")
+    finally:
+        end_signal(me)
     if not me.alive:
         _raise_dead(me)
     return True

@@ -241,6 +241,33 @@ def test_starting_under_a_taken_name_returns_already_started() -> None:
         stop_server(pid)
 
 
+def test_a_machine_killed_before_it_takes_its_name_leaves_the_name_free(monkeypatch) -> None:
+    # the race of a starter killed just after spawning a linked machine: the link kills the
+    # machine before its thread has registered the name (made certain here by a kill from
+    # another thread just before the registry sees the name)
+    from nodes import registry
+
+    real_add = registry.add
+    machine_threads: list[threading.Thread] = []
+
+    def add_after_a_kill(name: str, pid: Pid) -> None:
+        machine_threads.append(threading.current_thread())
+        killer = threading.Thread(target=nodes.exit, args=(pid, "kill"))
+        killer.start()
+        killer.join()
+        real_add(name, pid)
+
+    monkeypatch.setattr(registry, "add", add_after_a_kill)
+    assert gen_statem.start(Server, {"notify": nodes.self()}, name="statem_orphan") == ("error", "killed")
+    monkeypatch.undo()
+    machine_threads[0].join(WAIT / 1000)  # the start saw the death before that thread went on
+    assert not machine_threads[0].is_alive()
+    assert nodes.whereis("statem_orphan") is None
+    pid = start_server(name="statem_orphan")  # the name is free for the next one
+    assert nodes.whereis("statem_orphan") == pid
+    stop_server(pid)
+
+
 def test_a_name_is_free_again_after_the_server_stops_or_fails_to_start() -> None:
     start_server(name="statem_reused")
     gen_statem.stop("statem_reused")

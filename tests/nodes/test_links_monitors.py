@@ -11,6 +11,10 @@
 
 from __future__ import annotations
 
+import random
+import threading
+import time
+
 import pytest
 from dist_peer_helpers import wait_until_true
 from process_helpers import WAIT, is_down, is_exit_from, wait_down, wait_gone
@@ -554,3 +558,40 @@ def test_spawn_monitor_reports_even_an_instant_death_with_its_own_reason() -> No
     assert wait_down(ref) == "normal"
     with pytest.raises(TypeError, match="callable"):
         nodes.spawn_monitor(42)
+
+
+# -- signal order between two processes ---------------------------------------------------------
+
+def _stream(kind: str, to: Pid, threads: list[threading.Thread]) -> None:
+    """Send to ``to`` as fast as possible, forever: messages, casts or exit signals."""
+    threads.append(threading.current_thread())
+    i = 0
+    while True:
+        if kind == "send":
+            nodes.send(to, ("m", i))
+        elif kind == "cast":
+            nodes.gen_statem.cast(to, ("m", i))
+        else:
+            nodes.exit(to, ("m", i))  # to traps exits: ("EXIT", sender, ("m", i))
+        i += 1
+
+
+@pytest.mark.parametrize("kind", ["send", "cast", "exit"])
+def test_nothing_a_killed_process_sent_arrives_after_its_exit_signal(kind: str) -> None:
+    # Erlang orders the signals between two processes: what P sent before it was killed comes
+    # before P's EXIT. P's thread may be half-way through a send when another thread kills it;
+    # the send must then still come first, or not at all.
+    nodes.process_flag("trap_exit", True)
+    rng = random.Random(7)
+    for _ in range(100):
+        threads: list[threading.Thread] = []
+        pid = nodes.spawn_link(_stream, kind, nodes.self(), threads)
+        time.sleep(rng.random() * 0.0005)  # the kill lands at a different point of the stream each time
+        nodes.exit(pid, "kill")
+        while nodes.receive(WAIT) != ("EXIT", pid, "killed"):
+            pass  # what it sent before it died
+        wait_until_true(lambda threads=threads: threads, WAIT / 1000, "the sender's thread")
+        threads[0].join(WAIT / 1000)  # it has unwound: all it will ever send has been queued
+        assert not threads[0].is_alive()
+        late = nodes.flush()
+        assert late == [], f"{kind}: after ('EXIT', P, 'killed') came {late[:3]}"
