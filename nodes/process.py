@@ -58,7 +58,7 @@ class Proc:
     __slots__ = (
         "pid", "mailbox", "links", "monitors", "monitored_by", "node_monitors",
         "trap_exit", "alive", "reason", "actor", "reported", "dictionary",
-        "signal_lock", "signalling", "deferred_death",
+        "sending", "deferred_death",
     )
 
     def __init__(self, mailbox: Mailbox, actor: _ProcessActor | None = None) -> None:
@@ -78,9 +78,8 @@ class Proc:
         self.dictionary: dict[Any, Any] | None = None  # Erlang's process dictionary, made on first put
         # A killed process's own thread may be half-way through a send (it unwinds only at its
         # next runtime call): the news of its death then waits for that send, see begin_signal.
-        self.signal_lock = threading.Lock()
-        self.signalling = 0
-        self.deferred_death: tuple[Any, set[Pid], dict, dict] | None = None
+        self.sending: list[None] = []  # one item per send in progress
+        self.deferred_death: list[tuple[Any, set[Pid], dict, dict]] = []  # at most one item
 
     def __repr__(self) -> str:
         return f"Proc({self.pid!r}, alive={self.alive})"
@@ -184,17 +183,21 @@ def begin_signal() -> Proc | None:
     Erlang orders the signals between two processes: whatever P sent before it died reaches
     Q before P's EXIT or DOWN. Here another thread may kill P while P's thread is between
     checking that it is alive and queueing its message; the death is then announced by P's
-    thread once the message is queued (``terminate`` leaves it to :func:`end_signal`).
-    Raises as :func:`check_alive` for a process already dead; None for a thread that is not
-    a process yet (nobody can have linked to or monitored it).
+    thread once the message is queued. Raises as :func:`check_alive` for a process already
+    dead; None for a thread that is not a process yet (nobody can have linked to it).
+
+    No lock on this path, which every send takes: the sender says it is sending, then looks
+    whether it is alive; ``terminate`` marks the process dead, leaves the news in
+    ``deferred_death``, then looks whether a send is in progress. Under the GIL one of the two
+    sees what the other did first, and whoever pops the news (``list.pop`` is atomic) tells it.
     """
     proc: Proc | None = getattr(_tls, "proc", None)
     if proc is None:
         return None
-    with proc.signal_lock:
-        if proc.alive:
-            proc.signalling += 1
-            return proc
+    proc.sending.append(None)
+    if proc.alive:
+        return proc
+    end_signal(proc)
     _raise_dead(proc)
     return None  # unreachable: _raise_dead raises
 
@@ -203,11 +206,18 @@ def end_signal(proc: Proc | None) -> None:
     """The send :func:`begin_signal` began is done: announce a death that waited for it."""
     if proc is None:
         return
-    with proc.signal_lock:
-        proc.signalling -= 1
-        if proc.signalling or proc.deferred_death is None:
-            return
-        death, proc.deferred_death = proc.deferred_death, None
+    sending = proc.sending
+    sending.pop()
+    if proc.deferred_death and not sending:
+        _claim_death(proc)
+
+
+def _claim_death(proc: Proc) -> None:
+    """Announce ``proc``'s death unless another thread has just done so."""
+    try:
+        death = proc.deferred_death.pop()
+    except IndexError:
+        return
     _announce_death(proc.pid, *death)
 
 
@@ -299,11 +309,10 @@ def terminate(proc: Proc, reason: Any) -> None:
                 _unmonitor(obj, ref)
     proc.mailbox.close(reason)
     holder_gone(proc.pid)
-    with proc.signal_lock:
-        if proc.signalling:  # its thread is queueing a message that must arrive first
-            proc.deferred_death = (reason, links, watchers, held)
-            return
-    _announce_death(proc.pid, reason, links, watchers, held)
+    # if its thread is queueing a message, that must arrive first: end_signal tells, see begin_signal
+    proc.deferred_death.append((reason, links, watchers, held))
+    if not proc.sending:
+        _claim_death(proc)
 
 
 def _announce_death(pid: Pid, reason: Any, links: set[Pid], watchers: dict, held: dict) -> None:
