@@ -798,13 +798,17 @@ class Transport:
         if waiter is not None:
             peer.waiters.append(waiter)
         peer.report_failure |= report
-        peer.attempt_deadline = max(peer.attempt_deadline, self._now + timeout)
-        if peer.hs is not None:
-            peer.hs.deadline = max(peer.hs.deadline, peer.attempt_deadline)
-            return
-        if peer.resolving or peer.awaiting_until:
-            return
-        self._start_attempt(peer)
+        in_progress = peer.hs is not None or peer.resolving or bool(peer.awaiting_until)
+        # A connect() may give an attempt in progress more time; a send only starts one. Were
+        # every send to push the deadline on, an attempt at a peer that never answers (stopped,
+        # or a dead incarnation's port) would never fail while anybody sends to it: no nodedown,
+        # and its pending messages piling up for as long as the sending goes on.
+        if waiter is not None or not in_progress:
+            peer.attempt_deadline = max(peer.attempt_deadline, self._now + timeout)
+            if peer.hs is not None:
+                peer.hs.deadline = max(peer.hs.deadline, peer.attempt_deadline)
+        if not in_progress:
+            self._start_attempt(peer)
 
     def _start_attempt(self, peer: Peer) -> None:
         assert self._executor is not None

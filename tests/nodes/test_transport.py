@@ -463,6 +463,29 @@ def test_hung_peer_is_detected_by_ticks_and_the_healed_partition_reconnects(c: s
     assert t.recv() == (A, "healed")
 
 
+def test_an_attempt_at_a_hung_peer_fails_at_its_deadline_however_often_we_send(c: support.Cluster) -> None:
+    t = c.local(T, connect_timeout_ms=1000)
+    a = c.peer(A)
+    a.signal(signal.SIGSTOP)  # registered and listening, but it never answers a handshake
+    stop = threading.Event()
+
+    def keep_sending() -> None:
+        while not stop.is_set():
+            t.transport.send(A, "lost")
+            stop.wait(0.01)
+
+    sender = threading.Thread(target=keep_sending)
+    sender.start()
+    try:
+        start = time.monotonic()
+        t.wait_event(("down", A), timeout=10)  # sends go on all the while
+        assert time.monotonic() - start < 5.0
+    finally:
+        stop.set()
+        sender.join()
+        a.signal(signal.SIGCONT)
+
+
 def test_restarted_peer_is_a_new_connection(c: support.Cluster) -> None:
     t = c.local(T)
     a = c.peer(A)
