@@ -68,11 +68,7 @@ def spawn_monitor(fn: Any, *args: Any) -> tuple[Pid, Ref]:
 
 def send(dest: Any, msg: Any) -> Any:
     """Send ``msg`` to a Pid, a registered name or a ``(name, node)``; never raises for a dead dest."""
-    me = _process.begin_signal()
-    try:
-        _node.send(dest, msg)
-    finally:
-        _process.end_signal(me)
+    _process.send_as_me(_node.send, dest, msg)
     return msg
 
 

@@ -108,7 +108,7 @@ def _enter(module: Any, args: Any, name: str | None, starter: Pid, ack: Ref, lin
     def fail(reason: Any) -> None:
         if linked:
             process.unlink(starter)
-        node.route(starter, CallReply(ack, ("error", reason)))
+        process.send_as_me(node.route, starter, CallReply(ack, ("error", reason)))
         raise Exit(reason if reason != "normal" else "normal")
 
     if name is not None:
@@ -139,7 +139,7 @@ def _enter(module: Any, args: Any, name: str | None, starter: Pid, ack: Ref, lin
     else:
         fail(("bad_return_from_init", result))
         return
-    node.route(starter, CallReply(ack, ("ok", me.pid)))
+    process.send_as_me(node.route, starter, CallReply(ack, ("ok", me.pid)))
     _Machine(module, state_name, data, starter if linked else None).run(actions)
 
 
@@ -420,14 +420,10 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None, ref: Ref | N
     mailbox = me.mailbox
     ref = process.monitor_as(me, server, target, ref)
     mailbox.activate_alias(ref)
-    process.begin_signal()
-    try:
-        if target is not None:
-            target.mailbox.put((tag, (me.pid, ref), request))  # dropped if it died meanwhile, as a send
-        else:
-            node.route(server, (tag, (me.pid, ref), request))
-    finally:
-        process.end_signal(me)
+    if target is not None:  # dropped if it died meanwhile, as a send
+        process.send_as_me(target.mailbox.put, (tag, (me.pid, ref), request))
+    else:
+        process.send_as_me(node.route, server, (tag, (me.pid, ref), request))
     try:
         msg = process.await_reply(me, ref, ref, timeout)  # the monitor's ref tags the reply too
     except TimeoutError:
@@ -444,11 +440,7 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None, ref: Ref | N
 
 def cast(server: Any, msg: Any) -> str:
     """Send an asynchronous request; always ``"ok"``."""
-    me = process.begin_signal()
-    try:
-        node.send(server, ("$gen_cast", msg), "cast")
-    finally:
-        process.end_signal(me)
+    process.send_as_me(node.send, server, ("$gen_cast", msg), "cast")
     return "ok"
 
 
@@ -456,11 +448,7 @@ def reply(from_: Any, reply: Any) -> str:
     """Answer a call whose ``from_`` (pid, ref) a callback was handed."""
     if type(from_) is not tuple or len(from_) != 2 or type(from_[0]) is not Pid:
         raise TypeError(f"reply: from_ must be the (pid, ref) pair handed to the callback, got {from_!r}")
-    me = process.begin_signal()
-    try:
-        node.route(from_[0], CallReply(from_[1], reply))
-    finally:
-        process.end_signal(me)
+    process.send_as_me(node.route, from_[0], CallReply(from_[1], reply))
     return "ok"
 
 
@@ -498,7 +486,7 @@ def stop(server: Any, reason: Any = "normal", timeout: int | None = None) -> str
     me = process.current()
     process.resolve_server(server)
     ref = process.monitor(server)
-    node.route(server, ("$system", (me.pid, ref), ("terminate", reason)))
+    process.send_as_me(node.route, server, ("$system", (me.pid, ref), ("terminate", reason)))
     try:
         msg = process.receive(timeout, lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN"
                               and m[1] == ref)

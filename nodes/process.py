@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -221,6 +222,26 @@ def _claim_death(proc: Proc) -> None:
     _announce_death(proc.pid, *death)
 
 
+def send_as_me(deliver: Callable[..., None], *args: Any) -> None:
+    """``deliver(*args)`` as a send of the calling process: it arrives before the news of its death."""
+    me = begin_signal()
+    try:
+        deliver(*args)
+    finally:
+        end_signal(me)
+
+
+def abandon_sends() -> None:
+    """The calling thread is between two commands (the shell's prompt), so none of its sends is
+    in progress, whatever an interrupt (Ctrl-C) cut short between begin_signal and end_signal;
+    a death that waited for such a send is told now rather than never."""
+    proc: Proc | None = getattr(_tls, "proc", None)
+    if proc is not None and proc.sending:
+        proc.sending.clear()
+        if proc.deferred_death:
+            _claim_death(proc)
+
+
 def self_pid() -> Pid:
     return current().pid
 
@@ -404,11 +425,7 @@ def exit(pid: Pid, reason: Any) -> bool:
     """Send an exit signal (``exit/2``); ``"kill"`` cannot be trapped."""
     _check_pid("exit", pid)
     me = current()
-    begin_signal()
-    try:
-        send_exit(me.pid, pid, reason, "kill" if reason == "kill" else "exit")
-    finally:
-        end_signal(me)
+    send_as_me(send_exit, me.pid, pid, reason, "kill" if reason == "kill" else "exit")
     if not me.alive:
         _raise_dead(me)
     return True
@@ -711,9 +728,21 @@ def node_down(node_name: str) -> None:
 
 
 def shutdown_all(reason: Any = "shutdown") -> None:
-    """The node is stopping: every local process exits with ``reason`` (links and monitors fire)."""
-    for proc in list(node.procs.values()):
+    """The node is stopping: every local process exits with ``reason`` (links and monitors fire).
+
+    Returns once every death has been told, so that the connections can close behind them:
+    a process caught half-way through a send tells its own death when that send is done
+    (see begin_signal), which takes microseconds; one that does not within a second (a thread
+    stopped in a debugger, say) has it told from here.
+    """
+    procs = list(node.procs.values())
+    for proc in procs:
         terminate(proc, reason)
+    deadline = time.monotonic() + 1.0
+    while any(p.deferred_death for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    for proc in procs:
+        _claim_death(proc)
 
 
 def rename_all(new_name: str, new_creation: int) -> None:

@@ -49,7 +49,7 @@ def call(node_name: str, fn: Any, *args: Any, timeout: int | None = None) -> Any
     me.mailbox.activate_alias(tag)
     if remote:
         mref = process.monitor((REX, node_name))
-        node.route((REX, node_name), ("$rpc", me.pid, tag, payload))
+        process.send_as_me(node.route, (REX, node_name), ("$rpc", me.pid, tag, payload))
     else:
         _, mref = process.spawn_monitor(_worker, me.pid, tag, fn, args)  # monitored before it runs
     try:
@@ -102,7 +102,7 @@ def _worker(caller: Pid, tag: Ref, fn: Any, args: tuple[Any, ...]) -> None:
         outcome: Any = ("ok", fn(*args))
     except Exception as exc:  # noqa: BLE001 - the exception travels back to the caller
         outcome = ("raise", exc, traceback.format_exc())
-    node.route(caller, CallReply(tag, outcome))
+    process.send_as_me(node.route, caller, CallReply(tag, outcome))
 
 
 def _remote_worker(rex: Pid, payload: bytes) -> None:
@@ -113,7 +113,7 @@ def _remote_worker(rex: Pid, payload: bytes) -> None:
     except Exception as exc:  # noqa: BLE001 - the exception travels back to the caller
         text = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
         outcome = ("raise_pickled", _pickled(exc), text, traceback.format_exc())
-    node.send(rex, (_OUTCOME, process.current().pid, outcome))
+    process.send_as_me(node.send, rex, (_OUTCOME, process.current().pid, outcome))
 
 
 def _pickled(value: Any) -> bytes | None:
@@ -155,8 +155,9 @@ def serve() -> None:
             running[worker] = (caller, tag)
         elif len(msg) == 3 and msg[0] == _OUTCOME and msg[1] in running:
             caller, tag = running.pop(msg[1])
-            node.route(caller, CallReply(tag, msg[2]))
+            process.send_as_me(node.route, caller, CallReply(tag, msg[2]))
         elif len(msg) == 5 and msg[0] == "DOWN" and msg[3] in running:  # ended with no outcome
             caller, tag = running.pop(msg[3])
             reason = msg[4]
-            node.route(caller, CallReply(tag, ("exit_pickled", _pickled(reason), repr(reason))))
+            outcome = ("exit_pickled", _pickled(reason), repr(reason))
+            process.send_as_me(node.route, caller, CallReply(tag, outcome))

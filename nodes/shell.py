@@ -18,6 +18,7 @@ import types
 from typing import Any
 
 import nodes
+from nodes import process as _process
 
 BANNER = (
     "pynode {name} (Python {py})\n"
@@ -87,6 +88,12 @@ class _Console(code.InteractiveConsole):
         if not more:
             self.prompt.count += 1
         return more
+
+    def runcode(self, code: Any) -> None:
+        try:
+            super().runcode(code)  # reports any exception, KeyboardInterrupt (Ctrl-C) too
+        finally:
+            _process.abandon_sends()  # a Ctrl-C may have cut a send short: none is in progress now
 
 
 def run_shell() -> None:

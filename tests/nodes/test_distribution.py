@@ -295,6 +295,42 @@ def _stop_a_peer_holding_watched_processes(node_cluster: Any) -> None:
     assert nodes.receive(5000, lambda m: h.is_tuple(m, "EXIT", 3)) == ("EXIT", waiters[0], "shutdown")
 
 
+def _drain() -> None:
+    while True:
+        nodes.receive()
+
+
+def _stream_to(sink: nodes.Pid) -> None:
+    while True:
+        nodes.send(sink, "x")
+
+
+def _spawn_streamers(n: int) -> list[nodes.Pid]:
+    """(runs on the peer) ``n`` processes sending to one sink as fast as they can."""
+    sink = nodes.spawn(_drain)
+    return [nodes.spawn(_stream_to, sink) for _ in range(n)]
+
+
+def _all_watched_by_me(node_name: str, pids: list[nodes.Pid]) -> bool:
+    watched = ("monitored_by", [nodes.self()])
+    return all(rpc(node_name, nodes.process_info, pid, "monitored_by") == watched for pid in pids)
+
+
+def test_a_node_stopped_while_its_processes_send_tells_their_monitors_shutdown(node_cluster) -> None:
+    # a process caught half-way through a send tells its own death once the send is done
+    # (what it sent comes first): the node must wait for that before it closes its connections
+    for _ in range(3):
+        peer = h.start_peer(node_cluster)
+        streamers = rpc(peer.name, _spawn_streamers, 4)
+        refs = {nodes.monitor(pid): pid for pid in streamers}
+        h.wait_until_true(lambda name=peer.name, pids=streamers: _all_watched_by_me(name, pids),
+                          5.0, "remote monitors")
+        peer.signal(signal.SIGTERM)
+        assert peer.popen.wait(20) == 0
+        downs = [nodes.receive(5000, down_for(ref)) for ref in refs]
+        assert downs == [("DOWN", ref, "process", pid, "shutdown") for ref, pid in refs.items()]
+
+
 def test_remote_abnormal_exit_kills_a_linked_local_process(node_cluster) -> None:
     peer = h.start_peer(node_cluster)
     remote = rpc(peer.name, nodes.spawn, h.exit_on_message)

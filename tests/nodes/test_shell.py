@@ -96,6 +96,25 @@ def test_shell_is_a_process_of_the_node(shell: Any) -> None:
 
 
 @pytest.mark.distributed
+def _console_cut_short_by_ctrl_c(report_to: nodes.Pid) -> None:
+    """(a process) run a shell line that Ctrl-C interrupts half-way through a send, then idle."""
+    from nodes import shell
+
+    console = shell._Console(shell.shell_namespace(), shell._Prompt("> "))
+    # begin_signal is where nodes.send starts; the interrupt lands before the send's end
+    console.push("from nodes import process; process.begin_signal(); raise KeyboardInterrupt")
+    nodes.send(report_to, "prompt back")
+    nodes.receive()
+
+
+def test_a_ctrl_c_half_way_through_a_send_does_not_swallow_the_shells_death() -> None:
+    # the shell's process killed later must still be reported to its monitors
+    pid, ref = nodes.spawn_monitor(_console_cut_short_by_ctrl_c, nodes.self())
+    assert nodes.receive(10_000, lambda m: m == "prompt back")
+    nodes.exit(pid, "kill")
+    assert nodes.receive(10_000, lambda m: h.is_tuple(m, "DOWN", 5) and m[1] == ref)[4] == "killed"
+
+
 def test_shell_stops_its_node_and_exits_0_on_sigterm(shell: Any) -> None:
     name = shell.node_name
     shell.expect(prompt(name))
