@@ -34,6 +34,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pykka
@@ -41,6 +42,7 @@ import pykka
 from . import registry
 from . import this_node as node
 from ._sched import batch_scheduling, holder_gone, thread_done
+from .codec import EncodeError
 from .mailbox import Mailbox
 from .terms import CallReply, Exit, Pid, ProcessExit, Ref, make_ref, rename_local_pid, split_node_name
 
@@ -339,12 +341,22 @@ def terminate(proc: Proc, reason: Any) -> None:
 def _announce_death(pid: Pid, reason: Any, links: set[Pid], watchers: dict, held: dict) -> None:
     """Tell ``pid``'s links and watchers that it died, and remote targets it no longer watches."""
     for linked in links:
-        send_exit(pid, linked, reason, "link")
+        _tell(partial(send_exit, pid, linked, kind="link"), reason)
     for ref, (watcher, obj) in watchers.items():
-        _deliver_down(watcher, ref, obj, reason)
+        _tell(partial(_deliver_down, watcher, ref, obj), reason)
     for ref, (target_node, obj) in held.items():
         if not node.is_local_node(target_node):
             _remote(target_node, ("demonitor", pid, obj, ref))
+
+
+def _tell(notice: Callable[[Any], None], reason: Any) -> None:
+    """One notice of a death. A reason that cannot be pickled for another node (an exception
+    holding a lock, say) goes there as ``("unpicklable", repr(reason))``: every link and
+    monitor hears of the death, where the first such notice used to stop the others."""
+    try:
+        notice(reason)
+    except EncodeError:
+        notice(("unpicklable", repr(reason)))
 
 
 def _monitor_target(obj: Any) -> Proc | None:

@@ -331,6 +331,39 @@ def test_a_node_stopped_while_its_processes_send_tells_their_monitors_shutdown(n
         assert downs == [("DOWN", ref, "process", pid, "shutdown") for ref, pid in refs.items()]
 
 
+def _trap_and_forward(to: nodes.Pid) -> None:
+    """(runs on the peer) trap exits and forward every message to ``to``."""
+    nodes.process_flag("trap_exit", True)
+    h.forward_all(to)
+
+
+class _HoldsALock(Exception):
+    def __init__(self) -> None:
+        super().__init__("holds a lock")
+        self.lock = threading.Lock()  # cannot be pickled
+
+
+def test_a_death_whose_reason_cannot_be_pickled_still_reaches_every_link_and_monitor(node_cluster) -> None:
+    peer = h.start_peer(node_cluster)
+    me = nodes.self()
+    remote = rpc(peer.name, nodes.spawn, _trap_and_forward, me)
+
+    def crash_linked() -> None:
+        nodes.link(remote)
+        nodes.receive(match=lambda m: m == "go")
+        raise _HoldsALock()
+
+    local, ref = nodes.spawn_monitor(crash_linked)
+    h.wait_until_true(lambda: rpc(peer.name, _links_of, remote) == [local], 5.0, "remote link")
+    nodes.send(local, "go")
+    down = nodes.receive(10_000, down_for(ref))
+    assert down[4][0] == "exception" and isinstance(down[4][1], _HoldsALock)  # here, as it was
+    _fwd, _from, exit_signal = nodes.receive(10_000, lambda m: h.is_tuple(m, "fwd", 3))
+    assert exit_signal[:2] == ("EXIT", local)
+    assert exit_signal[2][0] == "unpicklable" and "holds a lock" in exit_signal[2][1]
+    nodes.exit(remote, "kill")
+
+
 def test_remote_abnormal_exit_kills_a_linked_local_process(node_cluster) -> None:
     peer = h.start_peer(node_cluster)
     remote = rpc(peer.name, nodes.spawn, h.exit_on_message)
