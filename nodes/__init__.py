@@ -97,9 +97,7 @@ def register(name: str, pid: Pid) -> bool:
         raise TypeError(f"register: expected a Pid, got {pid!r}")
     if _node.local_proc(pid) is None:
         raise ValueError(f"register: {pid!r} is not a live local process")
-    _registry.add(name, pid)
-    if _node.local_proc(pid) is None:  # it died meanwhile: its name must not outlive it
-        _registry.remove_pid(pid)
+    if not _process.register_live(name, pid):  # it died meanwhile
         raise ValueError(f"register: {pid!r} is not a live local process")
     return True
 

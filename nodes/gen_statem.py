@@ -113,11 +113,10 @@ def _enter(module: Any, args: Any, name: str | None, starter: Pid, ack: Ref, lin
 
     if name is not None:
         try:
-            registry.add(name, me.pid)
+            registered = process.register_live(name, me.pid)
         except ValueError:
             fail(("already_started", registry.lookup(name)))
-        if not me.alive:  # killed (by its starter's link) before the name was ours: free it again
-            registry.remove_pid(me.pid)
+        if not registered:  # killed (by its starter's link) before the name was ours
             process.check_alive()
     try:
         result = module.init(args)

@@ -244,6 +244,17 @@ def abandon_sends() -> None:
             _claim_death(proc)
 
 
+def register_live(name: str, pid: Pid) -> bool:
+    """Bind ``name`` to the local process ``pid``: False, and the name free again, if the process
+    has died by then. Its ``terminate`` frees its names, but may have run just before the name
+    was bound; a name must not outlive its holder. Raises ValueError if the name is taken."""
+    registry.add(name, pid)
+    if node.local_proc(pid) is None:
+        registry.remove_pid(pid)
+        return False
+    return True
+
+
 def self_pid() -> Pid:
     return current().pid
 
