@@ -61,7 +61,7 @@ class Proc:
     __slots__ = (
         "pid", "mailbox", "links", "monitors", "monitored_by", "node_monitors",
         "trap_exit", "alive", "reason", "actor", "reported", "dictionary",
-        "sending", "deferred_death",
+        "sending", "deferred_death", "death_told",
     )
 
     def __init__(self, mailbox: Mailbox, actor: _ProcessActor | None = None) -> None:
@@ -83,6 +83,7 @@ class Proc:
         # next runtime call): the news of its death then waits for that send, see begin_signal.
         self.sending: list[None] = []  # one item per send in progress
         self.deferred_death: list[tuple[Any, set[Pid], dict, dict]] = []  # at most one item
+        self.death_told = False  # its links and watchers have been told (see shutdown_all)
 
     def __repr__(self) -> str:
         return f"Proc({self.pid!r}, alive={self.alive})"
@@ -221,7 +222,10 @@ def _claim_death(proc: Proc) -> None:
         death = proc.deferred_death.pop()
     except IndexError:
         return
-    _announce_death(proc.pid, *death)
+    try:
+        _announce_death(proc.pid, *death)
+    finally:
+        proc.death_told = True
 
 
 def send_as_me(deliver: Callable[..., None], *args: Any) -> None:
@@ -762,7 +766,8 @@ def shutdown_all(reason: Any = "shutdown") -> None:
     for proc in procs:
         terminate(proc, reason)
     deadline = time.monotonic() + 1.0
-    while any(p.deferred_death for p in procs) and time.monotonic() < deadline:
+    # death_told, not an empty deferred_death: the news is popped before it is told
+    while not all(p.death_told for p in procs) and time.monotonic() < deadline:
         time.sleep(0.001)
     for proc in procs:
         _claim_death(proc)
