@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import process, rpc
+from . import _sched, process, rpc
 from . import this_node as node
 from .terms import split_node_name
 
@@ -170,6 +170,7 @@ def start(name: str, cookie: str | None = None, *, tick_ms: int | None = None) -
             raise
         _transport, _cookie = transport, secret
         node.dist = _Dist(transport)
+        _sched.share_holds(transport.epmd_port)  # the nodes of one port-mapper share a host
         return wanted
 
 
@@ -241,4 +242,5 @@ def stop() -> None:
         transport, _transport = _transport, None
         node.dist = None
     if transport is not None:
+        _sched.stop_sharing()
         transport.stop()

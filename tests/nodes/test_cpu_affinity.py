@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import nodecluster
 import pytest
@@ -252,3 +253,100 @@ def test_two_busy_nodes_holding_one_cpu_part_and_stay_parted(node_cluster) -> No
     while time.monotonic() < deadline:
         assert len(set(held())) == 2
         time.sleep(0.2)  # sampling what the nodes hold while time passes
+
+
+KEEP_OFF = {"NODES_KEEP_OFF_HELD": "1"}
+
+
+def peer_functions() -> SimpleNamespace:
+    """Functions for rpc to run on a peer (made here, so that they travel by value)."""
+
+    def runtime_cpus() -> list[int]:
+        # rpc runs this in a new process of the peer: where a process started now may run
+        return sorted(os.sched_getaffinity(0))
+
+    def start_probe() -> None:
+        def probe() -> None:
+            while True:
+                _tag, sender = nodes.receive()
+                nodes.send(sender, ("cpus", sorted(os.sched_getaffinity(0))))
+
+        nodes.register("probe", nodes.spawn(probe))
+
+    def probe_cpus() -> list[int]:
+        # where the peer's long-lived process "probe" may run: moved, not just started so
+        nodes.send("probe", ("cpus", nodes.self()))
+        return nodes.receive(5000, lambda m: type(m) is tuple and m[0] == "cpus")[1]
+
+    def zmq_and_main_cpus() -> dict[str, list[int]]:
+        seen = {"main": sorted(os.sched_getaffinity(os.getpid()))}
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().startswith("ZMQbg/IO"):
+                    seen["zmq"] = sorted(os.sched_getaffinity(int(tid)))
+        return seen
+
+    def looks_at_holds() -> bool:
+        from nodes import _sched
+
+        return _sched._board is not None
+
+    def hold_until_told() -> None:
+        nodes.register("holder", nodes.self())
+        nodes.hold_one_cpu(True)
+        nodes.receive(match=lambda m: m == "let go")
+
+    return SimpleNamespace(runtime_cpus=runtime_cpus, start_probe=start_probe, probe_cpus=probe_cpus,
+                           zmq_and_main_cpus=zmq_and_main_cpus, looks_at_holds=looks_at_holds,
+                           hold_until_told=hold_until_told)
+
+
+@needs_two_cpus
+def test_nodes_of_one_port_mapper_keep_off_the_cpu_another_one_holds(node_cluster) -> None:
+    f = peer_functions()
+    everywhere = sorted(os.sched_getaffinity(0))
+    # the holder's watcher stays out of it: on a busy machine it might move the hold meanwhile
+    leader_like = node_cluster.start_node(env={**KEEP_OFF, "NODES_HOLD_CPU_WATCH": "0"})
+    other = node_cluster.start_node(env=KEEP_OFF)
+    unconcerned = node_cluster.start_node()  # keeping off is opt-in
+    for peer in (other, unconcerned):
+        nodes.rpc.call(peer.name, f.start_probe)
+        assert nodes.rpc.call(peer.name, f.probe_cpus) == everywhere
+    nodes.rpc.call(leader_like.name, nodes.spawn, f.hold_until_told)
+    held = nodecluster.wait_until(
+        lambda: (c := nodes.rpc.call(leader_like.name, f.runtime_cpus)) != everywhere and c, 10,
+        "the node to hold a CPU")
+    assert len(held) == 1
+    rest = [c for c in everywhere if c != held[0]]
+
+    # the other node moves its running processes off the held CPU, and starts new ones off it
+    nodecluster.wait_until(lambda: nodes.rpc.call(other.name, f.probe_cpus) == rest, 10,
+                           f"the other node's processes to leave CPU {held[0]}")
+    assert nodes.rpc.call(other.name, f.runtime_cpus) == rest
+    # ZeroMQ's I/O threads and the node's main thread are not the runtime's: they stay free
+    assert nodes.rpc.call(other.name, f.zmq_and_main_cpus) == {"main": everywhere, "zmq": everywhere}
+    # a node started without NODES_KEEP_OFF_HELD=1 does not look at the holds at all
+    assert nodes.rpc.call(unconcerned.name, f.probe_cpus) == everywhere
+    assert nodes.rpc.call(unconcerned.name, f.looks_at_holds) is False
+    assert nodes.rpc.call(other.name, f.looks_at_holds) is True
+
+    # the hold ends: every CPU again
+    nodes.send(("holder", leader_like.name), "let go")
+    nodecluster.wait_until(lambda: nodes.rpc.call(other.name, f.probe_cpus) == everywhere, 10,
+                           "the other node's processes to use every CPU again")
+    assert nodes.rpc.call(other.name, f.runtime_cpus) == everywhere
+
+
+@needs_two_cpus
+def test_a_node_killed_while_holding_stops_counting(node_cluster) -> None:
+    f = peer_functions()
+    everywhere = sorted(os.sched_getaffinity(0))
+    holder = node_cluster.start_node(env={**KEEP_OFF, "NODES_HOLD_CPU_WATCH": "0"})
+    other = node_cluster.start_node(env=KEEP_OFF)
+    nodes.rpc.call(other.name, f.start_probe)
+    nodes.rpc.call(holder.name, nodes.spawn, f.hold_until_told)
+    nodecluster.wait_until(lambda: nodes.rpc.call(other.name, f.probe_cpus) != everywhere, 10,
+                           "the other node to keep off the held CPU")
+    holder.kill()  # SIGKILL: its entry stays on the board, naming a dead process
+    nodecluster.wait_until(lambda: nodes.rpc.call(other.name, f.probe_cpus) == everywhere, 10,
+                           "the other node to see that the holder is gone")

@@ -1,0 +1,140 @@
+"""Which CPUs the other nodes of this host hold: a board of small files, one per holding node.
+
+Used by :mod:`nodes._sched`, which decides what to do with it (keep this node's runtime threads
+off those CPUs while it holds none).  The nodes that share a port-mapper share a board: a
+directory in the temporary directory named after the user id and the port-mapper's port, so
+two unrelated sets of nodes on one host (two test runs, each with its own port-mapper) do not
+steer each other.  A holding node writes ``<pid>`` there, holding ``"<cpu> <start time>"``
+(the start time from ``/proc/<pid>/stat``, so that a reused pid is not taken for a node that
+died holding).  Readers skip, and remove, the files of nodes that are gone; a node that joins
+the boards also clears the boards of port-mappers whose nodes are all gone (a killed node leaves
+its file behind, and every test run or benchmark has a port-mapper of its own).
+
+Nothing here raises for a missing or unusable directory: holding and keeping off are only
+about speed, so a board that cannot be used is a board with nobody on it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of its stat), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
+def _ours(path: str) -> bool:
+    """A directory (not a link) of this user: in a shared /tmp, another user's directory of
+    that name must not steer our threads."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+
+
+class HoldBoard:
+    """The board of the nodes that share the port-mapper on ``epmd_port``."""
+
+    def __init__(self, epmd_port: int, base: str | None = None) -> None:
+        self.base = tempfile.gettempdir() if base is None else base
+        self.prefix = f"nodes-held-cpus-{os.getuid()}-"
+        self.dir = os.path.join(self.base, f"{self.prefix}{epmd_port}")
+        self._pid = os.getpid()
+        self._me = _start_time(self._pid)
+        self._mine = os.path.join(self.dir, str(self._pid))
+
+    def _usable(self) -> bool:
+        return _ours(self.dir)
+
+    def sweep(self) -> None:
+        """Clear the other boards of this user whose nodes are all gone."""
+        try:
+            names = [n for n in os.listdir(self.base) if n.startswith(self.prefix)]
+        except OSError:
+            return
+        for name in names:
+            path = os.path.join(self.base, name)
+            if path == self.dir or not _ours(path):
+                continue
+            try:
+                files = os.listdir(path)
+            except OSError:
+                continue
+            for file in files:
+                pid = file.partition(".")[0]  # "<pid>" or a write cut short, "<pid>.tmp"
+                if not pid.isdigit() or not os.path.exists(f"/proc/{pid}"):
+                    try:
+                        os.unlink(os.path.join(path, file))
+                    except OSError:
+                        pass
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass  # a node of that port-mapper still holds
+
+    def announce(self, cpu: int | None) -> None:
+        """This node holds ``cpu`` now (None: it holds none)."""
+        if cpu is None:
+            try:
+                os.unlink(self._mine)
+            except OSError:
+                pass
+            try:
+                os.rmdir(self.dir)  # the last one out leaves no directory behind
+            except OSError:
+                pass  # others still hold, or it was never made
+            return
+        if self._me is None:
+            return  # no /proc: nobody could tell this file from a stale one
+        for _attempt in range(2):  # a node that just removed the empty directory: make it again
+            try:
+                os.makedirs(self.dir, mode=0o700, exist_ok=True)
+                if not self._usable():
+                    return
+                tmp = f"{self._mine}.tmp"
+                with open(tmp, "w") as f:
+                    f.write(f"{cpu} {self._me}\n")
+                os.replace(tmp, self._mine)  # readers see the old line or the new one, whole
+                return
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return
+
+    def others(self) -> frozenset[int]:
+        """The CPUs that the other live nodes of this board hold."""
+        if not self._usable():
+            return frozenset()
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return frozenset()
+        held = set()
+        for name in names:
+            if not name.isdigit() or int(name) == self._pid:
+                continue
+            path = os.path.join(self.dir, name)
+            try:
+                with open(path) as f:
+                    cpu_text, _, started = f.read().strip().partition(" ")
+                cpu = int(cpu_text)
+            except (OSError, ValueError):
+                continue
+            if _start_time(int(name)) != started:
+                try:
+                    os.unlink(path)  # a node that died holding: nobody holds that CPU now
+                except OSError:
+                    pass
+                continue
+            held.add(cpu)
+        return frozenset(held)
