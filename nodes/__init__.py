@@ -212,7 +212,9 @@ def hold_one_cpu(hold: bool) -> bool:
     holder's ``hold_one_cpu(False)`` or exit.  ZeroMQ's I/O threads and threads
     that are not processes (an embedding program's) stay free.  Returns whether the threads
     are held now: never under ``$NODES_CPU`` (the explicit choice stands) or with
-    ``$NODES_HOLD_CPU=0``.
+    ``$NODES_HOLD_CPU=0``.  The nodes of one port-mapper tell each other their holds, and one
+    that holds none keeps its runtime threads off the CPUs the others hold (see
+    ``nodes._sched``; ``$NODES_KEEP_OFF_HELD=0``: not this node).
     """
     if type(hold) is not bool:
         raise TypeError(f"hold_one_cpu: expected True or False, got {hold!r}")

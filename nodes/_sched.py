@@ -18,7 +18,7 @@ from ._held_cpus import HoldBoard
 _SCHED_BATCH = os.environ.get("NODES_SCHED_BATCH", "1") != "0" and hasattr(os, "SCHED_BATCH")
 _HOLD = os.environ.get("NODES_HOLD_CPU", "1") != "0" and hasattr(os, "sched_setaffinity")
 _WATCH = os.environ.get("NODES_HOLD_CPU_WATCH", "1") != "0"
-_KEEP_OFF = os.environ.get("NODES_KEEP_OFF_HELD", "0") == "1"
+_KEEP_OFF = os.environ.get("NODES_KEEP_OFF_HELD", "1") != "0"
 
 
 def _parse_cpus(value: str | None) -> set[int] | None:
@@ -304,19 +304,20 @@ def _set_affinity(tid: int, cpus: set[int]) -> None:
         pass  # a thread that is gone, a CPU set that shrank: it stays as it is
 
 
-# -- keeping off the CPUs that other nodes of this host hold (opt-in) --------------------------------
+# -- keeping off the CPUs that other nodes of this host hold -----------------------------------------
 #
 # A group's leader holds one CPU because its node does most of the work. When the group's
 # other members run on the same host (a test, a benchmark, a small deployment), the kernel
 # spreads their threads over every CPU, the held one too, where they take turns with the
-# leader's threads. With ``$NODES_KEEP_OFF_HELD=1`` (set it for every node of the host) the
-# nodes that share a port-mapper tell each other their holds (see nodes._held_cpus), and a node
-# that holds no CPU keeps its runtime threads off the CPUs the others hold, as long as one is
-# left. Measured on the 2-core benchmark VM (3 members, both followers then sharing the CPU the
-# leader does not hold), in alternating pairs of 10-12 s runs: one client's p50 0.33-0.35 ms in
-# every run with it, 0.32-0.45 without (the slow runs are the ones in which followers' threads
-# ran on the leader's CPU); 32 clients 2-7 % fewer commands/s (the followers have one CPU
-# between them). Off by default for that loss: the benchmark's throughput targets need it more.
+# leader's threads. So the nodes that share a port-mapper tell each other their holds (see
+# nodes._held_cpus), and a node that holds no CPU keeps its runtime threads off the CPUs the
+# others hold, as long as one is left. Measured on the 2-core benchmark VM (3 members, both
+# followers then sharing the CPU the leader does not hold), in alternating pairs of 10-40 s
+# runs: one client's p50 0.33-0.39 ms in every run with it, 0.32-0.50 without (the slow runs
+# are those in which followers' threads ran on the leader's CPU); 32 clients 4.7 % fewer
+# commands/s on average over ten pairs (lower in six), yet a 60 s full run with it made as
+# many as the one before without. ``$NODES_KEEP_OFF_HELD=0``: this node neither tells its
+# holds nor keeps off others'.
 
 LOOK_INTERVAL = 1.0  # s between two looks at the board
 _board: HoldBoard | None = None

@@ -255,7 +255,7 @@ def test_two_busy_nodes_holding_one_cpu_part_and_stay_parted(node_cluster) -> No
         time.sleep(0.2)  # sampling what the nodes hold while time passes
 
 
-KEEP_OFF = {"NODES_KEEP_OFF_HELD": "1"}
+KEEP_OFF = {"NODES_KEEP_OFF_HELD": "1"}  # the default, said here so that the test does not rely on it
 
 
 def peer_functions() -> SimpleNamespace:
@@ -308,7 +308,7 @@ def test_nodes_of_one_port_mapper_keep_off_the_cpu_another_one_holds(node_cluste
     # the holder's watcher stays out of it: on a busy machine it might move the hold meanwhile
     leader_like = node_cluster.start_node(env={**KEEP_OFF, "NODES_HOLD_CPU_WATCH": "0"})
     other = node_cluster.start_node(env=KEEP_OFF)
-    unconcerned = node_cluster.start_node()  # keeping off is opt-in
+    unconcerned = node_cluster.start_node(env={"NODES_KEEP_OFF_HELD": "0"})
     for peer in (other, unconcerned):
         nodes.rpc.call(peer.name, f.start_probe)
         assert nodes.rpc.call(peer.name, f.probe_cpus) == everywhere
@@ -325,7 +325,7 @@ def test_nodes_of_one_port_mapper_keep_off_the_cpu_another_one_holds(node_cluste
     assert nodes.rpc.call(other.name, f.runtime_cpus) == rest
     # ZeroMQ's I/O threads and the node's main thread are not the runtime's: they stay free
     assert nodes.rpc.call(other.name, f.zmq_and_main_cpus) == {"main": everywhere, "zmq": everywhere}
-    # a node started without NODES_KEEP_OFF_HELD=1 does not look at the holds at all
+    # a node started with NODES_KEEP_OFF_HELD=0 does not look at the holds at all
     assert nodes.rpc.call(unconcerned.name, f.probe_cpus) == everywhere
     assert nodes.rpc.call(unconcerned.name, f.looks_at_holds) is False
     assert nodes.rpc.call(other.name, f.looks_at_holds) is True
