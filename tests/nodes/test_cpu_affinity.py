@@ -91,6 +91,8 @@ def test_a_bad_nodes_cpu_is_refused_with_a_clear_error() -> None:
 
 @needs_two_cpus
 def test_a_held_cpu_keeps_every_process_thread_on_it_until_the_holder_exits(node_cluster) -> None:
+    f = peer_functions()
+
     def _hold_scenario() -> dict[str, object]:
         """Run in a process of the peer (a local function: it travels by value)."""
         import nodes as n
@@ -111,14 +113,6 @@ def test_a_held_cpu_keeps_every_process_thread_on_it_until_the_holder_exits(node
             n.send(parent, ("held", n.hold_one_cpu(True), sorted(os.sched_getaffinity(0))))
             n.receive(timeout=None, match=lambda m: m == "let go")
 
-        def zmq_and_main() -> dict[str, list[int]]:
-            seen = {"main": sorted(os.sched_getaffinity(os.getpid()))}
-            for tid in os.listdir("/proc/self/task"):
-                with open(f"/proc/self/task/{tid}/comm") as f:
-                    if f.read().startswith("ZMQbg/IO"):
-                        seen["zmq"] = sorted(os.sched_getaffinity(int(tid)))
-            return seen
-
         before = n.spawn(probe)
         out: dict[str, object] = {"everywhere": sorted(os.sched_getaffinity(0)), "probe_before": ask(before)}
         h = n.spawn(holder, n.self())
@@ -126,7 +120,7 @@ def test_a_held_cpu_keeps_every_process_thread_on_it_until_the_holder_exits(node
         out["probe_during"] = ask(before)
         later = n.spawn(probe)
         out["later_during"] = ask(later)
-        out.update(zmq_and_main())
+        out.update(f.zmq_and_main_cpus())
         ref = n.monitor(h)
         n.send(h, "let go")
         n.receive(5000, lambda m: type(m) is tuple and m[0] == "DOWN" and m[1] == ref)
