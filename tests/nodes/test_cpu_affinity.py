@@ -295,18 +295,24 @@ def peer_functions() -> SimpleNamespace:
                            hold_until_told=hold_until_told)
 
 
+def holder_and_other(node_cluster, f: SimpleNamespace
+                     ) -> tuple[nodecluster.NodeProcess, nodecluster.NodeProcess]:
+    """A node that holds a CPU and another node, with a probe, of the same port-mapper."""
+    # the holder's watcher stays out of it: on a busy machine it might move the hold meanwhile
+    holder = node_cluster.start_node(env={**KEEP_OFF, "NODES_HOLD_CPU_WATCH": "0"})
+    other = node_cluster.start_node(env=KEEP_OFF)
+    nodes.rpc.call(other.name, f.start_probe)
+    nodes.rpc.call(holder.name, nodes.spawn, f.hold_until_told)
+    return holder, other
+
+
 @needs_two_cpus
 def test_nodes_of_one_port_mapper_keep_off_the_cpu_another_one_holds(node_cluster) -> None:
     f = peer_functions()
     everywhere = sorted(os.sched_getaffinity(0))
-    # the holder's watcher stays out of it: on a busy machine it might move the hold meanwhile
-    leader_like = node_cluster.start_node(env={**KEEP_OFF, "NODES_HOLD_CPU_WATCH": "0"})
-    other = node_cluster.start_node(env=KEEP_OFF)
     unconcerned = node_cluster.start_node(env={"NODES_KEEP_OFF_HELD": "0"})
-    for peer in (other, unconcerned):
-        nodes.rpc.call(peer.name, f.start_probe)
-        assert nodes.rpc.call(peer.name, f.probe_cpus) == everywhere
-    nodes.rpc.call(leader_like.name, nodes.spawn, f.hold_until_told)
+    nodes.rpc.call(unconcerned.name, f.start_probe)
+    leader_like, other = holder_and_other(node_cluster, f)
     held = nodecluster.wait_until(
         lambda: (c := nodes.rpc.call(leader_like.name, f.runtime_cpus)) != everywhere and c, 10,
         "the node to hold a CPU")
@@ -335,10 +341,7 @@ def test_nodes_of_one_port_mapper_keep_off_the_cpu_another_one_holds(node_cluste
 def test_a_node_killed_while_holding_stops_counting(node_cluster) -> None:
     f = peer_functions()
     everywhere = sorted(os.sched_getaffinity(0))
-    holder = node_cluster.start_node(env={**KEEP_OFF, "NODES_HOLD_CPU_WATCH": "0"})
-    other = node_cluster.start_node(env=KEEP_OFF)
-    nodes.rpc.call(other.name, f.start_probe)
-    nodes.rpc.call(holder.name, nodes.spawn, f.hold_until_told)
+    holder, other = holder_and_other(node_cluster, f)
     nodecluster.wait_until(lambda: nodes.rpc.call(other.name, f.probe_cpus) != everywhere, 10,
                            "the other node to keep off the held CPU")
     holder.kill()  # SIGKILL: its entry stays on the board, naming a dead process
