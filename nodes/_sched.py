@@ -315,9 +315,10 @@ def _set_affinity(tid: int, cpus: set[int]) -> None:
 # followers then sharing the CPU the leader does not hold), in alternating pairs of 10-40 s
 # runs: one client's p50 0.33-0.39 ms in every run with it, 0.32-0.50 without (the slow runs
 # are those in which followers' threads ran on the leader's CPU); 32 clients 4.7 % fewer
-# commands/s on average over ten pairs (lower in six), yet a 60 s full run with it made as
-# many as the one before without. ``$NODES_KEEP_OFF_HELD=0``: this node neither tells its
-# holds nor keeps off others'.
+# commands/s on average over ten pairs (lower in six), and in two 60 s full runs with it
+# 33,533 and 32,687 against 33,951 without, where one client's p50 was 0.370 and 0.409 ms
+# against 0.429. ``$NODES_KEEP_OFF_HELD=0``: this node neither tells its holds nor keeps off
+# others'.
 
 LOOK_INTERVAL = 1.0  # s between two looks at the board
 _board: HoldBoard | None = None
