@@ -20,16 +20,15 @@ import os
 import stat
 import tempfile
 
+from ._procfs import stat_fields
+
 
 def _start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (field 22 of its stat), or None."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
+        return stat_fields(f"/proc/{pid}/stat")[22].decode()
+    except (OSError, ValueError, IndexError):
         return None
-    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces
-    return fields[19] if len(fields) > 19 else None
 
 
 def _ours(path: str) -> bool:

@@ -14,6 +14,7 @@ import threading
 import time
 
 from ._held_cpus import HoldBoard
+from ._procfs import stat_fields
 
 _SCHED_BATCH = os.environ.get("NODES_SCHED_BATCH", "1") != "0" and hasattr(os, "SCHED_BATCH")
 _HOLD = os.environ.get("NODES_HOLD_CPU", "1") != "0" and hasattr(os, "sched_setaffinity")
@@ -269,18 +270,10 @@ def _cpu_busy() -> dict[int, int]:
 def _own_cpu_time() -> int:
     """Clock ticks this OS process has run, every thread's, ended ones' too (utime + stime)."""
     try:
-        fields = _stat_fields("/proc/self/stat")
+        fields = stat_fields("/proc/self/stat")
         return int(fields[14]) + int(fields[15])
     except (OSError, ValueError, IndexError):
         return 0
-
-
-def _stat_fields(path: str) -> list[bytes]:
-    """The fields of a /proc ``stat`` file, numbered as in proc(5): ``fields[39]`` is field 39."""
-    with open(path, "rb") as f:
-        stat = f.read()
-    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-    return [b"", b"", b"", *stat[stat.rindex(b")") + 2:].split()]
 
 
 def holder_gone(holder: object) -> None:
@@ -292,7 +285,7 @@ def holder_gone(holder: object) -> None:
 def _current_cpu() -> int | None:
     """The CPU the calling thread runs on (field 39 of /proc/thread-self/stat), or None."""
     try:
-        return int(_stat_fields("/proc/thread-self/stat")[39])
+        return int(stat_fields("/proc/thread-self/stat")[39])
     except (OSError, ValueError, IndexError):
         return None
 
