@@ -6,9 +6,10 @@ directory in the temporary directory named after the user id and the port-mapper
 two unrelated sets of nodes on one host (two test runs, each with its own port-mapper) do not
 steer each other.  A holding node writes ``<pid>`` there, holding ``"<cpu> <start time>"``
 (the start time from ``/proc/<pid>/stat``, so that a reused pid is not taken for a node that
-died holding).  Readers skip, and remove, the files of nodes that are gone; a node that joins
-the boards also clears the boards of port-mappers whose nodes are all gone (a killed node leaves
-its file behind, and every test run or benchmark has a port-mapper of its own).
+died holding).  Readers skip, and remove, the files of nodes that are gone; a node that leaves
+the board removes it when only such files are left, and a node that joins also clears the boards
+of port-mappers whose nodes are all gone (a killed node leaves its file behind, and every test
+run or benchmark has a port-mapper of its own).
 
 Nothing here raises for a missing or unusable directory: holding and keeping off are only
 about speed, so a board that cannot be used is a board with nobody on it.
@@ -109,6 +110,13 @@ class HoldBoard:
                 continue
             except OSError:
                 return
+
+    def leave(self) -> None:
+        """This node stops sharing: take its hold off and, when only entries of dead nodes are
+        left (killed holders: a benchmark's or a test's killed leader), the board with it, rather
+        than leave it in the temporary directory until the next node of this user starts."""
+        self.others()  # removes the dead nodes' entries
+        self.announce(None)
 
     def others(self) -> frozenset[int]:
         """The CPUs that the other live nodes of this board hold."""

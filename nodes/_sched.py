@@ -344,7 +344,7 @@ def stop_sharing() -> None:
         if board is None or stop is None:
             return
         stop.set()
-        board.announce(None)
+        board.leave()
         if _kept_off:
             _kept_off = frozenset()
             if _held_cpu is None:

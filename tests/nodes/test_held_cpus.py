@@ -93,3 +93,22 @@ def test_a_sweep_clears_boards_whose_nodes_are_all_gone(tmp_path: Path, other_pr
     HoldBoard(4370, base=str(tmp_path)).sweep()
     assert not os.path.exists(abandoned.dir)
     assert os.listdir(alive.dir) == [str(other_process.pid)]
+
+
+def test_the_last_live_node_out_also_removes_the_entries_of_killed_holders(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    board = HoldBoard(4370, base=str(tmp_path))
+    board.announce(0)
+    killed = write_entry(board, dead.pid, 1, "12345")  # a holder SIGKILLed meanwhile
+    board.leave()
+    assert not killed.exists()
+    assert not os.path.exists(board.dir)
+
+
+def test_leaving_keeps_the_board_of_nodes_still_holding(tmp_path: Path, other_process) -> None:
+    board = HoldBoard(4370, base=str(tmp_path))
+    write_entry(board, other_process.pid, 1, _start_time(other_process.pid))
+    board.announce(0)
+    board.leave()
+    assert os.listdir(board.dir) == [str(other_process.pid)]
