@@ -242,5 +242,7 @@ def stop() -> None:
         transport, _transport = _transport, None
         node.dist = None
     if transport is not None:
-        _sched.stop_sharing()
-        transport.stop()
+        try:
+            _sched.stop_sharing()  # only about speed: whatever happens there, the stop goes on
+        finally:
+            transport.stop()
