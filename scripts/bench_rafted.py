@@ -523,6 +523,7 @@ def run_rafted(args: argparse.Namespace) -> dict[str, Any]:
                                "persist": None, "windows": None, "rss_mb": None}
     tmp = Path(tempfile.mkdtemp(prefix="bench-rafted-"))
     cluster = Cluster(tmp)
+    failed = True
     try:
         say(f"== rafted: starting 3 nodes (logs in {tmp}, epmd port {cluster.epmd_port}) "
             "and a 3-member group")
@@ -543,9 +544,14 @@ def run_rafted(args: argparse.Namespace) -> dict[str, Any]:
         if "persist" in only:
             say(f"   rafted: persisting group, {long_clients} clients ...")
             figures["persist"] = bench.persist(long_clients, tmp / "persist")
+        failed = False
     finally:
         cluster.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if failed:  # the nodes' logs say why: keep them (the persisting members' files go)
+            shutil.rmtree(tmp / "persist", ignore_errors=True)
+            say(f"   rafted: the run failed; the nodes' logs are kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     for entry in [figures["seq"], figures["lease_reads"], figures["persist"], *figures["conc"].values()]:
         if entry:
             entry.pop("t_start", None)  # a perf_counter reading of the leader's node: no use outside

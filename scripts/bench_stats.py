@@ -40,13 +40,15 @@ def bucket_value_s(b: int) -> float:
 
 class ClientResult:
     """What one client measured: a latency histogram of successful operations (bucket -> count),
-    the slowest one, per-window counts and errors.
+    the slowest one, per-window counts and errors, and how many operations succeeded outside
+    the measured time (in the warm-up, or running over its end): proof that the clients ran
+    even when a starved machine completes none inside a short window.
 
     A histogram rather than a list of samples, so that the client's own memory stays flat however
     long it runs: the clients run on a member's node, whose resident memory is measured.
     """
 
-    __slots__ = ("hist", "max_s", "windows", "errors", "last_error")
+    __slots__ = ("hist", "max_s", "windows", "errors", "last_error", "outside")
 
     def __init__(self, n_windows: int) -> None:
         self.hist: dict[int, int] = {}
@@ -54,9 +56,10 @@ class ClientResult:
         self.windows = [0] * n_windows
         self.errors = 0
         self.last_error: Any = None
+        self.outside = 0
 
     def as_tuple(self) -> tuple:
-        return (self.hist, self.max_s, self.windows, self.errors, repr(self.last_error))
+        return (self.hist, self.max_s, self.windows, self.errors, repr(self.last_error), self.outside)
 
 
 def n_windows(duration_s: float, window_s: float = WINDOW_S) -> int:
@@ -88,6 +91,8 @@ def client_loop(op: Callable[[], Any], ok: Callable[[Any], bool], t_start: float
             ret, good = exc, False
         ended = clock()
         if began < t_start or ended >= deadline:
+            if good:
+                result.outside += 1
             continue
         if not good:
             result.errors += 1
@@ -121,7 +126,9 @@ def summarize(results: Iterable[tuple], duration_s: float, window_s: float = WIN
     clients = 0
     max_s = 0.0
     last_error = None
-    for h, mx, win, err, last in results:
+    outside = 0
+    for h, mx, win, err, last, out in results:
+        outside += out
         clients += 1
         for b, count in h.items():
             hist[b] = hist.get(b, 0) + count
@@ -144,6 +151,7 @@ def summarize(results: Iterable[tuple], duration_s: float, window_s: float = WIN
         "max_ms": round(max_s * 1000, 1) if ops else None,
         "errors": errors,
         "window_rates": [round(count / window_s) for count in windows],
+        "ops_outside_window": outside,
     }
     if last_error is not None:
         figures["last_error"] = last_error

@@ -28,7 +28,14 @@ def check_load(name: str, figures: Any, clients: int) -> None:
     assert isinstance(figures, dict), f"{name}: {figures!r}"
     assert figures["clients"] == clients, f"{name}: {figures!r}"
     assert figures["errors"] == 0, f"{name}: operations failed: {figures!r}"
-    assert figures["ops"] > 0 and figures["ops_per_s"] > 0, f"{name}: {figures!r}"
+    # The clients ran: operations succeeded, in the 1 s window or beside it (the warm-up, the
+    # end). How many fall inside is speed, which is measured, not asserted: on a machine
+    # starved by other work one 128-client cycle has taken longer than the window.
+    assert figures["ops"] + figures["ops_outside_window"] > 0, f"{name}: nothing ran: {figures!r}"
+    assert sum(figures["window_rates"]) * 0.5 == figures["ops"], f"{name}: {figures!r}"
+    if figures["ops"] == 0:
+        assert figures["p50_ms"] is None and figures["ops_per_s"] == 0, f"{name}: {figures!r}"
+        return
     # percentiles are histogram buckets (0.5 % wide), the maximum is exact but rounded to 0.1 ms:
     # the two are not comparable to the last digit
     assert 0 < figures["p50_ms"] <= figures["p99_ms"] and figures["max_ms"] > 0, f"{name}: {figures!r}"
@@ -63,7 +70,6 @@ def test_every_scenario_runs_and_the_json_line_has_the_documented_shape(script_r
     assert windows["clients"] == 32 and windows["window_s"] == 0.5, windows
     assert len(windows["rates"]) == int(DURATION_S / 0.5), windows
     assert windows["rates"] == fig["conc"]["32"]["window_rates"], "windows are not the 32-client run's"
-    assert min(windows["rates"]) > 0, windows
     if os.path.exists("/proc/stat"):  # the VM's steal time per window, to tell a host's hiccup
         assert len(windows["steal_ms"]) == len(windows["rates"]), windows
         assert all(0 <= ms <= 1000 * 0.5 * (os.cpu_count() or 1) + 50 for ms in windows["steal_ms"]), windows
