@@ -118,7 +118,14 @@ class Netsplit:
             nodes.gen_statem.reply(from_, reply)
 
 
-def wait_until(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005, what: str = "") -> Any:
+# How long a test waits for a condition by default. Generous: the poll returns as soon as the
+# condition holds, so a passing test is no slower, and on a machine loaded by other work (two
+# test suites at once on 2 cores) a netsplit once took more than 5 s to show in status.
+WAIT_S = 15.0
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = WAIT_S, interval: float = 0.005,
+               what: str = "") -> Any:
     """Poll ``pred`` until it is truthy (its value is returned); AssertionError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -138,7 +145,7 @@ def state_name(member: Any) -> str:
     return state_of(member)[0]
 
 
-def wait_until_member_change_completes(leader: Any, timeout: float = 5.0) -> None:
+def wait_until_member_change_completes(leader: Any, timeout: float = WAIT_S) -> None:
     def done() -> bool:
         name, s = state_of(leader)
         return (
@@ -150,11 +157,11 @@ def wait_until_member_change_completes(leader: Any, timeout: float = 5.0) -> Non
     wait_until(done, timeout, what="membership change to complete")
 
 
-def wait_until_state_name(member: Any, name: str, timeout: float = 5.0) -> None:
+def wait_until_state_name(member: Any, name: str, timeout: float = WAIT_S) -> None:
     wait_until(lambda: state_name(member) == name, timeout, what=f"{member} to become {name}")
 
 
-def wait_until_someone_is_leader(members: list, timeout: float = 5.0) -> Any:
+def wait_until_someone_is_leader(members: list, timeout: float = WAIT_S) -> Any:
     def find() -> Any:
         for m in members:
             try:

@@ -694,7 +694,7 @@ def test_netsplits(cluster: Cluster) -> None:
             leaders = [m for m, (n, _) in zip(members, states, strict=True) if n == "leader"]
             return len(leaders) == 1 and len({(s.logs.i_committed, s.data) for _, s in states}) == 1
 
-        wait_until(converged, 5.0, what="the group to converge after healing")
+        wait_until(converged, what="the group to converge after healing")
         assert all(state_of(m)[1].data == 4 for m in members)
     finally:
         Netsplit.set([])
