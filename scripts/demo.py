@@ -79,7 +79,6 @@ class Demo:
         self.run_id = uuid.uuid4().hex[:6]
         os.environ["NODES_EPMD_PORT"] = str(self.epmd_port)
         os.environ["NODES_COOKIE"] = f"demo-{uuid.uuid4().hex}"
-        os.environ.setdefault("NODES_TICK_MS", "500")
 
     # -- nodes -------------------------------------------------------------------------
     def start_node(self, short: str) -> str:
