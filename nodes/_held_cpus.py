@@ -66,17 +66,7 @@ class HoldBoard:
             path = os.path.join(self.base, name)
             if path == self.dir or not _ours(path):
                 continue
-            try:
-                files = os.listdir(path)
-            except OSError:
-                continue
-            for file in files:
-                pid = file.partition(".")[0]  # "<pid>" or a write cut short, "<pid>.tmp"
-                if not pid.isdigit() or not os.path.exists(f"/proc/{pid}"):
-                    try:
-                        os.unlink(os.path.join(path, file))
-                    except OSError:
-                        pass
+            self._prune(path)
             try:
                 os.rmdir(path)
             except OSError:
@@ -115,33 +105,48 @@ class HoldBoard:
         """This node stops sharing: take its hold off and, when only entries of dead nodes are
         left (killed holders: a benchmark's or a test's killed leader), the board with it, rather
         than leave it in the temporary directory until the next node of this user starts."""
-        self.others()  # removes the dead nodes' entries
+        if self._usable():
+            self._prune(self.dir)
         self.announce(None)
 
     def others(self) -> frozenset[int]:
         """The CPUs that the other live nodes of this board hold."""
         if not self._usable():
             return frozenset()
+        return frozenset(self._prune(self.dir))
+
+    def _prune(self, path: str) -> set[int]:
+        """The CPUs held by the live nodes of the board at ``path`` (this one's not counted);
+        the files of dead nodes, and anything else there, are removed."""
         try:
-            names = os.listdir(self.dir)
+            names = os.listdir(path)
         except OSError:
-            return frozenset()
+            return set()
         held = set()
         for name in names:
-            if not name.isdigit() or int(name) == self._pid:
+            pid_text, dot, _ = name.partition(".")  # "<pid>", or a write in progress "<pid>.tmp"
+            if pid_text == str(self._pid):
                 continue
-            path = os.path.join(self.dir, name)
-            try:
-                with open(path) as f:
-                    cpu_text, _, started = f.read().strip().partition(" ")
-                cpu = int(cpu_text)
-            except (OSError, ValueError):
-                continue
-            if _start_time(int(name)) != started:
+            entry = os.path.join(path, name)
+            if pid_text.isdigit() and dot:
+                alive = os.path.exists(f"/proc/{pid_text}")  # a node writing, or one killed doing so
+            elif pid_text.isdigit():
                 try:
-                    os.unlink(path)  # a node that died holding: nobody holds that CPU now
+                    with open(entry) as f:
+                        cpu_text, _, started = f.read().strip().partition(" ")
+                    cpu = int(cpu_text)
+                except (OSError, ValueError):  # replaced this moment, or damaged: no hold seen
+                    alive = os.path.exists(f"/proc/{pid_text}")
+                else:
+                    # the start time tells a pid reused since from the node that died holding
+                    alive = _start_time(int(pid_text)) == started
+                    if alive:
+                        held.add(cpu)
+            else:
+                alive = False
+            if not alive:
+                try:
+                    os.unlink(entry)
                 except OSError:
                     pass
-                continue
-            held.add(cpu)
-        return frozenset(held)
+        return held

@@ -101,8 +101,10 @@ def test_the_last_live_node_out_also_removes_the_entries_of_killed_holders(tmp_p
     board = HoldBoard(4370, base=str(tmp_path))
     board.announce(0)
     killed = write_entry(board, dead.pid, 1, "12345")  # a holder SIGKILLed meanwhile
+    cut_short = Path(board.dir) / f"{dead.pid}.tmp"  # or killed while writing its entry
+    cut_short.write_text("1 2")
     board.leave()
-    assert not killed.exists()
+    assert not killed.exists() and not cut_short.exists()
     assert not os.path.exists(board.dir)
 
 
