@@ -48,7 +48,8 @@ class _Dist:
     def ensure_connected(self, node_name: str) -> bool:
         if node_name in self.transport.connected_nodes():
             return True
-        return bool(self.transport.connect(node_name))
+        # during start() this waits for the transport to run: it cannot connect before
+        return _running() is self.transport and bool(self.transport.connect(node_name))
 
 
 def full_name(name: str) -> str:
@@ -160,18 +161,33 @@ def start(name: str, cookie: str | None = None, *, tick_ms: int | None = None) -
         if registry.lookup(rpc.REX) is None:
             rex = process.spawn(rpc.serve)
             registry.add(rpc.REX, rex)
+        # Routing to other nodes must work before the transport starts: once its I/O thread
+        # runs, a peer can connect and call rex, and rex's reply goes out through node.dist.
+        # Set afterwards, a main thread preempted in between made rex drop that reply unseen
+        # (the caller then waited for ever, connected). Until start returns, sends only queue;
+        # whoever needs the running transport itself waits for _lock (see _running).
+        _transport, _cookie = transport, secret
+        node.dist = _Dist(transport)
         try:
             transport.start()
         except BaseException:
+            _transport, _cookie, node.dist = None, None, None
             if rex is not None:  # e.g. the name is taken: stay the node we were
                 process.send_exit(rex, rex, "kill", "kill")
             process.rename_all(*previous)
             node.name, node.creation = previous
             raise
-        _transport, _cookie = transport, secret
-        node.dist = _Dist(transport)
         _sched.share_holds(transport.epmd_port)  # the nodes of one port-mapper share a host
         return wanted
+
+
+def _running() -> Any:
+    """The started transport, or None when distribution does not run.
+
+    :func:`start` holds ``_lock`` from setting ``node.dist`` until the transport runs (or has
+    failed to), so a caller here during a start waits for its outcome."""
+    with _lock:
+        return _transport
 
 
 def _on_message(from_node: str, obj: Any) -> None:
@@ -191,24 +207,23 @@ def _on_node_up(node_name: str, creation: int) -> None:
 def connect(node_name: str) -> bool:
     """Connect to ``node_name`` (``Node.connect``); False when not distributed or refused."""
     split_node_name(node_name)  # TypeError for a non-str, ValueError for a str not name@host
-    if node.dist is None:
+    transport = _running()
+    if transport is None:
         return False
     if node_name == node.name:
         return True
-    return bool(_transport.connect(node_name))
+    return bool(transport.connect(node_name))
 
 
 def disconnect(node_name: str) -> bool:
     split_node_name(node_name)
-    if node.dist is None:
-        return False
-    return bool(_transport.disconnect(node_name))
+    transport = _running()
+    return transport is not None and bool(transport.disconnect(node_name))
 
 
 def list_nodes() -> list[str]:
-    if node.dist is None:
-        return []
-    return sorted(_transport.connected_nodes())
+    transport = _running()
+    return [] if transport is None else sorted(transport.connected_nodes())
 
 
 def partition(blocked_nodes: Iterable[str]) -> None:
@@ -219,20 +234,23 @@ def partition(blocked_nodes: Iterable[str]) -> None:
     previous set.  For a clean cut, call it on the nodes of both sides (e.g. with
     ``nodes.rpc.call``) before anything else.  Raises RuntimeError when not distributed.
     """
-    if _transport is None:
+    transport = _running()
+    if transport is None:
         raise RuntimeError("partition: this node is not distributed (nodes.start first)")
-    _transport.set_blocked(blocked_nodes)
+    transport.set_blocked(blocked_nodes)
 
 
 def heal() -> None:
     """Undo :func:`partition`: traffic flows again and lost connections come back by themselves."""
-    if _transport is not None:
-        _transport.set_blocked(())
+    transport = _running()
+    if transport is not None:
+        transport.set_blocked(())
 
 
 def blocked_nodes() -> list[str]:
     """The nodes :func:`partition` currently cuts this node off from."""
-    return sorted(_transport.blocked_nodes()) if _transport is not None else []
+    transport = _running()
+    return [] if transport is None else sorted(transport.blocked_nodes())
 
 
 def stop() -> None:

@@ -637,6 +637,59 @@ def test_rpc_reraises_the_remote_exception_with_its_traceback(node_cluster) -> N
     assert rpc(peer.name, nodes.node) == peer.name  # rex keeps serving
 
 
+# A node whose main thread is held up in nodes.start right after its transport started (what a
+# loaded machine does by preempting it), until the file argv[2] exists: its I/O thread and rex
+# already serve peers meanwhile.
+STALLED_IN_START = r'''
+import os, sys, threading, time
+import nodes
+stalled = False
+
+def hold_after_transport_start(frame, event, arg):
+    global stalled
+    code = frame.f_code
+    if event == "return" and code.co_name == "start" and code.co_filename.endswith("transport.py"):
+        stalled = True
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sys.argv[2]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stalled = False
+
+sys.setprofile(hold_after_transport_start)  # this (main) thread only
+nodes.start(sys.argv[1])
+sys.setprofile(None)
+threading.Event().wait()
+'''
+
+
+def main_flag(name: str) -> Any:
+    """A global of the peer's ``__main__`` (run there by rpc)."""
+    import sys
+    return getattr(sys.modules["__main__"], name)
+
+
+def test_a_node_still_in_start_answers_an_rpc_it_already_serves(node_cluster, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    import nodecluster
+
+    short = f"stalled{os.getpid()}"
+    release = tmp_path / "release"
+    env = nodecluster.node_env({"PYTHONPATH": str(h.HERE)})
+    log_path = tmp_path / f"{short}.log"
+    with open(log_path, "wb") as log:
+        popen = subprocess.Popen([sys.executable, "-c", STALLED_IN_START, short, str(release)], env=env,
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    peer = nodecluster.NodeProcess(f"{short}@{nodecluster.HOST}", popen, log_path)
+    node_cluster.procs.append(peer)  # killed by PID when the test ends
+    peer.connect(20)
+    # rex's reply leaves while the peer's nodes.start has not returned: it once went nowhere
+    assert nodes.rpc.call(peer.name, main_flag, "stalled", timeout=10_000) is True
+    release.touch()
+    h.wait_until_true(lambda: rpc(peer.name, main_flag, "stalled") is False, 20, "the peer's start to return")
+
+
 def _raise_unloadable() -> None:
     """(runs on the peer) raise an exception whose class exists only on the peer."""
     import sys
