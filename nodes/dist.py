@@ -40,10 +40,10 @@ class _Dist:
     def __init__(self, transport: Any) -> None:
         self.transport = transport
 
-    def send_signal(self, node_name: str, signal: tuple[Any, ...]) -> None:
+    def send_signal(self, node_name: str, signal: tuple[Any, ...]) -> bool:
         # Only messages are worth a warning when lost: a link or monitor that cannot be set
         # is answered with noconnection, and the other signals mean nothing once the node is gone.
-        self.transport.send(node_name, signal, quiet=signal[0] not in ("msg", "reg_msg"))
+        return bool(self.transport.send(node_name, signal, quiet=signal[0] not in ("msg", "reg_msg")))
 
     def ensure_connected(self, node_name: str) -> bool:
         if node_name in self.transport.connected_nodes():

@@ -369,9 +369,12 @@ def _tell(notice: Callable[[Any], None], reason: Any) -> None:
     holding a lock, say) goes there as ``("unpicklable", repr(reason))``: every link and
     monitor hears of the death, where the first such notice used to stop the others."""
     try:
-        notice(reason)
-    except EncodeError:
-        notice(("unpicklable", repr(reason)))
+        try:
+            notice(reason)
+        except EncodeError:
+            notice(("unpicklable", repr(reason)))
+    except Exception:  # noqa: BLE001 - one notice that fails must not keep the others from going
+        log.exception("telling a death to a link or monitor failed")
 
 
 def _monitor_target(obj: Any) -> Proc | None:
@@ -652,22 +655,32 @@ def monitor_node(node_name: str, flag: bool = True) -> bool:
         with _lock:
             me.node_monitors.pop(node_name, None)
         return True
-    connected = node.dist is not None and (node_name == node.name or node.dist.ensure_connected(node_name))
-    if not connected:
-        me.mailbox.put(("nodedown", node_name))
-        return True
+    # Counted before the connection is looked at: a node_down between the look and the count
+    # would otherwise find nothing to report, and this monitor would never fire.
     with _lock:
         me.node_monitors[node_name] = me.node_monitors.get(node_name, 0) + 1
+    dist = node.dist
+    if dist is not None and (node_name == node.name or dist.ensure_connected(node_name)):
+        return True
+    with _lock:
+        count = me.node_monitors.get(node_name, 0)
+        if count == 0:
+            return True  # a node_down took it meanwhile, and has told us
+        if count == 1:
+            del me.node_monitors[node_name]
+        else:
+            me.node_monitors[node_name] = count - 1
+        me.mailbox.put(("nodedown", node_name))
     return True
 
 
 # -- distribution ----------------------------------------------------------------------------
 
 def _remote(target_node: str, signal: tuple[Any, ...]) -> None:
-    if node.dist is not None:
-        node.dist.send_signal(target_node, signal)
-    else:
-        # not distributed: the other node is unreachable, so the signal fails as a lost connection
+    dist = node.dist  # read once: a stop from another thread may set it to None meanwhile
+    if dist is None or not dist.send_signal(target_node, signal):
+        # not distributed (or stopped meanwhile): the other node is unreachable, so the signal
+        # fails as a lost connection
         node_down_signal(target_node, signal)
 
 

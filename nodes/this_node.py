@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 class Distribution(Protocol):
     """What the node needs from the distribution layer (``nodes.dist``)."""
 
-    def send_signal(self, node: str, signal: tuple[Any, ...]) -> None: ...
+    def send_signal(self, node: str, signal: tuple[Any, ...]) -> bool:
+        """False when distribution stopped meanwhile: the signal did not leave."""
+        ...
 
     def ensure_connected(self, node: str) -> bool: ...
 
@@ -90,8 +92,10 @@ def route(dest: Any, msg: Any, caller: str = "send") -> None:
             proc = local_proc(dest)
             if proc is not None:
                 proc.mailbox.put(msg)
-        elif dist is not None:
-            dist.send_signal(dest.node, ("msg", dest, msg))
+            return
+        remote = dist  # read once: a stop from another thread may set it to None meanwhile
+        if remote is not None:
+            remote.send_signal(dest.node, ("msg", dest, msg))
         else:
             split_node_name(dest.node)  # a malformed name is a wrong argument, distributed or not
         return
@@ -106,10 +110,11 @@ def route(dest: Any, msg: Any, caller: str = "send") -> None:
         return
     if type(dest) is tuple and len(dest) == 2 and isinstance(dest[0], str) and isinstance(dest[1], str):
         reg_name, node_name = dest
+        remote = dist
         if is_local_node(node_name):
             route(reg_name, msg)
-        elif dist is not None:
-            dist.send_signal(node_name, ("reg_msg", reg_name, msg))
+        elif remote is not None:
+            remote.send_signal(node_name, ("reg_msg", reg_name, msg))
         else:
             split_node_name(node_name)
         return

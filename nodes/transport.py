@@ -305,6 +305,10 @@ class Transport:
         except BaseException:
             router.close(linger=0)
             ctx.term()
+            # What was queued before the start will never leave: its senders hear of a lost
+            # connection (a monitor's DOWN, a link's EXIT), as after any attempt that failed.
+            self._closed = True
+            self._report_queued_down()
             raise
         self._ctx, self._router, self.port = ctx, router, port
         # File descriptors only: the I/O thread blocks in poll without the lock, while another
@@ -325,7 +329,7 @@ class Transport:
                  zs.endpoint(self.bind_host, port))
         return port
 
-    def send(self, node: str, obj: object, *, quiet: bool = False) -> None:
+    def send(self, node: str, obj: object, *, quiet: bool = False) -> bool:
         """Queue ``obj`` for ``node``; never blocks, connects in the background if needed.
 
         If the connection cannot be made or breaks, queued messages are dropped and
@@ -335,10 +339,13 @@ class Transport:
         Dropped messages are logged as a warning, except ``quiet`` ones: runtime signals
         whose meaning ends with the other node (a demonitor after a call, say), which Erlang
         loses silently too; their loss is logged at debug level.
-        """
-        self.send_encoded(node, codec.dumps(obj), quiet=quiet)
 
-    def send_encoded(self, node: str, data: bytes, *, quiet: bool = False) -> None:
+        False when the transport is stopped (or failed to start): ``obj`` is not sent, and
+        ``on_node_down`` may not follow, so the caller must treat it as a lost connection.
+        """
+        return self.send_encoded(node, codec.dumps(obj), quiet=quiet)
+
+    def send_encoded(self, node: str, data: bytes, *, quiet: bool = False) -> bool:
         """:meth:`send` for bytes already made by :func:`nodes.codec.dumps` (pickle once, send to many)."""
         if node not in self._valid_names:
             split_node_name(node)
@@ -349,7 +356,7 @@ class Transport:
             raise codec.EncodeError(f"message of {len(data)} bytes exceeds the frame limit of "
                                     f"{self._max_frame_size}")
         if self._closed:
-            return
+            return False
         if self._direct and not self._outq and threading.get_ident() != self._io_ident:
             # Fast path: the connection is up and the I/O thread is idle (the lock is free), so
             # this thread seals and hands the frame to ZeroMQ itself, saving a thread wake-up
@@ -366,12 +373,16 @@ class Transport:
                     if (not self._outq and peer.conn is conn and not conn.closed and not conn.broken
                             and not self._closed and node not in self._blocked):
                         self._direct_send(conn, data)
-                        return
+                        return True
                 finally:
                     self._lock.release()
         self._outq.append((node, data, quiet))
+        if self._closed:
+            # stopped meanwhile: the shutdown may have missed it (the caller answers for it)
+            return False
         if self._sleeping:
             self._wake()
+        return True
 
     def _direct_send(self, conn: Conn, data: bytes) -> None:
         """One data frame from the calling thread; the caller holds the lock."""
@@ -1344,6 +1355,15 @@ class Transport:
         except Exception:
             log.exception("on_node_down callback failed")
 
+    def _report_queued_down(self) -> None:
+        """Messages still queued when the transport stops (or never started): each of their
+        nodes is reported down, so that monitors and links set through them fire."""
+        queued: set[str] = set()
+        while self._outq:  # popleft, not iteration: a racing sender may still append
+            queued.add(self._outq.popleft()[0])
+        for name in sorted(queued - {self.node_name}):
+            self._report_down(name)
+
     def _set_up(self) -> None:
         self._up = frozenset(name for name, peer in self._peers.items() if peer.conn is not None)
 
@@ -1386,6 +1406,7 @@ class Transport:
     def _shutdown(self) -> None:
         self._closed = True
         self._stopping = True
+        down: set[str] = set()
         for peer in list(self._peers.values()):
             for waiter in peer.waiters:
                 waiter.set(False)
@@ -1394,8 +1415,13 @@ class Transport:
                 self._say_bye(peer.conn)
                 peer.conn = None
                 self._set_up()
-                self._report_down(peer.name)
+                down.add(peer.name)
+            elif not peer.idle():  # an attempt under way: what waits for it will never leave
+                down.add(peer.name)
         self._up = frozenset()
+        for name in sorted(down):
+            self._report_down(name)
+        self._report_queued_down()
         for sock, conn in list(self._by_sock.items()):
             zs.close_monitored(sock, conn.monitor, 200)  # linger: let the byes out
         self._by_sock.clear()

@@ -992,6 +992,96 @@ def test_a_start_under_a_taken_name_leaves_the_node_as_it_was(node_cluster, tmp_
     assert done.stdout.startswith("ok other")
 
 
+# A monitor set on a remote process while nodes.start is under way, in the start that fails
+# (its name is taken): the start's main thread is held at the port-mapper registration until
+# the monitor is set.
+MONITOR_IN_A_FAILED_START = r'''
+import sys, threading
+import nodes
+from nodes import epmd
+taken, ghost = sys.argv[1], sys.argv[2]
+inside, monitored = threading.Event(), threading.Event()
+
+def hold_at_registration(frame, event, arg):
+    code = frame.f_code
+    if event == "call" and code.co_name == "register" and code.co_filename.endswith("epmd.py"):
+        inside.set()
+        monitored.wait(10)
+
+got = []
+
+def watcher():
+    inside.wait(10)
+    ref = nodes.monitor(("srv", ghost))
+    monitored.set()
+    got.append((ref, nodes.receive(10_000, match=lambda m: m[0] == "DOWN" and m[1] == ref)))
+
+t = threading.Thread(target=watcher)
+t.start()
+sys.setprofile(hold_at_registration)  # this (main) thread only
+try:
+    nodes.start(taken)
+except epmd.NameTaken:
+    pass
+sys.setprofile(None)
+t.join()
+ref, down = got[0]
+assert down == ("DOWN", ref, "process", ("srv", ghost), "noconnection"), down
+print("ok")
+'''
+
+
+def test_a_monitor_set_during_a_start_that_fails_reports_noconnection(node_cluster, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    peer = h.start_peer(node_cluster)
+    env = {**os.environ, "PYTHONPATH": str(h.HERE.parent.parent)}
+    done = subprocess.run([sys.executable, "-c", MONITOR_IN_A_FAILED_START, peer.name.partition("@")[0],
+                           f"ghost{os.getpid()}@{peer.name.partition('@')[2]}"], env=env,
+                          capture_output=True, text=True, timeout=40, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("ok")
+
+
+# A monitor on a process of a node that accepts TCP connections but never answers: the
+# connection attempt is still under way when distribution stops.
+MONITOR_WHILE_STOPPING = r'''
+import os, socket, sys
+import nodes
+from nodes import dist, epmd
+name = nodes.start(sys.argv[1])
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(5)
+registration = epmd.register("blackhole", listener.getsockname()[1], 7, int(os.environ["NODES_EPMD_PORT"]))
+ghost = "blackhole@" + name.partition("@")[2]
+ref = nodes.monitor(("srv", ghost))
+try:
+    early = nodes.receive(300, match=lambda m: m[0] == "DOWN")
+except TimeoutError:
+    early = None  # still connecting, as wanted
+assert early is None, early
+dist.stop()
+down = nodes.receive(10_000, match=lambda m: m[0] == "DOWN" and m[1] == ref)
+assert down == ("DOWN", ref, "process", ("srv", ghost), "noconnection"), down
+print("ok")
+'''
+
+
+def test_a_monitor_waiting_for_a_connection_reports_noconnection_when_distribution_stops(
+        node_cluster, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    h.start_peer(node_cluster)  # a running port-mapper for this test's nodes
+    env = {**os.environ, "PYTHONPATH": str(h.HERE.parent.parent)}
+    done = subprocess.run([sys.executable, "-c", MONITOR_WHILE_STOPPING, f"stopper{os.getpid()}"], env=env,
+                          capture_output=True, text=True, timeout=40, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("ok")
+
+
 def test_a_second_start_returns_the_running_node_only_under_its_name_and_cookie(node_cluster) -> None:
     me = nodes.node()
     cookie = os.environ["NODES_COOKIE"]  # the harness started this node with it
