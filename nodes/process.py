@@ -25,6 +25,14 @@ applied under one node-wide lock for local targets and travel as tuples
 through ``node.dist`` for remote ones; ``apply_remote_signal`` is the entry
 point for those arriving from other nodes and ``node_down`` turns a lost
 connection into ``noconnection`` exits and DOWN messages.
+
+An exit or DOWN reason bound for another node travels pickled apart from its signal, beside its
+``repr`` (:class:`PortableReason`), unless it is a plain str, int, bool or None.  A reason the
+receiving node cannot rebuild (an exception class it cannot import, or one whose ``__init__``
+does not take its own ``args``) then arrives as ``("unloadable", repr_text)``: the link still
+fires and the monitor still reports, where the whole signal used to fail to unpickle and be
+dropped (a caller waiting on that monitor waited for ever).  A message or call reply that
+cannot be rebuilt is still dropped, with a warning, by the receiving transport.
 """
 
 from __future__ import annotations
@@ -35,11 +43,11 @@ import time
 import traceback
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
 
-from . import registry
+from . import codec, registry
 from . import this_node as node
 from ._sched import batch_scheduling, holder_gone, thread_done
 from .codec import EncodeError
@@ -676,7 +684,41 @@ def monitor_node(node_name: str, flag: bool = True) -> bool:
 
 # -- distribution ----------------------------------------------------------------------------
 
+class PortableReason(NamedTuple):
+    """An exit or DOWN reason on its way to another node (see the module docstring)."""
+
+    data: bytes  # the reason, pickled
+    text: str  # its repr, for a node that cannot rebuild it
+
+
+_PLAIN_REASON = (str, int, bool, type(None))  # rebuilt anywhere: they travel as they are
+
+
+def _portable(reason: Any) -> Any:
+    """``reason`` ready for another node; EncodeError if it cannot be pickled at all."""
+    if type(reason) in _PLAIN_REASON:
+        return reason
+    return PortableReason(codec.dumps(reason), repr(reason))
+
+
+def _arrived(reason: Any, from_node: str) -> Any:
+    """The reason a remote exit or DOWN signal carries, rebuilt here if it can be."""
+    if type(reason) is not PortableReason:
+        return reason
+    try:
+        return codec.loads(reason.data)
+    except Exception as error:  # noqa: BLE001 - a class missing here, a broken __reduce__...
+        log.warning("an exit reason from %s cannot be rebuilt here (%s: %s); it arrives as its text: %s",
+                    from_node, type(error).__name__, error, reason.text)
+        return ("unloadable", reason.text)
+
+
 def _remote(target_node: str, signal: tuple[Any, ...]) -> None:
+    kind = signal[0]
+    if kind == "exit":
+        signal = (kind, signal[1], signal[2], _portable(signal[3]), signal[4])
+    elif kind == "down":
+        signal = (kind, signal[1], signal[2], signal[3], _portable(signal[4]))
     dist = node.dist  # read once: a stop from another thread may set it to None meanwhile
     if dist is None or not dist.send_signal(target_node, signal):
         # not distributed (or stopped meanwhile): the other node is unreachable, so the signal
@@ -708,7 +750,7 @@ def apply_remote_signal(signal: tuple[Any, ...]) -> None:
         _, from_pid, to, reason, how = signal
         proc = node.local_proc(to)
         if proc is not None:
-            apply_exit(proc, from_pid, reason, how)
+            apply_exit(proc, from_pid, _arrived(reason, from_pid.node), how)
     elif kind == "link":
         _, from_pid, to = signal
         with _lock:
@@ -737,7 +779,7 @@ def apply_remote_signal(signal: tuple[Any, ...]) -> None:
             _unmonitor(obj, ref)
     elif kind == "down":
         _, watcher, ref, obj, reason = signal
-        _deliver_down(watcher, ref, obj, reason)
+        _deliver_down(watcher, ref, obj, _arrived(reason, obj.node if type(obj) is Pid else obj[1]))
     else:
         log.warning("dropping an unknown signal %r", kind)
 

@@ -394,6 +394,47 @@ def test_remote_abnormal_exit_kills_a_linked_local_process(node_cluster) -> None
     assert got == {("EXIT", quiet, "normal"), ("EXIT", noisy, ("shutdown", "bye"))}
 
 
+class TwoArgError(Exception):
+    """A common slip: pickles, but cannot be rebuilt (``__init__`` does not take its own args)."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+
+
+def crash_on_message() -> None:
+    """Wait for one message, then crash with the exception it names."""
+    if nodes.receive() == "unloadable":
+        raise TwoArgError(1, "x")
+    raise ValueError("plain")
+
+
+def test_a_remote_crash_whose_reason_cannot_be_rebuilt_still_fires_links_and_monitors(node_cluster) -> None:
+    peer = h.start_peer(node_cluster)
+    me = nodes.self()
+    bad = rpc(peer.name, nodes.spawn, crash_on_message)
+    good = rpc(peer.name, nodes.spawn, crash_on_message)
+
+    def trapping_link() -> None:
+        nodes.process_flag("trap_exit", True)
+        nodes.link(bad)
+        nodes.send(me, "linked")
+        nodes.send(me, ("got", nodes.receive(10_000, lambda m: h.is_tuple(m, "EXIT", 3))))
+
+    nodes.spawn(trapping_link)
+    assert nodes.receive(5000, lambda m: m == "linked") == "linked"
+    h.wait_until_true(lambda: len(rpc(peer.name, _links_of, bad)) == 1, 5.0, "remote link")
+    bad_ref, good_ref = nodes.monitor(bad), nodes.monitor(good)
+    nodes.send(bad, "unloadable")
+    nodes.send(good, "plain")
+    _, _, _, _, reason = nodes.receive(10_000, down_for(bad_ref))
+    assert reason[0] == "unloadable" and "TwoArgError('1: x')" in reason[1], reason
+    _, (_, from_pid, exit_reason) = nodes.receive(10_000, lambda m: h.is_tuple(m, "got", 2))
+    assert from_pid == bad and exit_reason == reason
+    # a reason that can be rebuilt arrives whole
+    _, _, _, _, reason = nodes.receive(10_000, down_for(good_ref))
+    assert reason[0] == "exception" and type(reason[1]) is ValueError and "plain" in reason[2]
+
+
 def test_monitor_and_link_of_a_dead_remote_pid_give_noproc(node_cluster) -> None:
     peer = h.start_peer(node_cluster)
     dead = rpc(peer.name, nodes.spawn, int)  # int() returns at once: the process ends normally
