@@ -27,7 +27,11 @@ one action), as OTP's:
 Wire format (what a member finds in its mailbox): ``("$gen_call", (pid, ref),
 request)``, ``("$gen_cast", msg)``, ``("$system", (pid, ref), request)``;
 replies are :class:`~nodes.terms.CallReply` so that a reply arriving after the
-caller gave up is dropped (Erlang uses process aliases for this).  A call to a name
+caller gave up is dropped (Erlang uses process aliases for this); a reply to another node
+travels pickled apart (:class:`~nodes.terms.Pickled`), unless a plain str, number, bytes or None,
+so that a value the caller's node cannot rebuild (a class it cannot import) raises that error
+from ``call``, with a note, instead of being dropped with the reply (``call`` then timed out
+though the call was served).  A call to a name
 registered on this node (``"foo"`` or ``("foo", node())``) looks the name up once and
 then calls, and monitors, that pid, as OTP's ``gen:call`` does; a name nobody has
 raises ``Exit("noproc")`` at once.
@@ -41,9 +45,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import process, registry
+from . import codec, process, registry
 from . import this_node as node
-from .terms import CallReply, Exit, Pid, ProcessExit, Ref, make_ref
+from .terms import PLAIN_TYPES, CallReply, Exit, Pickled, Pid, ProcessExit, Ref, make_ref
 
 log = logging.getLogger("nodes.gen_statem")
 
@@ -430,7 +434,15 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None, ref: Ref | N
     mailbox.deactivate_alias(ref, purge=False)  # its one reply was just taken
     if type(msg) is CallReply:
         process.demonitor_as(me, ref, target=target)
-        return msg.value
+        value = msg.value
+        if type(value) is Pickled:  # from another node
+            try:
+                return codec.loads(value.data)
+            except Exception as error:
+                error.add_note(f"the reply ({value.text}) to a call of {server!r} "
+                               f"cannot be loaded on {node.name}")
+                raise
+        return value
     reason = msg[4]
     if reason == "noconnection":
         raise Exit(("nodedown", target_node))
@@ -447,7 +459,10 @@ def reply(from_: Any, reply: Any) -> str:
     """Answer a call whose ``from_`` (pid, ref) a callback was handed."""
     if type(from_) is not tuple or len(from_) != 2 or type(from_[0]) is not Pid:
         raise TypeError(f"reply: from_ must be the (pid, ref) pair handed to the callback, got {from_!r}")
-    process.send_as_me(node.route, from_[0], CallReply(from_[1], reply))
+    to = from_[0]
+    if type(reply) not in PLAIN_TYPES and not node.is_local_node(to.node):
+        reply = Pickled(codec.dumps(reply), f"a {type(reply).__module__}.{type(reply).__qualname__}")
+    process.send_as_me(node.route, to, CallReply(from_[1], reply))
     return "ok"
 
 

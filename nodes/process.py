@@ -27,12 +27,12 @@ point for those arriving from other nodes and ``node_down`` turns a lost
 connection into ``noconnection`` exits and DOWN messages.
 
 An exit or DOWN reason bound for another node travels pickled apart from its signal, beside its
-``repr`` (:class:`PortableReason`), unless it is a plain str, int, bool or None.  A reason the
+``repr`` (:class:`~nodes.terms.Pickled`), unless it is a plain str, number, bytes or None.  A reason the
 receiving node cannot rebuild (an exception class it cannot import, or one whose ``__init__``
 does not take its own ``args``) then arrives as ``("unloadable", repr_text)``: the link still
 fires and the monitor still reports, where the whole signal used to fail to unpickle and be
 dropped (a caller waiting on that monitor waited for ever).  A message or call reply that
-cannot be rebuilt is still dropped, with a warning, by the receiving transport.
+cannot be rebuilt is still dropped by the receiving transport, which logs an error.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import time
 import traceback
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import pykka
 
@@ -52,7 +52,18 @@ from . import this_node as node
 from ._sched import batch_scheduling, holder_gone, thread_done
 from .codec import EncodeError
 from .mailbox import Mailbox
-from .terms import CallReply, Exit, Pid, ProcessExit, Ref, make_ref, rename_local_pid, split_node_name
+from .terms import (
+    PLAIN_TYPES,
+    CallReply,
+    Exit,
+    Pickled,
+    Pid,
+    ProcessExit,
+    Ref,
+    make_ref,
+    rename_local_pid,
+    split_node_name,
+)
 
 log = logging.getLogger("nodes")
 
@@ -684,26 +695,16 @@ def monitor_node(node_name: str, flag: bool = True) -> bool:
 
 # -- distribution ----------------------------------------------------------------------------
 
-class PortableReason(NamedTuple):
-    """An exit or DOWN reason on its way to another node (see the module docstring)."""
-
-    data: bytes  # the reason, pickled
-    text: str  # its repr, for a node that cannot rebuild it
-
-
-_PLAIN_REASON = (str, int, bool, type(None))  # rebuilt anywhere: they travel as they are
-
-
 def _portable(reason: Any) -> Any:
     """``reason`` ready for another node; EncodeError if it cannot be pickled at all."""
-    if type(reason) in _PLAIN_REASON:
+    if type(reason) in PLAIN_TYPES:
         return reason
-    return PortableReason(codec.dumps(reason), repr(reason))
+    return Pickled(codec.dumps(reason), repr(reason))
 
 
 def _arrived(reason: Any, from_node: str) -> Any:
     """The reason a remote exit or DOWN signal carries, rebuilt here if it can be."""
-    if type(reason) is not PortableReason:
+    if type(reason) is not Pickled:
         return reason
     try:
         return codec.loads(reason.data)

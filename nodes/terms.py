@@ -17,7 +17,7 @@ import copyreg
 import itertools
 import operator
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 #: The name of a node that has not started distribution, as in a plain `erl`.
 NONODE = "nonode@nohost"
@@ -239,6 +239,21 @@ class Exit(Exception):
         return f"Exit({self.reason!r})"
 
     __str__ = __repr__
+
+
+class Pickled(NamedTuple):
+    """A value pickled apart from the signal that carries it to another node, beside a text that
+    stands for it there: a value the receiving node cannot rebuild (a class it cannot import, an
+    exception whose ``__init__`` does not take its own ``args``) then fails alone, where the whole
+    signal would fail to unpickle and be dropped.  Exit and DOWN reasons and call replies to
+    another node travel so (``nodes.process``, ``nodes.gen_statem``)."""
+
+    data: bytes
+    text: str
+
+
+#: Values that every node rebuilds: they travel as they are, never as :class:`Pickled`.
+PLAIN_TYPES = (str, int, bool, float, bytes, type(None))
 
 
 class CallReply:

@@ -857,10 +857,23 @@ class Counter:
             return ("keep_state", {**data, "waiting": [*data["waiting"], from_]})
         if content == "freeze":
             return ("next_state", "frozen", data, [("reply", from_, "frozen")])
+        if content == "unloadable":
+            return ("keep_state", data, [("reply", from_, ("ok", TwoArgError(2, "y")))])
         return ("keep_state", data, [("reply", from_, ("unknown", content))])
 
     def frozen(event_type: Any, content: Any, data: dict) -> tuple:
         return ("keep_state", data)  # ignores everything: calls time out
+
+
+def test_a_reply_the_caller_cannot_rebuild_raises_at_the_caller_at_once(node_cluster) -> None:
+    peer = h.start_peer(node_cluster)
+    _, pid = rpc(peer.name, gen_statem.start, Counter, 3, "counter")
+    with pytest.raises(TypeError) as info:  # the loading error, not the call's time-out
+        gen_statem.call(pid, "unloadable", timeout=10_000)
+    notes = "".join(info.value.__notes__)
+    assert "the reply (a builtins.tuple)" in notes and f"cannot be loaded on {nodes.node()}" in notes
+    assert gen_statem.call(pid, "get") == 3  # the server and the connection carry on
+    assert nodes.flush() == []
 
 
 def test_gen_statem_across_nodes(node_cluster) -> None:
