@@ -199,7 +199,7 @@ def decode_handshake(parts: Sequence[bytes]) -> tuple[bytes, dict[str, Any]]:
         raise FrameError(f"handshake body of {len(body)} bytes exceeds {MAX_HANDSHAKE_BODY}")
     try:
         decoded = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: absurdly nested JSON
         raise FrameError(f"handshake body is not JSON: {error}") from None
     if not isinstance(decoded, dict):
         raise FrameError("handshake body is not a JSON object")

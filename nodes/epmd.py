@@ -20,6 +20,12 @@ and, if epmd itself dies, restarts it and registers again.  Registrations are ac
 from loopback addresses (as epmd does): a remote host cannot claim a name here.  Garbage
 input (bad JSON, huge lines, unknown ops) gets an error reply and the client is dropped; the
 server keeps serving.
+
+Against clients that only take room: a connection that has not registered lives at most
+``--packet-timeout`` seconds (default 10) from its start, whatever it sends meanwhile (Erlang's
+epmd has the same option), so idle or chatty clients cannot hold the ``MAX_CLIENTS`` slots for
+long; and when the process runs out of file descriptors, accepting pauses until clients leave
+instead of ending the server.
 """
 
 from __future__ import annotations
@@ -42,7 +48,10 @@ DEFAULT_PORT = 4370
 MAX_LINE = 4096
 MAX_REPLY = 4 * 1024 * 1024
 MAX_CLIENTS = 1024
-IDLE_TIMEOUT = 10.0  # seconds a client that has not registered may stay silent
+PACKET_TIMEOUT = 10.0  # seconds a client that has not registered may stay connected
+# accept() failing for want of descriptors or memory: a pause, not the end of the server
+_ACCEPT_PAUSE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM,
+                                  errno.ECONNABORTED})
 
 log = logging.getLogger("nodes.epmd")
 
@@ -87,7 +96,10 @@ def _exchange(sock: socket.socket, request: dict[str, Any]) -> dict[str, Any]:
         buf += chunk
         if len(buf) > MAX_REPLY:
             raise EpmdError("epmd reply too long")
-    reply = json.loads(buf)
+    try:
+        reply = json.loads(buf)
+    except (ValueError, RecursionError) as error:  # RecursionError: absurdly nested JSON
+        raise EpmdError(f"epmd answered something that is not JSON: {error}") from None
     if not isinstance(reply, dict):
         raise EpmdError(f"unexpected epmd reply {reply!r}")
     return reply
@@ -282,7 +294,8 @@ def register(name: str, port: int, creation: int, epmd_port: int | None = None) 
 class Server:
     """The epmd server: a thread per client (a handful of nodes per host), one lock."""
 
-    def __init__(self, port: int, host: str | None = None):
+    def __init__(self, port: int, host: str | None = None, packet_timeout: float = PACKET_TIMEOUT):
+        self.packet_timeout = packet_timeout
         # create_server sets SO_REUSEADDR (restart right after a crash) but not SO_REUSEPORT:
         # a second epmd on the same port fails to bind, which is how start races resolve.
         # No host: every IPv4 and IPv6 interface (dual stack) where the system has IPv6.
@@ -303,11 +316,21 @@ class Server:
         self._next_id = 0
 
     def serve_forever(self) -> None:
+        paused = False
         while True:
             try:
                 conn, addr = self.sock.accept()
-            except OSError:
+            except OSError as error:
+                if error.errno in _ACCEPT_PAUSE_ERRNOS:
+                    # Out of descriptors (a flood of connections, say): the clients we hold
+                    # time out and free some; the connection waits in the backlog meanwhile.
+                    if not paused:
+                        log.warning("epmd pauses accepting connections: %s", error)
+                    paused = True
+                    time.sleep(0.05)
+                    continue
                 return  # closed
+            paused = False
             with self._lock:
                 if self._clients >= MAX_CLIENTS:
                     conn.close()
@@ -322,10 +345,15 @@ class Server:
 
     def _serve_client(self, conn: socket.socket, addr: Any, client_id: int) -> None:
         registered: str | None = None
+        deadline = time.monotonic() + self.packet_timeout
         try:
-            conn.settimeout(IDLE_TIMEOUT)
             reader = conn.makefile("rb")
             while True:
+                if registered is None:  # the time left, not a fresh timeout per request
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    conn.settimeout(left)
                 line = reader.readline(MAX_LINE + 1)
                 if not line:
                     return
@@ -334,7 +362,7 @@ class Server:
                     return
                 try:
                     msg = json.loads(line)
-                except (ValueError, UnicodeDecodeError):
+                except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
                     self._reply(conn, {"error": "bad_request"})
                     return
                 if not isinstance(msg, dict):
@@ -413,9 +441,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=default_port(),
                         help="TCP port to listen on (default: NODES_EPMD_PORT, else 4370)")
     parser.add_argument("--host", default=None, help="address to listen on (default: all interfaces)")
+    parser.add_argument("--packet-timeout", type=float, default=PACKET_TIMEOUT, metavar="SECONDS",
+                        help="how long a client that has not registered may stay connected "
+                             f"(default {PACKET_TIMEOUT:g})")
     args = parser.parse_args(argv)
+    if not args.packet_timeout > 0:
+        parser.error(f"--packet-timeout must be a positive number of seconds, got {args.packet_timeout}")
     try:
-        server = Server(args.port, args.host)
+        server = Server(args.port, args.host, args.packet_timeout)
     except OSError as error:
         print(f"epmd: cannot listen on port {args.port}: {error}", file=sys.stderr)
         return 1

@@ -1184,7 +1184,7 @@ class Transport:
         for payload in payloads:
             try:
                 names = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if not isinstance(names, list):
                 continue

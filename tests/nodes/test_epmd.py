@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -213,6 +214,87 @@ def test_garbage_input_drops_the_client_and_keeps_serving(port: int) -> None:
         assert epmd.lookup("127.0.0.1", "steady", port) == (7100, 1)
     finally:
         reg.close()
+
+
+def start_epmd(port: int, log_path: Path, *args: str, nofile: int | None = None) -> subprocess.Popen[bytes]:
+    """``python -m nodes.epmd`` on ``port``, its stderr in ``log_path``; answering when this returns."""
+    def limit_descriptors() -> None:
+        if nofile is not None:
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "nodes.epmd", "--port", str(port), *args],
+                                  stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_descriptors)
+    try:
+        support.wait_until(lambda: epmd.is_running(port), 20.0, "epmd to answer")
+    except BaseException:
+        server.kill()
+        server.wait(10)
+        raise
+    return server
+
+
+def test_a_client_that_has_not_registered_leaves_after_the_packet_timeout_however_chatty(
+        port: int, tmp_path: Path) -> None:
+    server = start_epmd(port, tmp_path / "epmd.log", "--packet-timeout", "0.5")
+    try:
+        reg = epmd.register("steady", 7100, 1, port)
+        started = time.monotonic()
+        answers = 0
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            f = s.makefile("rwb")
+            try:
+                while time.monotonic() - started < 10:
+                    f.write(b'{"op": "ping"}\n')
+                    f.flush()
+                    line = f.readline()
+                    if not line:
+                        break
+                    assert json.loads(line) == {"ok": True}
+                    answers += 1
+                    time.sleep(0.05)  # a request every 50 ms: never idle for long
+            except OSError:
+                pass  # reset while writing: dropped, as wanted
+        lasted = time.monotonic() - started
+        assert answers > 0 and 0.5 <= lasted < 10, (answers, lasted)
+        # the registered connection is older than that and stays
+        assert epmd.lookup("127.0.0.1", "steady", port) == (7100, 1)
+        assert json.loads(raw_exchange(port, b"[" * 4000 + b"\n")) == {"error": "bad_request"}
+        assert epmd.is_running(port)
+        reg.close()
+    finally:
+        server.kill()
+        server.wait(10)
+    assert b"Traceback" not in (tmp_path / "epmd.log").read_bytes()
+
+
+def test_epmd_out_of_file_descriptors_pauses_instead_of_ending(port: int, tmp_path: Path) -> None:
+    nofile = 48
+    server = start_epmd(port, tmp_path / "epmd.log", "--packet-timeout", "60", nofile=nofile)
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(nofile + 16):  # more than it may hold: the rest wait in the backlog
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+
+        def full_or_gone() -> bool:
+            try:
+                return server.poll() is not None or len(os.listdir(f"/proc/{server.pid}/fd")) >= nofile
+            except FileNotFoundError:
+                return True
+
+        support.wait_until(full_or_gone, 20.0, "epmd to run out of descriptors")
+        for c in clients:
+            c.close()
+        clients.clear()
+        support.wait_until(lambda: server.poll() is not None or epmd.is_running(port), 20.0, "epmd to answer")
+        assert server.poll() is None, "epmd ended when it ran out of descriptors"
+        assert epmd.pid("127.0.0.1", port) == server.pid
+    finally:
+        for c in clients:
+            c.close()
+        server.kill()
+        server.wait(10)
 
 
 def test_one_connection_registers_one_name_and_queries_work_on_it(port: int) -> None:

@@ -143,6 +143,7 @@ def test_garbage_and_forged_frames_from_a_dealer(target: Any, tmp_path: Path) ->
             [b"h", b"{not json"],
             [b"h", b"[1, 2, 3]"],
             [b"h", b"{" + b" " * 10_000 + b"}"],  # over the handshake size limit
+            [b"h", b"[" * 4000],  # JSON nested deeper than the decoder's recursion limit
             [b"h", json.dumps({"v": PROTOCOL_VERSION, "from": 7, "to": peer.name, "creation": "x"}).encode()],
             [b"h", json.dumps({"v": 99, "from": "a@b", "to": peer.name, "creation": 1}).encode()],
             [b"h", evil[0]],  # a pickle where JSON is expected
