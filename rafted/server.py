@@ -444,9 +444,39 @@ def _leader_append_entries_response(ctx: Ctx, r: AppendEntriesResponse, s: State
 
 
 
+def _well_formed(tag: Any, n: int, req: Any) -> bool:
+    """Whether a request's arguments have the forms a member can take without crashing.
+
+    The public functions check them at the call site; a raw ``gen_statem.call`` does not, and
+    an unhashable command id, say, would be logged, replicated and then crash every member
+    that applies it (and, persisted, every restart). A malformed request is answered
+    ``("error", "unexpected_message")``, the original's answer to a request it does not know.
+    """
+    # Members are named by anything hashable (pids here, plain names in the simulator): the
+    # sets and maps of the core only need that.
+    if tag == "command":
+        return n == 3 and _hashable(req[2])
+    if tag in ("add_follower", "remove_follower", "force_remove_member", "replace_leader"):
+        return n == 2 and _hashable(req[1])
+    return True
+
+
+def _hashable(value: Any) -> bool:
+    if type(value) is nodes.Ref:  # the common id, the call's own reference
+        return True
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _leader_call(ctx: Ctx, from_: Any, req: Any, s: State) -> tuple:
     tag = req[0] if type(req) is tuple and req else req
     n = len(req) if type(req) is tuple else 0
+    if not _well_formed(tag, n, req):
+        ctx.reply(s, from_, ("error", "unexpected_message"))
+        return ("keep_state", s)
     if tag == "command" and n == 3:
         return _leader_command(ctx, from_, req[1], req[2], s)
     if tag == "query" and n == 2:
@@ -532,7 +562,8 @@ COMMAND_BURST = 256
 
 
 def _is_command(req: Any) -> bool:
-    return type(req) is tuple and len(req) == 3 and req[0] == "command"
+    # a malformed one stays queued, to be refused on its own (see _well_formed)
+    return type(req) is tuple and len(req) == 3 and req[0] == "command" and _hashable(req[2])
 
 
 def _leader_query(ctx: Ctx, from_: Any, arg: Any, s: State) -> tuple:
@@ -1030,6 +1061,9 @@ def _handle_call_common(ctx: Ctx, from_: Any, req: Any, state_name: str, s: Stat
     if tag == "query_non_leader" and n == 2:
         ok, ret = Applying.query(s, req[1])
         ctx.reply(s, from_, ("ok", ret) if ok else ret)
+        return ("keep_state", s)
+    if not _well_formed(tag, n, req):
+        ctx.reply(s, from_, ("error", "unexpected_message"))
         return ("keep_state", s)
     if tag == "force_remove_member" and n == 2:
         # Removing a member may make a candidate the winner; the next time-out sorts that out.

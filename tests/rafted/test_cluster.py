@@ -943,6 +943,37 @@ def test_a_command_that_cannot_travel_is_refused_alone_from_a_burst(cluster: Clu
         wait_until(lambda f=f: RaftedValue.query_non_leader(f, "get") == ("ok", 4), what="followers to apply")
 
 
+def test_malformed_raw_requests_are_refused_and_crash_no_member(cluster: Cluster) -> None:
+    leader, followers = cluster.make(2, with_(CONF, leader_hook_module=GateHook))
+    call = nodes.gen_statem.call
+    refused = ("error", "unexpected_message")
+    # the request forms of the contract, with arguments the public functions would refuse:
+    # an unhashable id would be logged, replicated and crash every member that applies it
+    for member in [leader, followers[0]]:
+        assert call(member, ("command", "inc", ["unhashable"])) == refused
+        assert call(member, ("force_remove_member", [1])) == refused
+    assert call(leader, ("add_follower", [1])) == refused
+    assert call(leader, ("remove_follower", {"not": "a pid"})) == refused
+    assert call(leader, ("replace_leader", [1])) == refused
+    # queued in a burst behind a busy leader, it is refused alone
+    GateHook.arm()
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        blocker = pool.submit(RaftedValue.command, leader, "inc")
+        wait_until(lambda: GateHook.armed is False, what="the leader to block in its hook")
+        futures = queue_behind_the_gate(pool, leader, [
+            lambda: RaftedValue.command(leader, "inc"),
+            lambda: call(leader, ("command", "inc", {"un": "hashable"})),
+            lambda: RaftedValue.command(leader, "inc"),
+        ])
+        GateHook.release()
+        assert blocker.result(10) == ("ok", 0)
+        assert [f.result(10) for f in futures] == [("ok", 1), refused, ("ok", 2)]
+    assert RaftedValue.query(leader, "get") == ("ok", 3)
+    for f in followers:
+        wait_until(lambda f=f: RaftedValue.query_non_leader(f, "get") == ("ok", 3), what="followers to apply")
+    assert all(nodes.is_alive(m) for m in [leader, *followers])
+
+
 def test_a_result_that_cannot_be_serialized_fails_the_command_on_every_member(cluster: Cluster) -> None:
     leader, followers = cluster.make(2, with_(CONF, data_module=make_lock_maker()))
     r = RaftedValue.command(leader, "lock")
