@@ -26,13 +26,28 @@ loads = nodes.binary_to_term
 ALWAYS_SERIALIZABLE = frozenset({str, int, float, bool, bytes, type(None), Pid, Ref})
 
 
-def cannot_serialize(obj: Any) -> str | None:
-    """Why ``obj`` cannot be sent to another node or written (``None`` when it can)."""
+def _plain(obj: Any, depth: int = 2) -> bool:
+    """``obj`` is made of :data:`ALWAYS_SERIALIZABLE` values, in tuples nested ``depth`` deep
+    at most (a command entry's payload: ``((pid, ref), arg, id)``)."""
     t = type(obj)
-    if t in ALWAYS_SERIALIZABLE or (t is tuple and all(type(x) in ALWAYS_SERIALIZABLE for x in obj)):
+    return t in ALWAYS_SERIALIZABLE or (t is tuple and depth > 0 and all(_plain(x, depth - 1) for x in obj))
+
+
+def cannot_serialize(obj: Any) -> str | None:
+    """Why ``obj`` cannot be sent to another node or written and read back (``None`` when it can).
+
+    Read back too: a value that pickles but does not unpickle (an exception whose ``__init__``
+    does not take its own ``args``, a common slip) would be dropped by every follower's node,
+    and once written, would make the log it is in impossible to start from.
+    """
+    if _plain(obj):
         return None
     try:
-        dumps(obj)
+        data = dumps(obj)
     except Exception as e:  # a lock, a socket, a generator, ...
         return f"{type(e).__name__}: {e}"
+    try:
+        loads(data)
+    except Exception as e:
+        return f"it pickles but cannot be read back ({type(e).__name__}: {e})"
     return None

@@ -500,9 +500,9 @@ def _append_and_flush(ctx: Ctx, s: State, logs: Logs.Logs, entry: LogEntry, **ch
 
 def _append_or_refuse(ctx: Ctx, from_: Any, s: State, logs: Logs.Logs, entry: LogEntry, what: str) -> State:
     """Append ``entry``; a leader refuses one it cannot serialize (``("error", (what, text))``
-    to the caller) instead of crashing: a persisting one when it writes the entry, one in
-    memory when the entry would go to other members (see :func:`_refused_unsendable`)."""
-    if s.persistence is None and _refused_unsendable(ctx, s, from_, what, entry[2], entry[3]):
+    to the caller) instead of crashing, when the entry would be written or go to other
+    members (see :func:`_refused_unsendable`)."""
+    if _refused_unsendable(ctx, s, from_, what, entry[2], entry[3]):
         return s
     try:
         return _append_and_flush(ctx, s, logs, entry)
@@ -514,10 +514,12 @@ def _append_or_refuse(ctx: Ctx, from_: Any, s: State, logs: Logs.Logs, entry: Lo
 
 def _refused_unsendable(ctx: Ctx, s: State, from_: Any, what: str, kind: str, *values: Any) -> bool:
     """True (and the caller answered with an error) when one of ``values``, the user's part of a
-    new entry, cannot be serialized while the group has other members: sending it would fail
-    on every AppendEntries, so the leader could neither replicate it nor go on. A lonely
-    in-memory leader never serializes its entries (a joiner gets a snapshot of the value)."""
-    if len(s.members.all) == 1:
+    new entry, cannot be serialized and read back while the group has other members or
+    persists its log: sending it would fail on every AppendEntries, so the leader could neither
+    replicate it nor go on, and a log entry that cannot be read back makes its directory
+    impossible to start from. A lonely in-memory leader never serializes its entries (a
+    joiner gets a snapshot of the value)."""
+    if len(s.members.all) == 1 and s.persistence is None:
         return False
     for value in values:
         why = _codec.cannot_serialize(value)

@@ -943,6 +943,23 @@ def test_a_command_that_cannot_travel_is_refused_alone_from_a_burst(cluster: Clu
         wait_until(lambda f=f: RaftedValue.query_non_leader(f, "get") == ("ok", 4), what="followers to apply")
 
 
+class TwoArgError(Exception):
+    """Pickles, but cannot be read back: ``__init__`` does not take its own ``args``."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+
+
+def test_a_command_that_cannot_be_read_back_is_refused(cluster: Cluster) -> None:
+    leader, followers = cluster.make(2)
+    # every follower's node would drop the AppendEntries carrying it
+    r = RaftedValue.command(leader, ("set", TwoArgError(1, "x")))
+    assert r[0] == "error" and r[1][0] == "command_failed" and "cannot be read back" in r[1][1], r
+    assert RaftedValue.command(leader, "inc") == ("ok", 0)
+    for f in followers:
+        wait_until(lambda f=f: RaftedValue.query_non_leader(f, "get") == ("ok", 1), what="followers to apply")
+
+
 def test_malformed_raw_requests_are_refused_and_crash_no_member(cluster: Cluster) -> None:
     leader, followers = cluster.make(2, with_(CONF, leader_hook_module=GateHook))
     call = nodes.gen_statem.call

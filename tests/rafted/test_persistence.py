@@ -514,10 +514,20 @@ def test_snapshots_are_written_without_stalling_the_member(
     stop(leader)
 
 
+class TwoArgError(Exception):
+    """Pickles, but cannot be read back: ``__init__`` does not take its own ``args``."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+
+
 def test_a_command_that_cannot_be_persisted_is_refused(cluster: Cluster, tmp_path: Path) -> None:
     leader = start(cluster, tmp_path)
     r = RaftedValue.command(leader, ("set", threading.Lock()))
     assert r[0] == "error" and r[1][0] == "command_failed" and "serialize" in r[1][1]
+    # written, it would make the directory impossible to start from
+    r = RaftedValue.command(leader, ("set", TwoArgError(1, "x")))
+    assert r[0] == "error" and r[1][0] == "command_failed" and "cannot be read back" in r[1][1], r
     assert RaftedValue.command(leader, "inc") == ("ok", 0)
     stop(leader)
     start(cluster, tmp_path, name="again")
