@@ -149,17 +149,9 @@ class Transcript:
     acceptor_nonce: bytes
 
     def _encoded(self, label: bytes) -> bytes:
-        # Length-prefixed fields: no two different transcripts encode alike.
-        fields = (
-            label,
-            self.initiator.encode(),
-            self.acceptor.encode(),
-            str(self.initiator_creation).encode(),
-            str(self.acceptor_creation).encode(),
-            self.initiator_nonce,
-            self.acceptor_nonce,
-        )
-        return b"".join(struct.pack(">I", len(f)) + f for f in fields)
+        return _fields(label, self.initiator.encode(), self.acceptor.encode(),
+                       str(self.initiator_creation).encode(), str(self.acceptor_creation).encode(),
+                       self.initiator_nonce, self.acceptor_nonce)
 
     def initiator_proof(self, cookie: bytes) -> bytes:
         """Sent by the initiator: answers the acceptor's fresh nonce, so it cannot be replayed."""
@@ -178,6 +170,21 @@ class Transcript:
         if initiator:
             return Session(i_to_a, a_to_i, max_frame_size=max_frame_size)
         return Session(a_to_i, i_to_a, max_frame_size=max_frame_size)
+
+
+def _fields(*fields: bytes) -> bytes:
+    """Length-prefixed fields: no two different lists of fields encode alike."""
+    return b"".join(struct.pack(">I", len(f)) + f for f in fields)
+
+
+def hello_proof(cookie: bytes, initiator: str, acceptor: str, creation: int, nonce: bytes) -> bytes:
+    """Carried by the initiator's hello: shows the acceptor that the hello comes from a node with
+    the cookie before the hello may touch the acceptor's other handshakes (a stranger claiming a
+    node's name must not cancel that node's real attempts). Replays are refused by nonce; the
+    acceptor answers a hello without it all the same, so a node with a wrong cookie still
+    learns why it is refused."""
+    return hmac.digest(cookie, _fields(b"nodes-hello", initiator.encode(), acceptor.encode(),
+                                       str(creation).encode(), nonce), "sha256")
 
 
 def verify_proof(expected: bytes, received: bytes) -> bool:

@@ -46,7 +46,7 @@ class Conn:
 
     __slots__ = ("peer", "outgoing", "sock", "fd", "rid", "state", "deadline", "nonce", "peer_creation",
                  "transcript", "session", "last_recv", "last_send", "closed", "broken", "monitor",
-                 "monitor_fd")
+                 "monitor_fd", "hello_proven")
 
     def __init__(self, peer: str, outgoing: bool, deadline: float, *,
                  sock: zmq.Socket[Any] | None = None, rid: bytes = b""):
@@ -67,6 +67,8 @@ class Conn:
         # the DEALER's disconnect events (see Transport._open_dealer)
         self.monitor: zmq.Socket[Any] | None = None
         self.monitor_fd = -1
+        # incoming: the hello carried a valid cookie MAC (see Transport._accept_hello)
+        self.hello_proven = False
 
 
 class Peer:

@@ -53,12 +53,18 @@ per connection), not by ZeroMQ's default socket limit (see :func:`nodes.zsockets
 
 **Handshake** (``[kind, JSON]`` messages, never pickle; see :mod:`nodes.codec`)::
 
-    initiator -> acceptor   h {"v": 2, "from": I, "to": A, "creation": cI}
+    initiator -> acceptor   h {"v": 3, "from": I, "to": A, "creation": cI, "nonce": nI,
+                               "mac": HMAC(cookie, hello label + I, A, cI, nI)}
     acceptor  -> initiator  c {"name": A, "creation": cA, "nonce": nA}   (or k = nok, n = refused)
     initiator -> acceptor   r {"nonce": nI, "digest": HMAC(cookie, initiator label + transcript)}
     acceptor  -> initiator  a {"digest": HMAC(cookie, acceptor label + transcript)}  (or n "cookie")
 
 The cookie never crosses the wire; the acceptor proves itself only after the initiator did.
+A simultaneous connect is settled, and an older attempt replaced, at the hello, and only by
+a hello whose ``mac`` checks (its nonce not seen before): a stranger sending hellos that claim
+a node's name cannot cancel that node's attempts.  Such a hello is still challenged, apart, so
+a node with a wrong cookie learns at its reply why it is refused; when the pending attempts
+reach their bound, the oldest unproven one gives way first.
 Both then derive per-direction session keys, and every later frame is MAC'd and sequenced
 (:class:`nodes.codec.Session`).  Data frames carry one pickle per message; tick frames keep
 an idle connection alive; a node-list frame tells the peer which nodes we are connected to
@@ -110,7 +116,9 @@ from .terms import split_node_name
 
 log = logging.getLogger("nodes.transport")
 
-PROTOCOL_VERSION = 2  # 2: a session frame is one ZeroMQ part (nodes.codec); 1: a part per payload
+# 3: a hello carries a cookie MAC (codec.hello_proof); 2: a session frame is one ZeroMQ part
+# (nodes.codec); 1: a part per payload
+PROTOCOL_VERSION = 3
 DEFAULT_TICK_MS = 1000
 TICKS_UNTIL_DOWN = 3
 DEFAULT_CONNECT_TIMEOUT_MS = 5000
@@ -255,6 +263,7 @@ class Transport:
         self._by_sock: dict[zmq.Socket[Any], Conn] = {}
         self._pending_in: dict[bytes, Conn] = {}
         self._recently_closed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self._hello_nonces: collections.OrderedDict[bytes, None] = collections.OrderedDict()  # replays
         self._stopping = False
         self._now = time.monotonic()
         self._next_housekeeping = 0.0
@@ -926,7 +935,9 @@ class Transport:
         return self._zsend(conn, codec.encode_handshake(kind, body))
 
     def _send_hello(self, conn: Conn) -> None:
-        body = {"v": PROTOCOL_VERSION, "from": self.node_name, "to": conn.peer, "creation": self.creation}
+        mac = codec.hello_proof(self._cookie, self.node_name, conn.peer, self.creation, conn.nonce)
+        body = {"v": PROTOCOL_VERSION, "from": self.node_name, "to": conn.peer, "creation": self.creation,
+                "nonce": conn.nonce.hex(), "mac": mac.hex()}
         if self._send_hs(conn, HELLO, body):
             conn.state = "hello_sent"
 
@@ -990,7 +1001,14 @@ class Transport:
             self._rlog.warning("hello", "%s refused a connection claiming the name %r", self.node_name, frm)
             self._refuse(rid, "bad_name")
             return
-        hs = peer.hs
+        # Only a hello that proves the cookie may settle a simultaneous connect or replace an
+        # attempt: a stranger claiming frm's name would otherwise cancel frm's real attempts
+        # (ours to frm, or frm's to us) as often as it sends a hello. An unproven one is still
+        # challenged (a node with a wrong cookie learns why it is refused) but stands apart.
+        proven = self._hello_proven(frm, creation, msg)
+        if not proven:
+            self._forget_if_idle(peer)  # a stranger's claim leaves no record of a peer behind
+        hs = peer.hs if proven else None
         if hs is not None:
             if hs.outgoing and hs.state != "connecting":
                 if self.node_name > frm:
@@ -1001,17 +1019,38 @@ class Transport:
             self._drop(hs)  # ours lost the tie, or an older incoming attempt of theirs
             peer.hs = None
         if len(self._pending_in) >= MAX_PENDING_INCOMING:
-            oldest = next(iter(self._pending_in.values()))
-            self._close(oldest, "too many handshakes in progress", retry=False)
+            # the oldest unproven attempt goes first: a flood of strangers' hellos cannot push
+            # out a real node's
+            victim = next((c for c in self._pending_in.values() if not c.hello_proven), None)
+            if victim is None:
+                victim = next(iter(self._pending_in.values()))
+            self._close(victim, "too many handshakes in progress", retry=False)
         conn = Conn(frm, False, self._now + self._hs_timeout, rid=rid)
         conn.peer_creation = creation
+        conn.hello_proven = proven
         self._by_rid[rid] = conn
         self._pending_in[rid] = conn
         self._recently_closed.pop(rid, None)
-        peer.hs = conn
-        peer.attempt_deadline = max(peer.attempt_deadline, conn.deadline)
+        if proven:
+            peer.hs = conn
+            peer.attempt_deadline = max(peer.attempt_deadline, conn.deadline)
         self._send_hs(conn, CHALLENGE, {"name": self.node_name, "creation": self.creation,
                                         "nonce": conn.nonce.hex()})
+
+    def _hello_proven(self, frm: str, creation: int, msg: dict[str, Any]) -> bool:
+        """The hello carries a valid cookie MAC (codec.hello_proof) with a nonce not seen before."""
+        try:
+            nonce, mac = bytes.fromhex(msg["nonce"]), bytes.fromhex(msg["mac"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        if len(nonce) != codec.NONCE_SIZE or nonce in self._hello_nonces:
+            return False
+        if not codec.verify_proof(codec.hello_proof(self._cookie, frm, self.node_name, creation, nonce), mac):
+            return False
+        self._hello_nonces[nonce] = None
+        while len(self._hello_nonces) > 4096:
+            self._hello_nonces.popitem(last=False)
+        return True
 
     def _handshake_as_acceptor(self, conn: Conn, body: list[bytes]) -> None:
         try:
@@ -1034,6 +1073,12 @@ class Transport:
                         self.node_name, conn.peer)
             self._raw_router_send(conn.rid, codec.encode_handshake(REFUSED, {"reason": "cookie"}))
             self._close(conn, "cookie mismatch", retry=False)
+            return
+        if not conn.hello_proven:  # a replayed or altered hello (a node of ours always proves it)
+            log.warning("%s refused a connection from %s: its hello did not prove the cookie",
+                        self.node_name, conn.peer)
+            self._raw_router_send(conn.rid, codec.encode_handshake(REFUSED, {"reason": "bad_hello"}))
+            self._close(conn, "unproven hello", retry=False)
             return
         if not self._send_hs(conn, ACK, {"digest": transcript.acceptor_proof(self._cookie).hex()}):
             return
@@ -1461,3 +1506,6 @@ class Transport:
             if (peer.retry and now >= peer.retry_at and peer.conn is None and peer.hs is None
                     and not peer.resolving and not peer.awaiting_until):
                 self._start_attempt(peer)
+        # attempts whose hello proved nothing are no peer's hs: they time out here
+        for conn in [c for c in self._pending_in.values() if not c.hello_proven and now >= c.deadline]:
+            self._close(conn, "handshake timed out", retry=False)

@@ -229,6 +229,48 @@ def test_a_hello_claiming_a_connected_node_does_not_disturb_it(target: Any, tmp_
     assert_healthy(peer, path)
 
 
+def test_hellos_claiming_two_nodes_do_not_keep_them_from_connecting(node_cluster: Any) -> None:
+    """A stranger claims each node's name to the other, a hello every millisecond: it cannot
+    prove the cookie, so it may not settle their simultaneous connect or cancel their attempts."""
+    import threading
+
+    peer = h.start_peer(node_cluster, connect=False)
+    epmd_port = int(os.environ["NODES_EPMD_PORT"])
+    peer_port, _ = h.wait_registered(peer.name.partition("@")[0])
+    my_port = epmd.lookup("127.0.0.1", nodes.node().partition("@")[0], epmd_port)[0]
+    ctx: zmq.Context[Any] = zmq.Context()
+    stop = threading.Event()
+
+    def claim(port: int, claimed: str, to: str, rid: bytes) -> None:
+        intruder = Intruder(ctx, port, rid)
+        try:
+            while not stop.is_set():
+                intruder.send(codec.encode_handshake(b"h", {"v": PROTOCOL_VERSION, "from": claimed, "to": to,
+                                                            "creation": 1}))
+                while intruder.recv(0) is not None:
+                    pass
+                time.sleep(0.001)
+        finally:
+            intruder.close()
+
+    threads = [threading.Thread(target=claim, args=(peer_port, nodes.node(), peer.name, b"claims-me")),
+               threading.Thread(target=claim, args=(my_port, peer.name, nodes.node(), b"claims-peer"))]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.2)  # the claims are under way (this test is about their going on)
+        # both connect at once, as a new mesh does: the ties are settled by proven hellos only
+        assert nodes.rpc.call(peer.name, nodes.connect, nodes.node(), timeout=20_000) is True
+        assert nodes.connect(peer.name) is True
+        assert nodes.rpc.call(peer.name, nodes.node, timeout=10_000) == peer.name
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        ctx.term()
+    assert_healthy(peer)
+
+
 def test_a_flood_of_unfinished_handshakes(target: Any) -> None:
     peer = target
     ctx: zmq.Context[Any] = zmq.Context()

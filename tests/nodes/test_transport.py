@@ -631,11 +631,12 @@ def raw_handshake(ctx: zmq.Context[Any], port: int, me: str, target: str, cookie
                   ) -> tuple[zmq.Socket[Any], codec.Session | None]:
     """The initiator's side of the handshake, done by hand."""
     sock = raw_dealer(ctx, port)
-    sock.send_multipart(codec.encode_handshake(b"h", {"v": PROTOCOL_VERSION, "from": me, "to": target,
-                                                      "creation": 5}))
+    nonce = codec.new_nonce()
+    sock.send_multipart(codec.encode_handshake(b"h", {
+        "v": PROTOCOL_VERSION, "from": me, "to": target, "creation": 5, "nonce": nonce.hex(),
+        "mac": codec.hello_proof(cookie, me, target, 5, nonce).hex()}))
     kind, challenge = recv_handshake(sock)
     assert kind == b"c"
-    nonce = codec.new_nonce()
     transcript = codec.Transcript(me, target, 5, challenge["creation"], nonce,
                                   bytes.fromhex(challenge["nonce"]))
     proof = transcript.initiator_proof(cookie).hex()
