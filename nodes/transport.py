@@ -1210,7 +1210,9 @@ class Transport:
             for payload in payloads:
                 try:
                     obj = codec.loads(payload)
-                except Exception as error:
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as error:  # SystemExit too: a payload must not end this thread
                     self.stats["undecodable"] += 1
                     log.error("%s: cannot decode a message from %s: %r", self.node_name, peer, error)
                     continue

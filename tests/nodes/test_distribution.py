@@ -435,6 +435,24 @@ def test_a_remote_crash_whose_reason_cannot_be_rebuilt_still_fires_links_and_mon
     assert reason[0] == "exception" and type(reason[1]) is ValueError and "plain" in reason[2]
 
 
+class ExitsWhenLoaded:
+    """Unpickling this raises SystemExit (a BaseException, not an Exception)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import sys
+        return (sys.exit, ("loaded",))
+
+
+def test_a_message_whose_loading_raises_system_exit_is_dropped_and_the_node_runs_on(node_cluster) -> None:
+    peer = h.start_peer(node_cluster)
+    remote = rpc(peer.name, nodes.spawn, h.exit_on_message)
+    nodes.send(remote, ExitsWhenLoaded())
+    # frames are handled in order: the rpc's request comes after it, on the same connection
+    assert rpc(peer.name, nodes.node) == peer.name
+    assert rpc(peer.name, nodes.is_alive, remote) and peer.name in nodes.list_nodes()
+    h.wait_until_true(lambda: "cannot decode a message" in peer.log(), 10, "the drop to be logged")
+
+
 def test_monitor_and_link_of_a_dead_remote_pid_give_noproc(node_cluster) -> None:
     peer = h.start_peer(node_cluster)
     dead = rpc(peer.name, nodes.spawn, int)  # int() returns at once: the process ends normally
