@@ -56,17 +56,17 @@ __all__ = ["start", "start_link", "call", "cast", "reply", "stop", "take_queued_
 
 # -- starting ----------------------------------------------------------------------------------
 
-def start_link(module: Any, args: Any, name: str | None = None) -> tuple[str, Any]:
-    """Start a gen_statem linked to the caller: ``("ok", pid)`` | ``("error", reason)``."""
+def start_link(module: Any, args: Any, name: str | None = None) -> Any:
+    """Start a gen_statem linked to the caller: ``("ok", pid)`` | ``("error", reason)`` | ``"ignore"``."""
     return _start(module, args, name, True)
 
 
-def start(module: Any, args: Any, name: str | None = None) -> tuple[str, Any]:
-    """Start a gen_statem not linked to the caller: ``("ok", pid)`` | ``("error", reason)``."""
+def start(module: Any, args: Any, name: str | None = None) -> Any:
+    """Start a gen_statem not linked to the caller: ``("ok", pid)`` | ``("error", reason)`` | ``"ignore"``."""
     return _start(module, args, name, False)
 
 
-def _start(module: Any, args: Any, name: str | None, link: bool) -> tuple[str, Any]:
+def _start(module: Any, args: Any, name: str | None, link: bool) -> Any:
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"gen_statem.start: name must be a non-empty str or None, got {name!r}")
     if not callable(getattr(module, "init", None)):
@@ -109,11 +109,12 @@ def _start(module: Any, args: Any, name: str | None, link: bool) -> tuple[str, A
 def _enter(module: Any, args: Any, name: str | None, starter: Pid, ack: Ref, linked: bool) -> None:
     me = process.current()
 
-    def fail(reason: Any) -> None:
+    def fail(reason: Any, answer: Any = None) -> None:
         if linked:
             process.unlink(starter)
-        process.send_as_me(node.route, starter, CallReply(ack, ("error", reason)))
-        raise Exit(reason if reason != "normal" else "normal")
+        answer = ("error", reason) if answer is None else answer
+        process.send_as_me(node.route, starter, CallReply(ack, answer))
+        raise Exit(reason)
 
     if name is not None:
         try:
@@ -122,6 +123,9 @@ def _enter(module: Any, args: Any, name: str | None, starter: Pid, ack: Ref, lin
             fail(("already_started", registry.lookup(name)))
         if not registered:  # killed (by its starter's link) before the name was ours
             process.check_alive()
+    mode = _callback_mode(module)
+    if mode is not None:
+        fail(("bad_callback_mode", mode))
     try:
         result = module.init(args)
     except Exit as exc:  # exit(Reason) in init
@@ -136,14 +140,28 @@ def _enter(module: Any, args: Any, name: str | None, starter: Pid, ack: Ref, lin
     elif type(result) is tuple and len(result) == 2 and result[0] == "stop":
         fail(result[1])
         return
-    elif result == "ignore":
-        fail("ignore")
+    elif result == "ignore":  # as OTP: start returns "ignore", and the process ends normally
+        fail("normal", "ignore")
         return
     else:
         fail(("bad_return_from_init", result))
         return
     process.send_as_me(node.route, starter, CallReply(ack, ("ok", me.pid)))
     _Machine(module, state_name, data, starter if linked else None).run(actions)
+
+
+def _callback_mode(module: Any) -> Any:
+    """None when the module's ``callback_mode`` (if it has one) is the one this gen_statem runs:
+    state functions without state enter calls; else what it asked for, which fails the start
+    (``("bad_callback_mode", mode)``, as OTP names a mode it cannot take) rather than leave the
+    module's enter clauses or handle_event function silently unused."""
+    declared = getattr(module, "callback_mode", None)
+    if declared is None:
+        return None
+    mode = declared() if callable(declared) else declared
+    if mode == "state_functions" or (type(mode) in (list, tuple) and list(mode) == ["state_functions"]):
+        return None
+    return mode
 
 
 # -- the event loop -----------------------------------------------------------------------------
@@ -173,7 +191,8 @@ def _one_action(actions: Any) -> bool:
 
 
 class _Machine:
-    __slots__ = ("module", "state", "data", "parent", "pending", "postponed", "timeouts", "tokens", "zero")
+    __slots__ = ("module", "state", "data", "parent", "pending", "postponed", "timeouts", "tokens", "zero",
+                 "zero_due")
 
     def __init__(self, module: Any, state: Any, data: Any, parent: Pid | None) -> None:
         self.module = module
@@ -185,18 +204,25 @@ class _Machine:
         # running time-outs: key ("timeout", "state_timeout", ("timeout", name)) -> (timer, token)
         self.timeouts: dict[Any, tuple[Ref, int]] = {}
         self.tokens = 0
-        self.zero: list[tuple[Any, Any]] = []  # time-outs of 0 ms set by the current transition
+        self.zero: dict[Any, Any] = {}  # time-outs of 0 ms set by the current transition: key -> content
+        # time-outs of 0 ms due once the events queued before them are handled (OTP's t0q): still
+        # a time-out till then, which a state change, a new setting or "cancel" takes back
+        self.zero_due: dict[Any, Any] = {}
 
     def run(self, init_actions: Any) -> None:
         proc = process.current()
         mailbox = proc.mailbox
         pending = self.pending
         timeouts = self.timeouts
+        zero_due = self.zero_due
         if init_actions:
             self._transition(self.state, init_actions, None)
         while True:
             if pending:
                 event_type, content = pending.popleft()
+            elif zero_due:
+                event_type = next(iter(zero_due))
+                content = zero_due.pop(event_type)
             else:
                 try:
                     msg = mailbox.receive(None, None)
@@ -227,6 +253,8 @@ class _Machine:
                 # any event cancels the event time-out, inserted and retried ones too (when the
                 # time-out itself fires, it has just been taken out of `timeouts`)
                 self._cancel(_EVENT_TIMEOUT)
+            if zero_due and _EVENT_TIMEOUT in zero_due:
+                del zero_due[_EVENT_TIMEOUT]
             self._handle(event_type, content)
 
     def _handle(self, event_type: Any, content: Any) -> None:
@@ -271,8 +299,10 @@ class _Machine:
         """Enter ``new_state`` (maybe the same) and carry out ``actions``, in OTP's order."""
         changed = new_state != self.state
         self.state = new_state
-        if changed and _STATE_TIMEOUT in self.timeouts:
-            self._cancel(_STATE_TIMEOUT)  # before the actions, which may start a new one
+        if changed:  # before the actions, which may start a new one
+            if _STATE_TIMEOUT in self.timeouts:
+                self._cancel(_STATE_TIMEOUT)
+            self.zero_due.pop(_STATE_TIMEOUT, None)
         postpone, inserted = self._actions(actions, event) if actions else (False, None)
         if postpone:
             self.postponed.append(event)  # type: ignore[arg-type]  # _actions refuses it without one
@@ -282,13 +312,13 @@ class _Machine:
         if inserted:
             self.pending.extendleft(reversed(inserted))  # ...after the events this transition inserts
         if self.zero:
-            # As OTP: a time-out of 0 is an event behind those enqueued above but ahead of every
+            # As OTP: a time-out of 0 comes behind the events enqueued above but ahead of every
             # message not yet received; an event time-out of 0 is cancelled by any enqueued event.
-            zero, self.zero = self.zero, []
-            for key, content in zero:
+            zero, self.zero = self.zero, {}
+            for key, content in zero.items():
                 if key == _EVENT_TIMEOUT and self.pending:
                     continue
-                self.pending.append((key, content))
+                self.zero_due[key] = content
 
     def _actions(self, actions: Any, event: tuple[Any, Any] | None) -> tuple[bool, list | None]:
         """Send replies and set time-outs; (postpone?, events to insert)."""
@@ -332,8 +362,10 @@ class _Machine:
                 return False
         if key in self.timeouts:
             self._cancel(key)
+        self.zero.pop(key, None)  # set again or cancelled: the latest word counts
+        self.zero_due.pop(key, None)
         if ms == 0:
-            self.zero.append((key, action[2]))
+            self.zero[key] = action[2]
         elif ms is not None:
             from . import send_after  # the package's timer scheduler (imported late: no cycle)
 

@@ -209,6 +209,59 @@ def test_init_raising_exit_is_an_error_with_that_reason() -> None:
     assert gen_statem.start(FailingInit, ("raise_exit", nodes.self())) == ("error", ("shutdown", "from init"))
 
 
+class Ignoring:
+    def init(watcher: Pid) -> Any:
+        nodes.send(watcher, ("init", nodes.self()))
+        return "ignore"
+
+
+def test_init_returning_ignore_makes_start_return_ignore_and_the_process_end_normally() -> None:
+    me = nodes.self()
+    nodes.process_flag("trap_exit", True)
+    assert gen_statem.start_link(Ignoring, me) == "ignore"  # as OTP's, not an error tuple
+    _, server = nodes.receive(0, match=tagged("init"))
+    assert not nodes.is_alive(server)
+    assert nodes.flush() == []  # no EXIT for a trapping caller
+    ref = nodes.monitor(server)
+    assert nodes.receive(WAIT, match=lambda m: m[0] == "DOWN" and m[1] == ref)[4] == "noproc"
+
+
+class WantsEnterCalls:
+    @staticmethod
+    def callback_mode() -> list:
+        return ["state_functions", "state_enter"]
+
+    def init(_: Any) -> tuple:
+        return ("ok", "a", None)
+
+
+class WantsHandleEvent:
+    callback_mode = "handle_event_function"
+
+    def init(_: Any) -> tuple:
+        return ("ok", "a", None)
+
+
+class SaysStateFunctions:
+    @staticmethod
+    def callback_mode() -> str:
+        return "state_functions"
+
+    def init(_: Any) -> tuple:
+        return ("ok", "a", None)
+
+
+def test_a_callback_mode_other_than_state_functions_fails_the_start() -> None:
+    # enter calls and handle_event_function are not run: saying so beats ignoring the module's wish
+    assert gen_statem.start(WantsEnterCalls, None) == (
+        "error", ("bad_callback_mode", ["state_functions", "state_enter"]))
+    assert gen_statem.start(WantsHandleEvent, None) == (
+        "error", ("bad_callback_mode", "handle_event_function"))
+    ok, pid = gen_statem.start(SaysStateFunctions, None)
+    assert ok == "ok"
+    stop_server(pid)
+
+
 def test_start_needs_a_callback_module_with_init() -> None:
     with pytest.raises(TypeError, match="init"):
         gen_statem.start(object(), None)
@@ -958,6 +1011,65 @@ def test_a_generic_timeout_survives_other_events_and_can_be_cancelled() -> None:
     assert fired() == ("fired", ("timeout", "a"), "a", "locked")
     assert gen_statem.call(pid, "state") == "locked"
     stop_server(pid)
+
+
+class TakenBackZeroTimeouts:
+    """Records every event; "go" sets a 0 ms time-out behind an inserted event whose handling
+    takes it back, in one of three ways."""
+
+    def init(notify_to: Pid) -> tuple:
+        return ("ok", "a", notify_to)
+
+    def a(event_type: Any, content: Any, data: Pid) -> Any:
+        nodes.send(data, ("event", "a", event_type, content))
+        if type(content) is tuple and content[0] == "go":
+            key = content[1]
+            return ("keep_state_and_data", [("next_event", "internal", content[2]), (key, 0, "zero")])
+        if content == "replace":
+            return ("keep_state_and_data", [("state_timeout", 50, "later")])
+        if content == "cancel":
+            return ("keep_state_and_data", [(("timeout", "g"), "cancel")])
+        if content == "move":
+            return ("next_state", "b", data)
+        return "keep_state_and_data"
+
+    def b(event_type: Any, content: Any, data: Pid) -> Any:
+        nodes.send(data, ("event", "b", event_type, content))
+        return "keep_state_and_data"
+
+
+def test_a_zero_timeout_is_still_a_timeout_until_it_is_handled() -> None:
+    """As OTP: a 0 ms time-out waits behind the events queued before it, and until then a state
+    change, setting it again or "cancel" takes it back."""
+    def events_until(last: Any) -> list:
+        seen = []
+        while True:
+            _, state, event_type, content = nodes.receive(WAIT, match=tagged("event"))
+            seen.append((state, event_type, content))
+            if content == last:
+                return seen
+
+    ok, pid = gen_statem.start(TakenBackZeroTimeouts, nodes.self())
+    gen_statem.cast(pid, ("go", "state_timeout", "replace"))
+    assert events_until("later") == [("a", "cast", ("go", "state_timeout", "replace")),
+                                     ("a", "internal", "replace"), ("a", "state_timeout", "later")]
+    gen_statem.cast(pid, ("go", ("timeout", "g"), "cancel"))
+    gen_statem.cast(pid, "marker")
+    assert events_until("marker") == [("a", "cast", ("go", ("timeout", "g"), "cancel")),
+                                      ("a", "internal", "cancel"), ("a", "cast", "marker")]
+    gen_statem.cast(pid, ("go", "state_timeout", "move"))
+    gen_statem.cast(pid, "marker")
+    assert events_until("marker") == [("a", "cast", ("go", "state_timeout", "move")),
+                                      ("a", "internal", "move"), ("b", "cast", "marker")]
+    # not taken back, it comes after the inserted event and before what was sent meanwhile
+    ok, pid2 = gen_statem.start(TakenBackZeroTimeouts, nodes.self())
+    gen_statem.cast(pid2, ("go", ("timeout", "g"), "plain"))
+    gen_statem.cast(pid2, "marker")
+    assert events_until("marker") == [("a", "cast", ("go", ("timeout", "g"), "plain")),
+                                      ("a", "internal", "plain"), ("a", ("timeout", "g"), "zero"),
+                                      ("a", "cast", "marker")]
+    stop_server(pid)
+    stop_server(pid2)
 
 
 class Gate:
