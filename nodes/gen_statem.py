@@ -455,10 +455,15 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None, ref: Ref | N
     mailbox = me.mailbox
     ref = process.monitor_as(me, server, target, ref)
     mailbox.activate_alias(ref)
-    if target is not None:  # dropped if it died meanwhile, as a send
-        process.send_as_me(target.mailbox.put, (tag, (me.pid, ref), request))
-    else:
-        process.send_as_me(node.route, server, (tag, (me.pid, ref), request))
+    try:
+        if target is not None:  # dropped if it died meanwhile, as a send
+            process.send_as_me(target.mailbox.put, (tag, (me.pid, ref), request))
+        else:
+            process.send_as_me(node.route, server, (tag, (me.pid, ref), request))
+    except BaseException:  # not sent (a request another node cannot be sent): nothing to wait for
+        mailbox.deactivate_alias(ref)
+        process.demonitor_as(me, ref, target=target)
+        raise
     try:
         msg = process.await_reply(me, ref, ref, timeout)  # the monitor's ref tags the reply too
     except TimeoutError:
@@ -532,7 +537,11 @@ def stop(server: Any, reason: Any = "normal", timeout: int | None = None) -> str
     me = process.current()
     process.resolve_server(server)
     ref = process.monitor(server)
-    process.send_as_me(node.route, server, ("$system", (me.pid, ref), ("terminate", reason)))
+    try:
+        process.send_as_me(node.route, server, ("$system", (me.pid, ref), ("terminate", reason)))
+    except BaseException:  # not sent (a reason another node cannot be sent)
+        process.demonitor(ref)
+        raise
     try:
         msg = process.receive(timeout, lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN"
                               and m[1] == ref)

@@ -883,6 +883,28 @@ class Counter:
         return ("keep_state", data)  # ignores everything: calls time out
 
 
+def test_a_call_or_stop_that_cannot_be_sent_leaves_no_monitor_behind(node_cluster) -> None:
+    import threading
+
+    from nodes import process
+
+    peer = h.start_peer(node_cluster)
+    _, pid = rpc(peer.name, gen_statem.start, Counter, 0, "counter")
+    me = nodes.self()
+    monitors_before = sorted(map(repr, nodes.process_info(me, "monitors")[1]))
+    aliases_before = len(process.current().mailbox._aliases)
+    for _ in range(3):
+        with pytest.raises(TypeError):  # nodes.EncodeError: a lock cannot be pickled for the other node
+            gen_statem.call(pid, ("add", threading.Lock()))
+        with pytest.raises(TypeError):
+            gen_statem.stop(pid, threading.Lock())
+    assert sorted(map(repr, nodes.process_info(me, "monitors")[1])) == monitors_before
+    assert len(process.current().mailbox._aliases) == aliases_before
+    h.wait_until_true(lambda: rpc(peer.name, nodes.process_info, pid, "monitored_by") == ("monitored_by", []),
+                      10, "the server's monitors to be taken off")
+    assert gen_statem.call(pid, "get") == 0
+
+
 def test_a_reply_the_caller_cannot_rebuild_raises_at_the_caller_at_once(node_cluster) -> None:
     peer = h.start_peer(node_cluster)
     _, pid = rpc(peer.name, gen_statem.start, Counter, 3, "counter")
