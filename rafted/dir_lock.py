@@ -17,8 +17,9 @@ How:
   (``gen_statem.stop``, a crash) lets go in ``terminate``.  A member killed with
   ``nodes.exit(pid, "kill")`` never runs ``terminate`` (Erlang's rule), so the next member
   takes the lock over once the holder is no longer alive: a restart right after a kill
-  works.  The killed member's thread may still finish a write it had begun, as it would
-  without the lock.
+  works.  Every ``acquire`` also lets go of the other directories whose holders are dead, so
+  killed members leave no growing pile of locked descriptors behind.  The killed member's
+  thread may still finish a write it had begun, as it would without the lock.
 - ``read_last_log_index(dir)`` only reads and takes no lock.
 """
 
@@ -40,6 +41,10 @@ def acquire(dir: str, owner: nodes.Pid) -> None:
     os.makedirs(dir, exist_ok=True)
     key = os.path.realpath(dir)
     with _mutex:
+        for other, (holder, fd) in list(_held.items()):
+            if other != key and not nodes.is_alive(holder):
+                del _held[other]
+                os.close(fd)  # its holder was killed before it could let go
         held = _held.get(key)
         if held is not None:
             holder, fd = held

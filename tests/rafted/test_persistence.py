@@ -814,6 +814,21 @@ def test_a_killed_member_hands_its_directory_to_the_next_one(cluster: Cluster, t
     assert r[0] == "error" and "in use" in str(r[1][1]), r  # and holds it in turn
 
 
+def test_a_killed_members_lock_goes_when_another_directory_is_taken(cluster: Cluster, tmp_path: Path) -> None:
+    import fcntl
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    leader = start(cluster, first)
+    nodes.exit(leader, "kill")  # no terminate, so no release
+    wait_until(lambda: not nodes.is_alive(leader), what="the member to die")
+    start(cluster, second, name="other")  # any directory taken lets go of dead holders' locks
+    fd = os.open(first, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another OS process could take it now
+    finally:
+        os.close(fd)
+
+
 def test_a_member_that_fails_to_join_lets_go_of_its_directory(cluster: Cluster, tmp_path: Path) -> None:
     r = RaftedValue.start_link(("join_existing_consensus_group", [("nobody_here", nodes.node())]),
                                persistence_dir=str(tmp_path))
