@@ -39,6 +39,7 @@ def _dead_local_pid(dest: Any) -> bool:
 
 # a timer message goes as nodes.send would send it; one to a local process that died is cancelled
 _scheduler = _Scheduler(_node.send, _dead_local_pid)
+_process.death_hooks.append(_scheduler.dest_died)
 
 
 def node() -> str:

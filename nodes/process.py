@@ -366,10 +366,16 @@ def terminate(proc: Proc, reason: Any) -> None:
                 _unmonitor(obj, ref)
     proc.mailbox.close(reason)
     holder_gone(proc.pid)
+    for on_death in death_hooks:
+        on_death(proc.pid)
     # if its thread is queueing a message, that must arrive first: end_signal tells, see begin_signal
     proc.deferred_death.append((reason, links, watchers, held))
     if not proc.sending:
         _claim_death(proc)
+
+
+#: called with the pid of every process that dies (the timer scheduler drops its timers)
+death_hooks: list[Callable[[Pid], None]] = []
 
 
 def _announce_death(pid: Pid, reason: Any, links: set[Pid], watchers: dict, held: dict) -> None:

@@ -8,8 +8,10 @@ Lazily, but not forever: a gen_statem event timeout is cancelled by every event,
 process that re-arms a one-hour timeout 10,000 times a second would otherwise leave
 36 million dead heap entries behind it. Once the dead entries outnumber the live timers
 the heap is rebuilt from the live ones, which keeps it within twice their number at an
-amortised constant cost per cancel. The rebuild also drops the timers of local processes
-that died (Erlang cancels a timer with its target process).
+amortised constant cost per cancel. As Erlang, a timer aimed at a local process goes when
+that process dies (:meth:`Scheduler.dest_died`, called by the runtime at each death; the
+timers are indexed by target pid for it), not when it would have fired: a process that sets
+an hour's timer and dies leaves nothing behind for that hour.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Scheduler:
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, Ref]] = []
         self._timers: dict[Ref, tuple[float, Any, Any]] = {}
+        self._by_pid: dict[Pid, set[Ref]] = {}  # the timers aimed at each pid (see dest_died)
         self._seq = 0
         self._stale = 0  # heap entries whose timer was cancelled (the heap keeps them until rebuilt)
         self._thread: threading.Thread | None = None
@@ -61,6 +64,11 @@ class Scheduler:
         with self._cond:
             self._seq += 1
             self._timers[ref] = (deadline, dest, msg)
+            if type(dest) is Pid:
+                refs = self._by_pid.get(dest)
+                if refs is None:
+                    refs = self._by_pid[dest] = set()
+                refs.add(ref)
             heapq.heappush(self._heap, (deadline, self._seq, ref))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="nodes-timers", daemon=True)
@@ -75,6 +83,7 @@ class Scheduler:
         with self._cond:
             entry = self._timers.pop(ref, None)
             if entry is not None:
+                self._unindex(ref, entry[1])
                 self._dropped()
         if entry is None or self._dead(entry[1]):
             return False
@@ -88,9 +97,27 @@ class Scheduler:
         if self._dead(entry[1]):
             with self._cond:
                 if self._timers.pop(ref, None) is not None:
+                    self._unindex(ref, entry[1])
                     self._dropped()
             return False
         return max(0, int((entry[0] - time.monotonic()) * 1000))
+
+    def dest_died(self, pid: Pid) -> None:
+        """``pid`` died: its timers go, as Erlang's do with their target process."""
+        with self._cond:
+            refs = self._by_pid.pop(pid, None)
+            for ref in refs or ():
+                if self._timers.pop(ref, None) is not None:
+                    self._dropped()
+
+    def _unindex(self, ref: Ref, dest: Any) -> None:
+        """Take a timer that left ``_timers`` out of the index by pid (called with the lock held)."""
+        if type(dest) is Pid:
+            refs = self._by_pid.get(dest)
+            if refs is not None:
+                refs.discard(ref)
+                if not refs:
+                    del self._by_pid[dest]
 
     def _dropped(self) -> None:
         """One heap entry went stale (called with the lock held): rebuild once they outnumber the live."""
@@ -99,7 +126,7 @@ class Scheduler:
             return
         timers, dead = self._timers, self._dead
         for ref in [r for r, (_, dest, _) in timers.items() if dead(dest)]:
-            del timers[ref]
+            self._unindex(ref, timers.pop(ref)[1])
         # in place: the scheduler thread holds this very list
         self._heap[:] = [e for e in self._heap if e[2] in timers]
         heapq.heapify(self._heap)
@@ -117,6 +144,7 @@ class Scheduler:
                         _, _, ref = heapq.heappop(heap)
                         entry = self._timers.pop(ref, None)
                         if entry is not None:
+                            self._unindex(ref, entry[1])
                             due.append((entry[1], entry[2]))
                         elif self._stale:
                             self._stale -= 1  # a cancelled timer's entry, gone now
