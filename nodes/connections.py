@@ -88,6 +88,7 @@ class Peer:
         self.awaiting_until = 0.0  # after a nok: the peer is connecting to us
         self.retry = False
         self.retry_at = 0.0
+        self.retry_until = 0.0  # the background retries of a lost connection end then
         self.backoff = backoff  # the next retry's wait (s), doubled per failure up to a maximum
         self.creation: int | None = None
 

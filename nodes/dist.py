@@ -241,7 +241,8 @@ def partition(blocked_nodes: Iterable[str]) -> None:
 
 
 def heal() -> None:
-    """Undo :func:`partition`: traffic flows again and lost connections come back by themselves."""
+    """Undo :func:`partition`: traffic flows again and lost connections come back by themselves
+    (those lost in the last minute at once; older ones at the next send to their node)."""
     transport = _running()
     if transport is not None:
         transport.set_blocked(())

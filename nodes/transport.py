@@ -82,8 +82,11 @@ when nothing else was for 3/4 of ``tick_ms`` (default ``NODES_TICK_MS``, else 10
 silent for 3 ticks (hung, or behind a partition) is down.  A send ZeroMQ would drop
 (an unknown routing id, a full pipe) also brings the connection down: nothing is
 dropped silently.  A connection lost this way is retried in the background with backoff
-until epmd on the peer's host no longer lists it, :meth:`disconnect` is called, or the peer
-said bye; a peer that comes back with a new creation is reported down (old) then up (new).
+until epmd on the peer's host no longer lists it, :meth:`disconnect` is called, the peer
+said bye, or ``reconnect_for_ms`` (default 60,000) have passed since it was lost: a host that
+vanished is not looked up every second for ever, and the next send to it tries again, as
+Erlang connects on demand.  A peer that comes back with a new creation is reported down
+(old) then up (new).
 Frames from strangers or that fail their checks are dropped and logged (at most one warning
 per second per source, with a count) and never unpickled.
 
@@ -122,6 +125,7 @@ PROTOCOL_VERSION = 3
 DEFAULT_TICK_MS = 1000
 TICKS_UNTIL_DOWN = 3
 DEFAULT_CONNECT_TIMEOUT_MS = 5000
+DEFAULT_RECONNECT_FOR_MS = 60_000  # how long a lost connection is retried in the background
 DEFAULT_HWM = 100_000
 MAX_BATCH = 1000  # messages per data frame
 RECV_BATCH = 256  # messages read from one socket before looking at the rest
@@ -208,6 +212,7 @@ class Transport:
         direct_send: bool | None = None,
         hwm: int = DEFAULT_HWM,
         spin_us: int | None = None,
+        reconnect_for_ms: int = DEFAULT_RECONNECT_FOR_MS,
     ):
         self._short, self._host = split_node_name(node_name)
         if isinstance(cookie, str):
@@ -226,6 +231,7 @@ class Transport:
         self._tick_s = self.tick_ms / 1000
         self._hk_period = min(self._tick_s / 4, 0.25)
         self._hs_timeout = connect_timeout_ms / 1000
+        self._reconnect_for_s = reconnect_for_ms / 1000
         self._max_frame_size = max_frame_size
         self._direct = (direct_send if direct_send is not None
                         else os.environ.get("NODES_DIRECT_SEND", "1") != "0")
@@ -916,6 +922,10 @@ class Transport:
             log.debug("cannot connect to %s: %s", peer.name, reason)
         if final:
             peer.retry = False
+        elif peer.retry and self._now >= peer.retry_until:
+            peer.retry = False
+            log.info("%s: no more attempts to reconnect to %s in the background (%s for %.0f s); a send "
+                     "will try again", self.node_name, peer.name, reason, self._reconnect_for_s)
         if peer.retry:
             peer.retry_at = self._now + peer.backoff
             peer.backoff = min(peer.backoff * 2, MAX_BACKOFF)
@@ -1386,6 +1396,7 @@ class Transport:
                 peer.retry = True
                 peer.backoff = INITIAL_BACKOFF
                 peer.retry_at = self._now + INITIAL_BACKOFF
+                peer.retry_until = self._now + self._reconnect_for_s
             self._report_down(peer.name)
             self._forget_if_idle(peer)
         elif peer.hs is conn:

@@ -463,6 +463,22 @@ def test_hung_peer_is_detected_by_ticks_and_the_healed_partition_reconnects(c: s
     assert t.recv() == (A, "healed")
 
 
+def test_background_reconnection_ends_after_its_window_and_a_send_tries_again(c: support.Cluster) -> None:
+    tick = 200
+    t = c.local(T, tick_ms=tick, connect_timeout_ms=500, reconnect_for_ms=1500)
+    a = c.peer(A, tick_ms=tick)
+    connected(t, A)
+    t.wait_event(("up", A))
+    a.signal(signal.SIGSTOP)  # still listed by epmd, never answering: retried until the window ends
+    try:
+        t.wait_event(("down", A), timeout=10)
+        support.wait_until(lambda: A not in t.transport._peers, 20.0, "the retries to end, A forgotten")
+    finally:
+        a.signal(signal.SIGCONT)
+    t.transport.send(A, ("echo", "on demand"))  # as Erlang: the next send connects
+    assert t.recv() == (A, "on demand")
+
+
 def test_an_attempt_at_a_hung_peer_fails_at_its_deadline_however_often_we_send(c: support.Cluster) -> None:
     t = c.local(T, connect_timeout_ms=1000)
     a = c.peer(A)
