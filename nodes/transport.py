@@ -1063,6 +1063,13 @@ class Transport:
         return True
 
     def _handshake_as_acceptor(self, conn: Conn, body: list[bytes]) -> None:
+        if not conn.hello_proven and body and body[0] == HELLO:
+            # One challenge at a time per connection: each waits in ZeroMQ for a reader that may
+            # never read, so a stream of hellos must not become a stream of answers (it did,
+            # every other one: this closed the attempt). The attempt runs to its deadline.
+            self.stats["dropped_frames"] += 1
+            self._drop_stranger("another hello while its challenge is unanswered")
+            return
         try:
             kind, msg = codec.decode_handshake(body)
             if kind != REPLY:
@@ -1073,7 +1080,9 @@ class Transport:
                 raise codec.FrameError("bad nonce size")
         except (codec.FrameError, KeyError, TypeError, ValueError) as error:
             self.stats["dropped_frames"] += 1
-            self._rlog.warning(conn.peer, "%s: bad handshake from %r: %s", self.node_name, conn.peer, error)
+            # rate-limited per claimed name only once the hello proved it: a stranger's names are free
+            source = conn.peer if conn.hello_proven else "stranger"
+            self._rlog.warning(source, "%s: bad handshake from %r: %s", self.node_name, conn.peer, error)
             self._close(conn, f"bad handshake: {error}", retry=False)
             return
         transcript = codec.Transcript(conn.peer, self.node_name, conn.peer_creation, self.creation,

@@ -289,6 +289,33 @@ def test_a_flood_of_unfinished_handshakes(target: Any) -> None:
     assert_healthy(peer)
 
 
+def test_a_stream_of_hellos_on_one_connection_gets_one_challenge_at_a_time(target: Any) -> None:
+    """Each answer waits in ZeroMQ for a reader that may never read: a stranger that sends
+    hellos without reading must not make the node queue an answer per hello."""
+    peer = target
+    before = nodes.rpc.call(peer.name, transport_stats, timeout=10_000)
+    ctx: zmq.Context[Any] = zmq.Context()
+    intruder = Intruder(ctx, peer.port, b"streamer")
+    try:
+        for i in range(1000):
+            intruder.send(codec.encode_handshake(b"h", {"v": PROTOCOL_VERSION, "from": f"s{i}@x",
+                                                        "to": peer.name, "creation": 1}))
+
+        def all_handled() -> bool:
+            after = nodes.rpc.call(peer.name, transport_stats, timeout=10_000)
+            return after.get("dropped_frames", 0) - before.get("dropped_frames", 0) >= 999
+
+        h.wait_until_true(all_handled, 20, "the node to look at every hello")
+        challenges = 0
+        while (parts := intruder.recv(1000)) is not None:  # whatever was sent has arrived by then
+            challenges += parts[0] == b"c"
+        assert challenges == 1
+    finally:
+        intruder.close()
+        ctx.term()
+    assert_healthy(peer)
+
+
 def zmtp_greeting() -> bytes:
     """A ZMTP 3.0 greeting with the NULL mechanism (64 bytes)."""
     return b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
