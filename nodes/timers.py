@@ -67,6 +67,8 @@ class Scheduler:
             if type(dest) is Pid:
                 refs = self._by_pid.get(dest)
                 if refs is None:
+                    if len(self._by_pid) >= 10_000:  # empty sets of pids that are alive or remote
+                        self._by_pid = {p: r for p, r in self._by_pid.items() if r}
                     refs = self._by_pid[dest] = set()
                 refs.add(ref)
             heapq.heappush(self._heap, (deadline, self._seq, ref))
@@ -115,9 +117,7 @@ class Scheduler:
         if type(dest) is Pid:
             refs = self._by_pid.get(dest)
             if refs is not None:
-                refs.discard(ref)
-                if not refs:
-                    del self._by_pid[dest]
+                refs.discard(ref)  # an empty set stays: the pid's next timer needs one again
 
     def _dropped(self) -> None:
         """One heap entry went stale (called with the lock held): rebuild once they outnumber the live."""
