@@ -1073,17 +1073,23 @@ print("ok", name)
 '''
 
 
-def test_a_start_under_a_taken_name_leaves_the_node_as_it_was(node_cluster, tmp_path) -> None:
+def run_script(tmp_path: Any, source: str, *args: str) -> str:
+    """Run ``source`` in a fresh Python process (it may start a node: this test's port-mapper
+    and cookie come with the environment); its output, once it exited 0."""
     import subprocess
     import sys
 
-    peer = h.start_peer(node_cluster)
-    short = peer.name.partition("@")[0]
     env = {**os.environ, "PYTHONPATH": str(h.HERE.parent.parent)}
-    done = subprocess.run([sys.executable, "-c", START_TWICE, short, f"other{os.getpid()}"], env=env,
-                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-c", source, *args], env=env, capture_output=True, text=True,
+                          timeout=40, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("ok other")
+    return done.stdout
+
+
+def test_a_start_under_a_taken_name_leaves_the_node_as_it_was(node_cluster, tmp_path) -> None:
+    peer = h.start_peer(node_cluster)
+    out = run_script(tmp_path, START_TWICE, peer.name.partition("@")[0], f"other{os.getpid()}")
+    assert out.startswith("ok other")
 
 
 # A monitor set on a remote process while nodes.start is under way, in the start that fails
@@ -1126,16 +1132,10 @@ print("ok")
 
 
 def test_a_monitor_set_during_a_start_that_fails_reports_noconnection(node_cluster, tmp_path) -> None:
-    import subprocess
-    import sys
-
     peer = h.start_peer(node_cluster)
-    env = {**os.environ, "PYTHONPATH": str(h.HERE.parent.parent)}
-    done = subprocess.run([sys.executable, "-c", MONITOR_IN_A_FAILED_START, peer.name.partition("@")[0],
-                           f"ghost{os.getpid()}@{peer.name.partition('@')[2]}"], env=env,
-                          capture_output=True, text=True, timeout=40, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("ok")
+    short, _, host = peer.name.partition("@")
+    out = run_script(tmp_path, MONITOR_IN_A_FAILED_START, short, f"ghost{os.getpid()}@{host}")
+    assert out.startswith("ok")
 
 
 # A monitor on a process of a node that accepts TCP connections but never answers: the
@@ -1165,15 +1165,8 @@ print("ok")
 
 def test_a_monitor_waiting_for_a_connection_reports_noconnection_when_distribution_stops(
         node_cluster, tmp_path) -> None:
-    import subprocess
-    import sys
-
     h.start_peer(node_cluster)  # a running port-mapper for this test's nodes
-    env = {**os.environ, "PYTHONPATH": str(h.HERE.parent.parent)}
-    done = subprocess.run([sys.executable, "-c", MONITOR_WHILE_STOPPING, f"stopper{os.getpid()}"], env=env,
-                          capture_output=True, text=True, timeout=40, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("ok")
+    assert run_script(tmp_path, MONITOR_WHILE_STOPPING, f"stopper{os.getpid()}").startswith("ok")
 
 
 def test_a_second_start_returns_the_running_node_only_under_its_name_and_cookie(node_cluster) -> None:
@@ -1243,12 +1236,5 @@ print("ok", name)
 
 
 def test_pids_taken_before_start_name_the_same_processes_after_it(node_cluster, tmp_path) -> None:
-    import subprocess
-    import sys
-
     h.start_peer(node_cluster)  # a running port-mapper for this test's nodes
-    env = {**os.environ, "PYTHONPATH": str(h.HERE.parent.parent)}
-    done = subprocess.run([sys.executable, "-c", PIDS_BEFORE_START, f"early{os.getpid()}"], env=env,
-                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("ok early")
+    assert run_script(tmp_path, PIDS_BEFORE_START, f"early{os.getpid()}").startswith("ok early")

@@ -919,21 +919,25 @@ def queue_behind_the_gate(pool: ThreadPoolExecutor, leader: Any, calls: list) ->
     return futures
 
 
-def test_a_command_that_cannot_travel_is_refused_alone_from_a_burst(cluster: Cluster) -> None:
-    leader, followers = cluster.make(2, with_(CONF, leader_hook_module=GateHook))
-    assert RaftedValue.command(leader, "inc") == ("ok", 0)
+def burst_around(leader: Any, middle: Any) -> tuple[Any, list]:
+    """Block ``leader`` (a GateHook group) in a command, queue a command, ``middle()`` and a
+    command behind it, then let go: the blocked command's answer, and those of the three."""
     GateHook.arm()
     with ThreadPoolExecutor(max_workers=5) as pool:
         blocker = pool.submit(RaftedValue.command, leader, "inc")
         wait_until(lambda: GateHook.armed is False, what="the leader to block in its hook")
         futures = queue_behind_the_gate(pool, leader, [
-            lambda: RaftedValue.command(leader, "inc"),
-            lambda: RaftedValue.command(leader, ("set", threading.Lock())),
-            lambda: RaftedValue.command(leader, "inc"),
-        ])
+            lambda: RaftedValue.command(leader, "inc"), middle, lambda: RaftedValue.command(leader, "inc")])
         GateHook.release()
-        assert blocker.result(10) == ("ok", 1)
-        first, bad, last = (f.result(10) for f in futures)
+        return blocker.result(10), [f.result(10) for f in futures]
+
+
+def test_a_command_that_cannot_travel_is_refused_alone_from_a_burst(cluster: Cluster) -> None:
+    leader, followers = cluster.make(2, with_(CONF, leader_hook_module=GateHook))
+    assert RaftedValue.command(leader, "inc") == ("ok", 0)
+    unsendable = ("set", threading.Lock())
+    blocked, (first, bad, last) = burst_around(leader, lambda: RaftedValue.command(leader, unsendable))
+    assert blocked == ("ok", 1)
     # the burst around it is appended and answered in order; the one that cannot be sent to the
     # followers (they are other processes, possibly on other nodes) is refused, never applied
     assert (first, last) == (("ok", 2), ("ok", 3))
@@ -973,18 +977,8 @@ def test_malformed_raw_requests_are_refused_and_crash_no_member(cluster: Cluster
     assert call(leader, ("remove_follower", {"not": "a pid"})) == refused
     assert call(leader, ("replace_leader", [1])) == refused
     # queued in a burst behind a busy leader, it is refused alone
-    GateHook.arm()
-    with ThreadPoolExecutor(max_workers=5) as pool:
-        blocker = pool.submit(RaftedValue.command, leader, "inc")
-        wait_until(lambda: GateHook.armed is False, what="the leader to block in its hook")
-        futures = queue_behind_the_gate(pool, leader, [
-            lambda: RaftedValue.command(leader, "inc"),
-            lambda: call(leader, ("command", "inc", {"un": "hashable"})),
-            lambda: RaftedValue.command(leader, "inc"),
-        ])
-        GateHook.release()
-        assert blocker.result(10) == ("ok", 0)
-        assert [f.result(10) for f in futures] == [("ok", 1), refused, ("ok", 2)]
+    assert burst_around(leader, lambda: call(leader, ("command", "inc", {"un": "hashable"}))) == (
+        ("ok", 0), [("ok", 1), refused, ("ok", 2)])
     assert RaftedValue.query(leader, "get") == ("ok", 3)
     for f in followers:
         wait_until(lambda f=f: RaftedValue.query_non_leader(f, "get") == ("ok", 3), what="followers to apply")
