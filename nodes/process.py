@@ -31,8 +31,9 @@ An exit or DOWN reason bound for another node travels pickled apart from its sig
 receiving node cannot rebuild (an exception class it cannot import, or one whose ``__init__``
 does not take its own ``args``) then arrives as ``("unloadable", repr_text)``: the link still
 fires and the monitor still reports, where the whole signal used to fail to unpickle and be
-dropped (a caller waiting on that monitor waited for ever).  A message or call reply that
-cannot be rebuilt is still dropped by the receiving transport, which logs an error.
+dropped (a caller waiting on that monitor waited for ever).  A ``gen_statem`` reply travels
+the same way (see :mod:`nodes.gen_statem`); a plain message that cannot be rebuilt is still
+dropped by the receiving transport, which logs an error.
 """
 
 from __future__ import annotations
