@@ -270,6 +270,7 @@ class Transport:
         self._pending_in: dict[bytes, Conn] = {}
         self._recently_closed: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._hello_nonces: collections.OrderedDict[bytes, None] = collections.OrderedDict()  # replays
+        self._reset_at: collections.OrderedDict[bytes, float] = collections.OrderedDict()  # rid -> last RESET
         self._stopping = False
         self._now = time.monotonic()
         self._next_housekeeping = 0.0
@@ -974,8 +975,15 @@ class Transport:
             self._drop_stranger(f"{len(body)} part(s), {sum(map(len, body))} bytes")
         if rid in self._recently_closed or head == REPLY or codec.looks_like_frame(body):
             # Looks like ours: tell the peer we do not know this connection, so it notices at
-            # once instead of after its tick timeout.
-            self._raw_router_send(rid, [RESET])
+            # once instead of after its tick timeout. Once a second per connection at most: a
+            # peer of ours needs one, and each waits in ZeroMQ for a reader that may never read.
+            last = self._reset_at.get(rid)
+            if last is None or self._now - last >= 1.0:
+                self._reset_at[rid] = self._now
+                self._reset_at.move_to_end(rid)
+                while len(self._reset_at) > 1024:
+                    self._reset_at.popitem(last=False)
+                self._raw_router_send(rid, [RESET])
 
     def _drop_stranger(self, detail: str) -> None:
         self._rlog.warning("stranger", "%s dropped a message from a peer that has not completed the "

@@ -316,6 +316,32 @@ def test_a_stream_of_hellos_on_one_connection_gets_one_challenge_at_a_time(targe
     assert_healthy(peer)
 
 
+def test_a_stream_of_frames_from_a_stranger_gets_few_resets(target: Any) -> None:
+    """A frame that looks like ours from an unknown connection is answered with a reset (a peer
+    of ours then knows at once that we lost its connection), but not every one of a stream."""
+    peer = target
+    before = nodes.rpc.call(peer.name, transport_stats, timeout=10_000)
+    ctx: zmq.Context[Any] = zmq.Context()
+    intruder = Intruder(ctx, peer.port, b"framer")
+    try:
+        for i in range(1000):
+            intruder.send([frame_like(b"D", i, [b"x"], os.urandom(32))])
+
+        def all_handled() -> bool:
+            after = nodes.rpc.call(peer.name, transport_stats, timeout=10_000)
+            return after.get("dropped_frames", 0) - before.get("dropped_frames", 0) >= 1000
+
+        h.wait_until_true(all_handled, 20, "the node to look at every frame")
+        resets = 0
+        while (parts := intruder.recv(1000)) is not None:  # whatever was sent has arrived by then
+            resets += parts == [b"x"]
+        assert 1 <= resets <= 25, resets  # one a second at most, however slow the machine
+    finally:
+        intruder.close()
+        ctx.term()
+    assert_healthy(peer)
+
+
 def zmtp_greeting() -> bytes:
     """A ZMTP 3.0 greeting with the NULL mechanism (64 bytes)."""
     return b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
