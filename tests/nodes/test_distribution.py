@@ -316,6 +316,51 @@ def _all_watched_by_me(node_name: str, pids: list[nodes.Pid]) -> bool:
     return all(rpc(node_name, nodes.process_info, pid, "monitored_by") == watched for pid in pids)
 
 
+# A --noshell node whose processes tell their deaths slowly when their own thread does it (a
+# thread starved of CPU), as a process caught in a send does: what stopping must wait for.
+SLOW_TO_TELL = r'''
+import sys, threading, time
+from nodes import process
+from nodes.__main__ import main
+
+told = process._announce_death
+
+def told_late(*args):
+    if threading.current_thread() is not threading.main_thread():
+        time.sleep(1.5)
+    return told(*args)
+
+process._announce_death = told_late
+sys.exit(main(["--sname", sys.argv[1], "--noshell"]))
+'''
+
+
+class SlowToPickle:
+    """Takes 0.2 s to pickle: a process sending it to another node is nearly always mid-send."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        time.sleep(0.2)
+        return (str, ("slow",))
+
+
+def _send_slowly_for_ever(to: nodes.Pid) -> None:
+    """(runs on the peer)"""
+    while True:
+        nodes.send(to, SlowToPickle())
+
+
+def test_stopping_waits_for_a_death_its_process_is_still_telling(node_cluster, tmp_path) -> None:
+    peer = start_script_node(node_cluster, tmp_path, SLOW_TO_TELL, f"slowteller{os.getpid()}")
+    sink = nodes.spawn(_drain)
+    sender = rpc(peer.name, nodes.spawn, _send_slowly_for_ever, sink)
+    ref = nodes.monitor(sender)
+    h.wait_until_true(lambda: _all_watched_by_me(peer.name, [sender]), 5.0, "the remote monitor")
+    peer.signal(signal.SIGTERM)  # the sender is mid-send: its own thread tells its death, 1.5 s late
+    assert peer.popen.wait(20) == 0
+    assert nodes.receive(5000, down_for(ref)) == ("DOWN", ref, "process", sender, "shutdown")
+    nodes.exit(sink, "kill")
+
+
 def test_a_node_stopped_while_its_processes_send_tells_their_monitors_shutdown(node_cluster) -> None:
     # a process caught half-way through a send tells its own death once the send is done
     # (what it sent comes first): the node must wait for that before it closes its connections
@@ -493,11 +538,11 @@ def _monitored_by_count(pid: nodes.Pid) -> int:
     return len(proc.monitored_by) if proc is not None else -1
 
 
-def _trap_and_forward(to: nodes.Pid) -> None:
+def _trap_say_so_and_forward(to: nodes.Pid) -> None:
+    """(runs on the peer) trap exits, tell ``to``, and forward every message to it."""
     nodes.process_flag("trap_exit", True)
-    forward_to = to
-    nodes.send(forward_to, ("trapping", nodes.self()))
-    h.forward_all(forward_to)
+    nodes.send(to, ("trapping", nodes.self()))
+    h.forward_all(to)
 
 
 def test_exit_signals_and_unlink_across_nodes(node_cluster) -> None:
@@ -509,7 +554,7 @@ def test_exit_signals_and_unlink_across_nodes(node_cluster) -> None:
     nodes.exit(victim, "kill")
     assert nodes.receive(5000, down_for(ref)) == ("DOWN", ref, "process", victim, "killed")
     # a remote process that traps exits gets exit/2 as a message; "normal" does not kill
-    trapper = rpc(peer.name, nodes.spawn, _trap_and_forward, me)
+    trapper = rpc(peer.name, nodes.spawn, _trap_say_so_and_forward, me)
     assert nodes.receive(5000, lambda m: h.is_tuple(m, "trapping")) == ("trapping", trapper)
     nodes.exit(trapper, "please")
     assert nodes.receive(5000, lambda m: h.is_tuple(m, "fwd")) == ("fwd", trapper, ("EXIT", me, "please"))
@@ -727,22 +772,28 @@ def main_flag(name: str) -> Any:
     return getattr(sys.modules["__main__"], name)
 
 
-def test_a_node_still_in_start_answers_an_rpc_it_already_serves(node_cluster, tmp_path) -> None:
+def start_script_node(node_cluster: Any, tmp_path: Any, source: str, short: str, *args: str) -> Any:
+    """A node OS process running ``source`` (argv: ``short``, then ``args``), this module importable
+    there; connected to when this returns, killed by PID when the test ends."""
     import subprocess
     import sys
 
     import nodecluster
 
-    short = f"stalled{os.getpid()}"
-    release = tmp_path / "release"
     env = nodecluster.node_env({"PYTHONPATH": str(h.HERE)})
     log_path = tmp_path / f"{short}.log"
     with open(log_path, "wb") as log:
-        popen = subprocess.Popen([sys.executable, "-c", STALLED_IN_START, short, str(release)], env=env,
+        popen = subprocess.Popen([sys.executable, "-c", source, short, *args], env=env,
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     peer = nodecluster.NodeProcess(f"{short}@{nodecluster.HOST}", popen, log_path)
-    node_cluster.procs.append(peer)  # killed by PID when the test ends
+    node_cluster.procs.append(peer)
     peer.connect(20)
+    return peer
+
+
+def test_a_node_still_in_start_answers_an_rpc_it_already_serves(node_cluster, tmp_path) -> None:
+    release = tmp_path / "release"
+    peer = start_script_node(node_cluster, tmp_path, STALLED_IN_START, f"stalled{os.getpid()}", str(release))
     # rex's reply leaves while the peer's nodes.start has not returned: it once went nowhere
     assert nodes.rpc.call(peer.name, main_flag, "stalled", timeout=10_000) is True
     release.touch()
