@@ -45,6 +45,7 @@ class Scheduler:
         self._heap: list[tuple[float, int, Ref]] = []
         self._timers: dict[Ref, tuple[float, Any, Any]] = {}
         self._by_pid: dict[Pid, set[Ref]] = {}  # the timers aimed at each pid (see dest_died)
+        self._by_pid_prune_at = 10_000  # its size at which emptied sets are dropped
         self._seq = 0
         self._stale = 0  # heap entries whose timer was cancelled (the heap keeps them until rebuilt)
         self._thread: threading.Thread | None = None
@@ -67,8 +68,10 @@ class Scheduler:
             if type(dest) is Pid:
                 refs = self._by_pid.get(dest)
                 if refs is None:
-                    if len(self._by_pid) >= 10_000:  # empty sets of pids that are alive or remote
+                    if len(self._by_pid) >= self._by_pid_prune_at:  # emptied sets of live or remote pids
                         self._by_pid = {p: r for p, r in self._by_pid.items() if r}
+                        # twice what is left: amortised constant, even with 10,000 pids holding timers
+                        self._by_pid_prune_at = max(10_000, 2 * len(self._by_pid))
                     refs = self._by_pid[dest] = set()
                 refs.add(ref)
             heapq.heappush(self._heap, (deadline, self._seq, ref))
