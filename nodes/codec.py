@@ -54,6 +54,7 @@ from typing import Any
 import cloudpickle
 
 from . import unpickling
+from .terms import PLAIN_TYPES, Pickled
 
 PICKLE_PROTOCOL = 5
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
@@ -128,6 +129,22 @@ def _cloud_dumps(obj: object, plain_error: BaseException | None) -> bytes:
 def loads(data: bytes | bytearray | memoryview) -> Any:
     """Deserialize bytes made by :func:`dumps`.  Only for authenticated input: it runs code."""
     return unpickling.loads(data)
+
+
+def apart(value: Any, text: str | None = None) -> Any:
+    """``value`` ready to ride inside a message to another node.
+
+    As it is when every node rebuilds its type (:data:`~nodes.terms.PLAIN_TYPES`), else pickled
+    apart beside a text that stands for it there (:class:`~nodes.terms.Pickled`; ``text``, or
+    the name of its type): a value the receiver cannot rebuild then fails alone, where the whole
+    frame would fail to unpickle and be dropped.  Raises :class:`EncodeError` when it cannot be
+    pickled at all.
+    """
+    if type(value) in PLAIN_TYPES:
+        return value
+    if text is None:
+        text = f"a {type(value).__module__}.{type(value).__qualname__}"
+    return Pickled(dumps(value), text)
 
 
 # --------------------------------------------------------------------------- handshake

@@ -498,7 +498,7 @@ def reply(from_: Any, reply: Any) -> str:
         raise TypeError(f"reply: from_ must be the (pid, ref) pair handed to the callback, got {from_!r}")
     to = from_[0]
     if type(reply) not in PLAIN_TYPES and not node.is_local_node(to.node):
-        reply = Pickled(codec.dumps(reply), f"a {type(reply).__module__}.{type(reply).__qualname__}")
+        reply = codec.apart(reply)
     process.send_as_me(node.route, to, CallReply(from_[1], reply))
     return "ok"
 

@@ -54,7 +54,6 @@ from ._sched import batch_scheduling, holder_gone, thread_done
 from .codec import EncodeError
 from .mailbox import Mailbox
 from .terms import (
-    PLAIN_TYPES,
     CallReply,
     Exit,
     Pickled,
@@ -702,15 +701,15 @@ def monitor_node(node_name: str, flag: bool = True) -> bool:
 
 # -- distribution ----------------------------------------------------------------------------
 
-def _portable(reason: Any) -> Any:
-    """``reason`` ready for another node; EncodeError if it cannot be pickled at all."""
-    if type(reason) in PLAIN_TYPES:
-        return reason
-    return Pickled(codec.dumps(reason), repr(reason))
+def portable_reason(reason: Any) -> Any:
+    """An exit reason ready for another node (:func:`nodes.codec.apart`, its ``repr`` beside it);
+    EncodeError if it cannot be pickled at all."""
+    return codec.apart(reason, repr(reason))
 
 
-def _arrived(reason: Any, from_node: str) -> Any:
-    """The reason a remote exit or DOWN signal carries, rebuilt here if it can be."""
+def arrived_reason(reason: Any, from_node: str) -> Any:
+    """An exit reason from another node (:func:`portable_reason`), rebuilt here if it can be,
+    else ``("unloadable", its text)``."""
     if type(reason) is not Pickled:
         return reason
     try:
@@ -724,9 +723,9 @@ def _arrived(reason: Any, from_node: str) -> Any:
 def _remote(target_node: str, signal: tuple[Any, ...]) -> None:
     kind = signal[0]
     if kind == "exit":
-        signal = (kind, signal[1], signal[2], _portable(signal[3]), signal[4])
+        signal = (kind, signal[1], signal[2], portable_reason(signal[3]), signal[4])
     elif kind == "down":
-        signal = (kind, signal[1], signal[2], signal[3], _portable(signal[4]))
+        signal = (kind, signal[1], signal[2], signal[3], portable_reason(signal[4]))
     dist = node.dist  # read once: a stop from another thread may set it to None meanwhile
     if dist is None or not dist.send_signal(target_node, signal):
         # not distributed (or stopped meanwhile): the other node is unreachable, so the signal
@@ -758,7 +757,7 @@ def apply_remote_signal(signal: tuple[Any, ...]) -> None:
         _, from_pid, to, reason, how = signal
         proc = node.local_proc(to)
         if proc is not None:
-            apply_exit(proc, from_pid, _arrived(reason, from_pid.node), how)
+            apply_exit(proc, from_pid, arrived_reason(reason, from_pid.node), how)
     elif kind == "link":
         _, from_pid, to = signal
         with _lock:
@@ -787,7 +786,7 @@ def apply_remote_signal(signal: tuple[Any, ...]) -> None:
             _unmonitor(obj, ref)
     elif kind == "down":
         _, watcher, ref, obj, reason = signal
-        _deliver_down(watcher, ref, obj, _arrived(reason, obj.node if type(obj) is Pid else obj[1]))
+        _deliver_down(watcher, ref, obj, arrived_reason(reason, obj.node if type(obj) is Pid else obj[1]))
     else:
         log.warning("dropping an unknown signal %r", kind)
 

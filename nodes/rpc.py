@@ -8,11 +8,14 @@ process the same way, so ``rpc.call(nodes.node(), ...)`` behaves like a remote o
 function whose process ends without returning or raising an ``Exception`` (killed, an exit
 signal, ``SystemExit``) gives ``Exit(("badrpc", ("EXIT", reason)))`` at once, as in Erlang.
 
-Between nodes the function with its arguments, and the outcome, travel as pickled
-bytes inside the message and are unpickled by the worker and by the caller: a
-function the remote node cannot import (its module is not there) or a result or
-exception class the caller cannot load then becomes an exception at the caller,
-instead of a message the transport cannot decode and drops (a call that hangs).
+Between nodes the function with its arguments travel as pickled bytes inside the message,
+and the outcome's values pickled apart beside a text (:func:`nodes.codec.apart`, as exit
+reasons and ``gen_statem`` replies travel); the worker and the caller unpickle them: a
+function the remote node cannot import (its module is not there) or a result or exception
+class the caller cannot load then becomes an exception at the caller (a result's loading
+error with a note, a :class:`RemoteError` with the exception's text, an exit reason
+``("unloadable", text)``), instead of a message the transport cannot decode and drops (a
+call that hangs).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Any
 
 from . import codec, process
 from . import this_node as node
-from .terms import CallReply, Exit, Pid, Ref, make_ref
+from .codec import EncodeError
+from .terms import CallReply, Exit, Pickled, Pid, Ref, make_ref
 
 REX = "rex"
 
@@ -64,37 +68,28 @@ def call(node_name: str, fn: Any, *args: Any, timeout: int | None = None) -> Any
             raise Exit(("badrpc", "nodedown"))
         raise Exit(("badrpc", ("EXIT", reason)))
     outcome = msg.value
-    if outcome[0] == "exit_pickled":  # the remote worker ended without an outcome
-        _, pickled_reason, text = outcome
-        raise Exit(("badrpc", ("EXIT", _loaded_or_text(pickled_reason, text))))
-    if outcome[0] == "ok":
-        return outcome[1]
-    if outcome[0] == "ok_pickled":
+    kind = outcome[0]
+    if kind == "exit":  # the remote worker ended without an outcome
+        raise Exit(("badrpc", ("EXIT", process.arrived_reason(outcome[1], node_name))))
+    if kind == "ok":
+        if type(outcome[1]) is not Pickled:
+            return outcome[1]
         try:
-            return codec.loads(outcome[1])
+            return codec.loads(outcome[1].data)
         except Exception as error:
-            error.add_note(f"the result of the call on {node_name} cannot be loaded on {node.name}")
+            error.add_note(f"the result ({outcome[1].text}) of the call on {node_name} "
+                           f"cannot be loaded on {node.name}")
             raise
-    remote_exc: Any
-    if outcome[0] == "raise_pickled":
-        _, pickled, text, remote_tb = outcome
-        remote_exc = _loaded_or_text(pickled, text)
-    else:
-        _, remote_exc, remote_tb = outcome
+    _, remote_exc, remote_tb = outcome
+    if type(remote_exc) is Pickled:
+        try:
+            remote_exc = codec.loads(remote_exc.data)
+        except Exception:  # noqa: BLE001 - its class does not load here: the text must do
+            remote_exc = remote_exc.text
     if isinstance(remote_exc, BaseException):
         remote_exc.add_note(f"remote traceback from {node_name}:\n{remote_tb}")
         raise remote_exc
     raise RemoteError(f"{remote_exc}\nremote traceback from {node_name}:\n{remote_tb}")
-
-
-def _loaded_or_text(pickled: bytes | None, text: str) -> Any:
-    """What a remote node sent pickled (see :func:`_pickled`), or its text when it cannot load here."""
-    if pickled is None:
-        return text
-    try:
-        return codec.loads(pickled)
-    except Exception:  # noqa: BLE001 - its classes do not load here: the text must do
-        return text
 
 
 def _worker(caller: Pid, tag: Ref, fn: Any, args: tuple[Any, ...]) -> None:
@@ -106,27 +101,20 @@ def _worker(caller: Pid, tag: Ref, fn: Any, args: tuple[Any, ...]) -> None:
 
 
 def _remote_worker(rex: Pid, payload: bytes) -> None:
-    """A call from another node: unpickle here, and hand the outcome, pickled, to ``rex``."""
+    """A call from another node: unpickle here, and hand the outcome, its values pickled apart
+    (:func:`nodes.codec.apart`), to ``rex``: a result or exception class the caller cannot load
+    then fails one ``loads`` there instead of the whole frame, which the transport would drop."""
     try:
         fn, args = codec.loads(payload)
-        outcome: Any = ("ok_pickled", codec.dumps(fn(*args)))
+        outcome: Any = ("ok", codec.apart(fn(*args)))
     except Exception as exc:  # noqa: BLE001 - the exception travels back to the caller
         text = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
-        outcome = ("raise_pickled", _pickled(exc), text, traceback.format_exc())
+        try:
+            travelling: Any = codec.apart(exc, text)
+        except EncodeError:  # an exception that cannot be pickled still travels as its text
+            travelling = text
+        outcome = ("raise", travelling, traceback.format_exc())
     process.send_as_me(node.send, rex, (_OUTCOME, process.current().pid, outcome))
-
-
-def _pickled(value: Any) -> bytes | None:
-    """``value`` pickled, ``None`` when it cannot be (its text travels beside it).
-
-    Pickled inside the message, not as part of it: a class the caller cannot load then fails
-    one ``loads`` at the caller (:func:`_loaded_or_text`) instead of the whole frame, which the
-    transport would drop.
-    """
-    try:
-        return codec.dumps(value)
-    except Exception:  # noqa: BLE001 - an unpicklable value still travels as text
-        return None
 
 
 _OUTCOME = "$rpc_outcome"
@@ -159,5 +147,8 @@ def serve() -> None:
         elif len(msg) == 5 and msg[0] == "DOWN" and msg[3] in running:  # ended with no outcome
             caller, tag = running.pop(msg[3])
             reason = msg[4]
-            outcome = ("exit_pickled", _pickled(reason), repr(reason))
+            try:
+                outcome = ("exit", process.portable_reason(reason))
+            except EncodeError:  # as a death notice says it (process._tell_death)
+                outcome = ("exit", ("unpicklable", repr(reason)))
             process.send_as_me(node.route, caller, CallReply(tag, outcome))

@@ -819,14 +819,31 @@ def _return_unloadable() -> Any:
     return module.Thing()
 
 
+def _exit_unloadable() -> None:
+    """(runs on the peer) end the worker with an exit reason whose class exists only there."""
+    import sys
+
+    module = types.ModuleType("only_on_the_peer3")
+    exec("class Gone:\n    def __repr__(self):\n        return 'Gone()'\n", module.__dict__)
+    sys.modules["only_on_the_peer3"] = module
+    nodes.exit(nodes.self(), module.Gone())  # an exit signal: the worker ends without an outcome
+    nodes.receive()
+
+
 def test_rpc_exception_whose_class_does_not_load_here_is_a_remote_error(node_cluster) -> None:
     peer = h.start_peer(node_cluster)
     with pytest.raises(nodes.rpc.RemoteError) as info:
         nodes.rpc.call(peer.name, _raise_unloadable, timeout=10_000)
     assert "from a class the caller cannot load" in str(info.value)
     assert "Unloadable" in str(info.value)
-    with pytest.raises(ImportError, match="only_on_the_peer2"):
+    with pytest.raises(ImportError, match="only_on_the_peer2") as loading:
         nodes.rpc.call(peer.name, _return_unloadable, timeout=10_000)
+    assert "the result (a only_on_the_peer2.Thing) of the call on" in "".join(loading.value.__notes__)
+    # an exit reason that cannot be rebuilt here arrives as a DOWN's would
+    with pytest.raises(nodes.Exit) as exited:
+        nodes.rpc.call(peer.name, _exit_unloadable, timeout=10_000)
+    assert exited.value.reason == ("badrpc", ("EXIT", ("unloadable", "Gone()")))
+    assert nodes.rpc.call(peer.name, sum, (1, 2), timeout=10_000) == 3  # rex serves on
 
 
 def test_rpc_to_a_dead_node_and_rpc_timeout(node_cluster) -> None:
