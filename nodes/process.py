@@ -306,8 +306,8 @@ def spawn_opt(fn: Callable[..., Any], args: tuple, link: bool = False,
     proc = actor.proc
     with node.table_lock:
         node.procs[proc.pid.id] = proc
-    if link or monitor_ref is not None:
-        me = current()
+    me = current() if link or monitor_ref is not None else None
+    if me is not None:
         with _lock:
             if link:
                 me.links.add(proc.pid)
@@ -316,8 +316,36 @@ def spawn_opt(fn: Callable[..., Any], args: tuple, link: bool = False,
                 me.monitors[monitor_ref] = (node.name, proc.pid)
                 proc.monitored_by[monitor_ref] = (me.pid, proc.pid)
     pykka.ActorRegistry.register(actor.actor_ref)
-    actor._start_actor_loop()
+    try:
+        actor._start_actor_loop()
+    except BaseException:
+        _never_started(actor, me, monitor_ref)
+        raise
     return proc.pid, monitor_ref
+
+
+def _never_started(actor: _ProcessActor, spawner: Proc | None, monitor_ref: Ref | None) -> None:
+    """Undo a spawn whose thread the OS would not start ("can't start new thread").
+
+    As when Erlang's ``spawn`` fails with ``system_limit``, no process came to be: the caller
+    gets the error, and no link, monitor, table entry or pykka registration of it stays behind
+    (the spawner's link would otherwise be kept for ever, to a pid that never ran).
+    """
+    proc = actor.proc
+    pykka.ActorRegistry.unregister(actor.actor_ref)
+    with _lock:
+        proc.alive = False
+        proc.reason = "system_limit"
+        proc.links = set()
+        proc.monitored_by = {}
+        if spawner is not None:
+            spawner.links.discard(proc.pid)
+            if monitor_ref is not None:
+                spawner.monitors.pop(monitor_ref, None)
+        with node.table_lock:
+            if node.procs.get(proc.pid.id) is proc:
+                del node.procs[proc.pid.id]
+    proc.mailbox.close("system_limit")
 
 
 # -- receive -------------------------------------------------------------------------------

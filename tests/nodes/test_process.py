@@ -281,6 +281,29 @@ def test_finished_processes_leave_no_threads_behind() -> None:
     assert not any(nodes.is_alive(pid) for pid in pids)
 
 
+def test_a_spawn_whose_thread_cannot_start_raises_and_leaves_nothing_behind(monkeypatch) -> None:
+    import pykka
+
+    def refuse(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    me = nodes.self()
+    actors_before = len(pykka.ActorRegistry.get_all())
+    with monkeypatch.context() as patch:
+        patch.setattr(threading.Thread, "start", refuse)
+        for spawn in (nodes.spawn_link, nodes.spawn_monitor):
+            with pytest.raises(RuntimeError, match="can't start new thread"):
+                spawn(nodes.receive)
+    # no link or monitor to a pid that never ran, nothing in pykka's registry
+    assert nodes.process_info(me, "links") == ("links", [])
+    assert nodes.process_info(me, "monitors") == ("monitors", [])
+    assert len(pykka.ActorRegistry.get_all()) == actors_before
+    pid = nodes.spawn(echo)  # and spawning works again
+    nodes.send(pid, (me, "back"))
+    assert nodes.receive(WAIT) == "back"
+    stop(pid)
+
+
 # -- send ----------------------------------------------------------------------------------------
 
 def test_send_never_raises_for_a_dead_or_unknown_destination() -> None:
