@@ -201,20 +201,54 @@ def free_port() -> int:
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` different TCP ports free on 127.0.0.1 right now.
+    """``n`` different TCP ports free on 127.0.0.1 right now, outside the kernel's ephemeral range.
 
-    All ``n`` are held at once while they are picked: picked one after the other, the kernel
-    may hand out the same port twice (a PySyncObj group of three once got two members on one
-    port and never elected a leader).
+    Outside it, because every outgoing connection on the machine takes its source port from that
+    range, and a listener cannot bind a port an open connection uses: a port picked inside it
+    may be taken between the pick and its user's bind (an epmd test once failed so, both of its
+    racing epmds refused with EADDRINUSE, while other suites ran). All ``n`` are held at once
+    while they are picked: picked one after the other, the same port could come twice (a
+    PySyncObj group of three once got two members on one port and never elected a leader).
     """
-    socks = [socket.socket() for _ in range(n)]
+    pool = _ports_outside_ephemeral_range()
+    socks: list[socket.socket] = []
     try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
+        for _ in range(100 * n):
+            if len(socks) == n:
+                break
+            s = socket.socket()
+            try:
+                # no SO_REUSEADDR: a port still in TIME_WAIT counts as taken
+                s.bind(("127.0.0.1", _port_picker.choice(pool) if pool else 0))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        else:
+            raise OSError(f"no {n} free TCP ports found on 127.0.0.1")
         return [int(s.getsockname()[1]) for s in socks]
     finally:
         for s in socks:
             s.close()
+
+
+# its own generator: a test that seeds ``random`` must not make two suites pick the same ports
+_port_picker = random.Random(os.urandom(16))
+
+
+def _ports_outside_ephemeral_range() -> range | None:
+    """Ports no outgoing connection takes as its source port: below the kernel's ephemeral
+    range (``/proc/sys/net/ipv4/ip_local_port_range``), else above it; None if neither side
+    has room (any free port then)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return None
+    for pool in (range(10_000, low), range(high + 1, 65_536)):
+        if len(pool) >= 1_000:
+            return pool
+    return None
 
 
 def pin_leader(leader_pid: int, other_pids: Iterable[int], cpu: int = 0) -> None:

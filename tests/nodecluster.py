@@ -11,6 +11,7 @@ local ones, since a process cannot go back to ``nonode@nohost``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -30,9 +31,22 @@ HOST = socket.gethostname().split(".")[0]
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on 127.0.0.1 right now, outside the ephemeral range (see the benchmarks'
+    ``bench_stats.free_ports``, the one picker for scripts and tests)."""
+    return int(_bench_stats().free_ports(1)[0])
+
+
+def _bench_stats() -> Any:
+    """``scripts/bench_stats.py`` (standard library only), loaded by path: ``scripts`` is not a
+    package, and putting it on ``sys.path`` would let its script names shadow modules."""
+    module = sys.modules.get("bench_stats")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("bench_stats", ROOT / "scripts" / "bench_stats.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_stats"] = module
+        spec.loader.exec_module(module)
+    return module
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,3 +101,32 @@ def test_ports_picked_for_a_group_are_all_different() -> None:
     for _ in range(200):
         ports = free_ports(3)
         assert len(set(ports)) == 3, ports
+
+
+def test_picked_ports_stay_clear_of_the_source_ports_of_outgoing_connections() -> None:
+    # A port from the ephemeral range can be taken, between the pick and the bind, as the source
+    # port of any connection on the machine; a listener then fails with EADDRINUSE.
+    import nodecluster
+
+    low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    picked = [nodecluster.free_port() for _ in range(200)]
+    assert not [p for p in picked if low <= p <= high], (low, high)
+    assert len(set(picked)) > 150  # spread over the range, not one port again and again
+
+
+
+def test_a_picked_port_in_use_is_passed_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nodecluster
+
+    bench_stats = nodecluster._bench_stats()
+    busy, free = bench_stats.free_ports(2)
+
+    class Picker:  # offers the busy port first
+        offers = iter([busy, free])
+
+        def choice(self, pool: range) -> int:
+            return next(self.offers)
+
+    with socket.create_server(("127.0.0.1", busy)):
+        monkeypatch.setattr(bench_stats, "_port_picker", Picker())
+        assert bench_stats.free_ports(1) == [free]
