@@ -699,9 +699,12 @@ def _broadcast_append_entries(ctx: Ctx, s: State, heartbeat: bool) -> State:
     me = ctx.me
     followers = Members.other_members_list(s.members, me)
     if not followers:
-        # no other member: nobody will answer, the leader decides alone
+        # no other member: nobody will answer, the leader decides alone, once its own copy is
+        # durable (a heartbeat tick may come here between an append and its flush)
         logs, to_apply = Logs.commit_to_latest(s.logs)
         if logs is not s.logs:
+            if s.persistence is not None:
+                s = _replace_value(s, persistence=s.persistence.sync())
             s = _replace_value(s, logs=logs)
             s = Applying.leader_apply_committed_log_entries(ctx, s, to_apply)
         return s

@@ -29,6 +29,7 @@ from persistence_support import (
 )
 from rafted_support import (
     CONF,
+    HEARTBEAT,
     Cluster,
     JustAnInt,
     make_bag,
@@ -165,6 +166,42 @@ def test_a_complete_last_entry_damaged_later_is_an_error_not_a_torn_tail(
         P.read_log_file(path, allow_torn_tail=True, first_index=1)
     assert (excinfo.value.path, excinfo.value.offset) == (path, last)
     assert path in str(excinfo.value) and f"offset {last}" in str(excinfo.value)
+
+
+def test_a_lonely_leaders_heartbeat_never_commits_an_entry_before_it_is_durable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A heartbeat tick handled between a command's append and its flush made the lonely
+    # leader commit and answer with the entry not yet written: a crash then lost a command it
+    # had acknowledged. Driven message by message, so the tick comes there every time.
+    import dataclasses
+    from collections import deque
+
+    from rafted_sim import Sim, SimComm
+
+    from rafted import server, startup
+    from rafted import state as member_state
+
+    config = dataclasses.replace(CONF, communication_module=SimComm)
+    with recording_syncs(monkeypatch) as syncs:
+        sim = Sim()
+        ctx = member_state.Ctx("A", sim.now, sim.rng)
+        sim.members["A"] = ("leader", startup.initialize_leader_state(
+            ctx, config, {"persistence_dir": str(tmp_path)}))
+        sim.mailboxes["A"] = deque()
+        caller = sim.call_nowait("A", ("command", "inc", ("id", 1)))
+        sim.step("A")  # the append; its flush now waits in the mailbox
+        assert sim.mailboxes["A"] == deque([("info", server.FLUSH)]) and caller not in sim.replies
+        index = sim.members["A"][1].logs.i_max
+        sim.now += 10 * HEARTBEAT  # the heartbeat is due: its tick comes first
+        name, s = sim.members["A"]
+        sim.members["A"] = (name, dataclasses.replace(s, timer=member_state.TimerHandle(-1, None, sim.now)))
+        sim.dispatch("A", "info", (server.TICK, -1))
+        if caller in sim.replies:
+            assert syncs.durable_index(str(tmp_path)) >= index, "acknowledged before it was durable"
+        sim.run()
+        assert sim.replies[caller] == ("ok", 0)
+        assert syncs.durable_index(str(tmp_path)) >= index
+        sim.members["A"][1].persistence.log.close()
 
 
 def test_read_last_log_index(tmp_path: Path) -> None:
