@@ -277,18 +277,22 @@ def _looks_torn(data: bytes, off: int) -> bool:
     one, or, where the file's size reached the disk before its data, blocks reading as zeros
     (a zero size at the end, a whole sector of zeros, nothing but zeros).  An entry whose
     header's size ends it exactly at the end of the file, with none of those, was written
-    whole: damage to it (its checksum, its type tag, its second size) came later, to an entry
-    that may have been acknowledged, and dropping it could undo a commit this member counted
-    towards.  (A payload that itself holds 512 aligned zero bytes cannot be told from an
-    unwritten block: damage elsewhere in such an entry is taken for a torn write.)
+    whole, as is one whose second size ends it there: damage to it (its checksum, its type
+    tag, either size) came later, to an entry that may have been acknowledged, and dropping it
+    could undo a commit this member counted towards.  (A payload that itself holds 512 aligned
+    zero bytes cannot be told from an unwritten block: damage elsewhere in such an entry is
+    taken for a torn write.)
     """
     size = len(data)
     if size - off < ENTRY_OVERHEAD:
         return True  # not even an empty entry's worth
     (n,) = struct.unpack_from(">Q", data, off + HEADER_SIZE - 8)
-    if off + ENTRY_OVERHEAD + n != size:
-        return True  # short, or more follows it: a batch cut short
-    if data.count(0, off) == size - off or not struct.unpack_from(">Q", data, size - 8)[0]:
+    (n_end,) = struct.unpack_from(">Q", data, size - 8)
+    if off + ENTRY_OVERHEAD + n != size and not (n_end and off + ENTRY_OVERHEAD + n_end == size):
+        # Short, or more follows it: a batch cut short. Unless its second size frames it
+        # exactly: then the entry was written whole, and its first size was damaged later.
+        return True
+    if data.count(0, off) == size - off or not n_end:
         return True  # nothing but zeros, or the end (its second size) never written
     zeros = bytes(_SECTOR)
     first = -(-off // _SECTOR) * _SECTOR  # the first sector boundary at or after off

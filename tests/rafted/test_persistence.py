@@ -152,14 +152,15 @@ def test_a_crash_cut_last_entry_is_a_torn_tail(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("payload_size", [10, 3000])
-@pytest.mark.parametrize("where", ["payload", "type tag", "second size", "checksum"])
+@pytest.mark.parametrize("where", ["payload", "type tag", "first size", "second size", "checksum"])
 def test_a_complete_last_entry_damaged_later_is_an_error_not_a_torn_tail(
         tmp_path: Path, payload_size: int, where: str) -> None:
     # Written whole and synced (perhaps acknowledged), then damaged: dropping it could undo a
     # commit this member counted towards, so start-up refuses and names the place.
     path, data, last = _log_of_commands(tmp_path, payload_size)
     flipped = bytearray(data)
-    at = {"payload": -20, "type tag": last + 16, "second size": -1, "checksum": -12}[where]
+    at = {"payload": -20, "type tag": last + 16, "first size": last + P.HEADER_SIZE - 1, "second size": -1,
+          "checksum": -12}[where]
     flipped[at] ^= 0x40
     Path(path).write_bytes(bytes(flipped))
     with pytest.raises(rafted.PersistenceError, match="damaged after it was written") as excinfo:
