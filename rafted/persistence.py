@@ -565,25 +565,46 @@ def read_latest_snapshot_and_logs_if_available(dir: str, repair: bool = True) ->
                 os.replace(err.path, err.path + ".corrupt")
             except OSError:
                 pass
-    entries = _replay_logs(dir, logs, c, repair)
     tc = snapshot.last_committed_entry[0]
-    after: list[LogEntry] = []
-    if entries:
-        at_c = entries.get(c)
-        if at_c is not None and at_c[0] != tc:
-            # written before a snapshot from the leader replaced this log (a crash before the old
-            # files were deleted): not a continuation of the snapshot, never acknowledged after it
-            log.warning("log entries after index %d in %s belong to a superseded log; ignored", c, dir)
-        else:
-            after = [e for i, e in entries.items() if i > c]
-            if after and at_c is None and after[0][1] != c + 1:
-                raise PersistenceError(
-                    f"log files in {dir} start at index {after[0][1]}, after snapshot {path} at {c}: "
-                    f"entries {c + 1}..{after[0][1] - 1} are missing",
-                    dir,
-                )
+    stale = _logs_an_install_left(logs, c, tc)
+    if stale:
+        log.warning("old log files %s predate snapshot %s and do not continue it (an install of "
+                    "the leader's snapshot was cut short before it deleted them); %s",
+                    ", ".join(stale), path, "deleting them" if repair else "ignored")
+        if repair:
+            for p in stale:
+                _unlink(p)
+            _fsync_dir(dir)
+        logs = [(first, p) for first, p in logs if p not in stale]
+    entries = _replay_logs(dir, logs, c, repair)
+    after = [e for i, e in entries.items() if i > c]
+    if after and c not in entries and after[0][1] != c + 1:
+        raise PersistenceError(
+            f"log files in {dir} start at index {after[0][1]}, after snapshot {path} at {c}: "
+            f"entries {c + 1}..{after[0][1] - 1} are missing",
+            dir,
+        )
     meta = SnapshotMetadata(path, term, c, os.path.getsize(path))
     return Recovered(snapshot, meta, after)
+
+
+def _logs_an_install_left(logs: list[tuple[int, str]], c: int, tc: int) -> list[str]:
+    """The log files that an install of a leader's snapshot at ``c`` (term ``tc``) was about to
+    delete when a crash cut it short: the files from before it (first index ≤ ``c``), when the
+    newest of them does not hold entry ``c`` of term ``tc`` (a lagging follower's log ends
+    before it; a deposed leader's has another entry there).  Nothing in them is needed: up to
+    ``c`` the snapshot holds it all, and from ``c`` on they lost to the leader's log.  Read as
+    a log, they would stop the start-up with a false gap or, worse, shadow the entries written
+    after the install.  A log the member compacted itself always holds entry ``c``: it wrote
+    the snapshot from it."""
+    before = [(first, p) for first, p in logs if first <= c]
+    if not before:
+        return []
+    first, path = before[-1]  # a later file supersedes the earlier ones from its first index on
+    contents = read_log_file(path, allow_torn_tail=(path == logs[-1][1]), first_index=first)
+    if any(e[1] == c and e[0] == tc for e in contents.entries):
+        return []
+    return [p for _, p in before]
 
 
 def _replay_logs(dir: str, logs: list[tuple[int, str]], c: int, repair: bool) -> dict[int, LogEntry]:

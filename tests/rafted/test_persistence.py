@@ -895,6 +895,42 @@ def test_recovery_reads_only_what_it_needs(tmp_path: Path) -> None:
         P.read_latest_snapshot_and_logs_if_available(str(tmp_path), repair=False)
 
 
+@pytest.mark.parametrize("old_log", ["lagging", "deposed leader"])
+def test_a_start_finishes_an_install_of_the_leaders_snapshot_that_a_crash_cut_short(
+        tmp_path: Path, old_log: str) -> None:
+    # A follower wrote the leader's snapshot at 5, then died before deleting its old log; a
+    # start from the directory then wrote log_6 and acknowledged entries 6..8. The old log must
+    # neither stop a later start with a false gap nor shadow those entries.
+    me = nodes.self()
+    snap = Snapshot(Members(me, {me}), 2, (2, 5, "command", ((me, 5), "inc", 5)), CONF, 5, CommandResults())
+    P.write_snapshot_file(str(tmp_path), 2, 5, encode(snap))
+    if old_log == "lagging":  # it had entries up to 3 only
+        old = [(1, i, "command", ((me, i), "inc", i)) for i in range(1, 4)]
+    else:  # it had 4..7 of its own term, which lost
+        old = [(1, i, "command", ((me, i), "inc", i)) for i in range(1, 8)]
+    acknowledged = [(2, i, "command", ((me, i), "inc", 100 + i)) for i in range(6, 9)]
+    (tmp_path / "log_1").write_bytes(P.entries_to_binary(old))
+    (tmp_path / "log_6").write_bytes(P.entries_to_binary(acknowledged))
+    for repair in (False, True):
+        r = P.read_latest_snapshot_and_logs_if_available(str(tmp_path), repair=repair)
+        assert r is not None and r.metadata.last_committed_index == 5
+        assert r.entries == acknowledged
+    assert P.list_log_files(str(tmp_path)) == [(6, str(tmp_path / "log_6"))]  # the install finished
+    assert RaftedValue.read_last_log_index(str(tmp_path)) == 8
+
+
+def test_a_log_that_holds_the_snapshots_entry_is_kept_and_replayed(tmp_path: Path) -> None:
+    # what the member's own compaction leaves: the snapshot at 5 was taken from this log
+    me = nodes.self()
+    log = [(1, i, "command", ((me, i), "inc", i)) for i in range(1, 9)]
+    snap = Snapshot(Members(me, {me}), 1, log[4], CONF, 5, CommandResults())
+    P.write_snapshot_file(str(tmp_path), 1, 5, encode(snap))
+    (tmp_path / "log_1").write_bytes(P.entries_to_binary(log))
+    r = P.read_latest_snapshot_and_logs_if_available(str(tmp_path), repair=True)
+    assert r is not None and r.entries == log[5:]
+    assert P.list_log_files(str(tmp_path)) == [(1, str(tmp_path / "log_1"))]
+
+
 def test_recovered_state_round_trips_a_local_data_module(cluster: Cluster, tmp_path: Path) -> None:
     config = RaftedValue.make_config(make_bag(), heartbeat_timeout=30, election_timeout=200)
     leader = start(cluster, tmp_path, config, log_file_expansion_factor=1)
