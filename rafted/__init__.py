@@ -45,6 +45,7 @@ from rafted.leader_hook import LeaderHook, NoOp
 from rafted.persistence import DEFAULT_LOG_FILE_MIN_SIZE as _DEFAULT_LOG_FILE_MIN_SIZE
 from rafted.persistence import PersistenceError
 from rafted.persistence import read_last_log_index as _read_last_log_index
+from rafted.persistence import read_last_log_term_and_index as _read_last_log_term_and_index
 
 __all__ = [
     "RaftedValue",
@@ -66,6 +67,7 @@ __all__ = [
     "force_remove_member",
     "status",
     "read_last_log_index",
+    "read_last_log_term_and_index",
 ]
 
 _GROUP_INFO_FORMS = (
@@ -302,11 +304,25 @@ def read_last_log_index(dir: str) -> int | None:
     """Last log index in the newest log file of persistence directory ``dir``, read from its end.
 
     ``None`` without log files or when that last entry is damaged (a torn
-    write, or damage that start-up refuses), as the original. Useful to pick,
-    among the directories of a stopped group, the one to restore from (the
-    most advanced log).
+    write, or damage that start-up refuses), as the original. To pick, among the
+    directories of a stopped group, the one to restore from, compare
+    :func:`read_last_log_term_and_index` instead: the highest index alone may be a
+    deposed leader's, whose uncommitted entries of an older term outnumber the
+    commands its successor acknowledged.
     """
     return _read_last_log_index(dir)
+
+
+def read_last_log_term_and_index(dir: str) -> tuple[int, int] | None:
+    """Beyond the original: ``(term, index)`` of the last entry of persistence directory ``dir``'s
+    log, as a start-up would recover it; ``None`` when it holds nothing to recover.
+
+    Among the directories of a group whose members all stopped, the one with the highest (as a
+    tuple: term first, as Raft's elections compare logs) holds every acknowledged command:
+    restore from it. Reads every file that matters, changes none, needs no lock; a damaged
+    directory raises :class:`PersistenceError` naming the file.
+    """
+    return _read_last_log_term_and_index(dir)
 
 
 # `from rafted import RaftedValue` gives this very module under the Elixir module's name.

@@ -516,6 +516,23 @@ def read_last_log_index(dir: str) -> int | None:
     return None
 
 
+def read_last_log_term_and_index(dir: str) -> tuple[int, int] | None:
+    """``(term, index)`` of the last entry of ``dir``'s log as a start-up would recover it (the
+    snapshot's entry when no log entry follows it); ``None`` when ``dir`` holds nothing to
+    recover.  Reads every file that matters and changes none; raises :class:`PersistenceError`
+    naming the damaged file where a start-up would refuse."""
+    if not isinstance(dir, (str, os.PathLike)):
+        raise TypeError(f"read_last_log_term_and_index expects a directory path, got {dir!r}")
+    dir = os.fspath(dir)
+    if not os.path.exists(dir):
+        return None
+    r = read_latest_snapshot_and_logs_if_available(dir, repair=False)
+    if r is None:
+        return None
+    last = r.entries[-1] if r.entries else r.snapshot.last_committed_entry
+    return (last[0], last[1])
+
+
 @dataclass(slots=True)
 class Recovered:
     """What a persistence directory holds: the snapshot used, its metadata, and the log entries

@@ -245,17 +245,10 @@ def test_a_whole_persisting_group_killed_at_once_loses_no_acknowledged_command(
         clients.join()
         history.add(clients)
         # restore from the most advanced log (the highest last (term, index)), as an operator would
-        leader_dir = max(dirs, key=last_entry_id)
+        leader_dir = max(dirs, key=RaftedValue.read_last_log_term_and_index)
         leader_node, _, value = recover(node_cluster, leader_dir, history, 2.0)
         print(f"\nwhole group killed at once, round {round_}: restored {len(value)} commands from "
               f"{Path(leader_dir).name}; {len(history.acked)} acknowledged so far")
-
-
-def last_entry_id(dir: str) -> tuple[int, int]:
-    r = P.read_latest_snapshot_and_logs_if_available(dir, repair=False)
-    assert r is not None, f"nothing in {dir}"
-    last = r.entries[-1] if r.entries else r.snapshot.last_committed_entry
-    return (last[0], last[1])
 
 
 def test_a_directory_in_use_by_another_os_process_is_refused_until_that_process_dies(

@@ -931,6 +931,38 @@ def test_a_log_that_holds_the_snapshots_entry_is_kept_and_replayed(tmp_path: Pat
     assert P.list_log_files(str(tmp_path)) == [(1, str(tmp_path / "log_1"))]
 
 
+def test_the_directory_to_restore_a_stopped_group_from_is_the_most_up_to_date_log(tmp_path: Path) -> None:
+    # A deposed leader logged 4..12 in term 1 that never committed; its successor committed
+    # 4..7 in term 2 with the other follower. The highest last index is the deposed leader's;
+    # the directory holding every acknowledged command is the one with the highest (term, index).
+    me = nodes.self()
+    snap = Snapshot(Members(me, {me}), 1, (1, 3, "command", ((me, 3), "inc", 3)), CONF, 3, CommandResults())
+    logs = {"deposed": [(1, i, "command", ((me, i), "inc", i)) for i in range(1, 13)],
+            "successor": [*[(1, i, "command", ((me, i), "inc", i)) for i in range(1, 4)],
+                          *[(2, i, "command", ((me, i), "X", i)) for i in range(4, 8)]]}
+    for name, entries in logs.items():
+        (tmp_path / name).mkdir()
+        P.write_snapshot_file(str(tmp_path / name), 1, 3, encode(snap))
+        (tmp_path / name / "log_1").write_bytes(P.entries_to_binary(entries))
+    dirs = [str(tmp_path / name) for name in logs]
+    assert max(dirs, key=RaftedValue.read_last_log_index).endswith("deposed")
+    assert RaftedValue.read_last_log_term_and_index(dirs[1]) == (2, 7)
+    assert max(dirs, key=RaftedValue.read_last_log_term_and_index).endswith("successor")
+    # a snapshot with no entry after it; nothing at all; a damaged log named
+    os.unlink(tmp_path / "successor" / "log_1")
+    assert RaftedValue.read_last_log_term_and_index(dirs[1]) == (1, 3)
+    assert RaftedValue.read_last_log_term_and_index(str(tmp_path / "nothing")) is None
+    (tmp_path / "empty").mkdir()
+    assert RaftedValue.read_last_log_term_and_index(str(tmp_path / "empty")) is None
+    damaged = bytearray((tmp_path / "deposed" / "log_1").read_bytes())
+    damaged[40] ^= 0x40
+    (tmp_path / "deposed" / "log_1").write_bytes(bytes(damaged))
+    with pytest.raises(rafted.PersistenceError, match="log_1"):
+        RaftedValue.read_last_log_term_and_index(dirs[0])
+    with pytest.raises(TypeError, match="directory path"):
+        RaftedValue.read_last_log_term_and_index(None)  # type: ignore[arg-type]
+
+
 def test_recovered_state_round_trips_a_local_data_module(cluster: Cluster, tmp_path: Path) -> None:
     config = RaftedValue.make_config(make_bag(), heartbeat_timeout=30, election_timeout=200)
     leader = start(cluster, tmp_path, config, log_file_expansion_factor=1)
