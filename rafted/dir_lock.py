@@ -20,6 +20,12 @@ How:
   works.  Every ``acquire`` also lets go of the other directories whose holders are dead, so
   killed members leave no growing pile of locked descriptors behind.  The killed member's
   thread may still finish a write it had begun, as it would without the lock.
+- A member's snapshot writer (a helper process) puts its snapshot into the directory later,
+  under :func:`rename_guard`: a member killed meanwhile leaves its writer running, and once
+  another member has taken the directory over (a member of another group, say), the writer
+  drops its snapshot instead of renaming it in beside that member's files.  (Until then the
+  snapshot still matches the killed member's log and may go in: nothing is lost either way,
+  the old log files go only once a snapshot covers them.)
 - ``read_last_log_index(dir)`` only reads and takes no lock.
 """
 
@@ -28,9 +34,11 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import nodes
-from rafted.persistence import PersistenceError
+from rafted.persistence import PersistenceError, RenameGuard
 
 _mutex = threading.Lock()
 _held: dict[str, tuple[nodes.Pid, int]] = {}  # real path -> (holder, fd of the locked directory)
@@ -77,3 +85,21 @@ def release(dir: str, owner: nodes.Pid) -> None:
             del _held[key]
             os.close(held[1])
 
+
+
+def rename_guard(dir: str, owner: nodes.Pid) -> RenameGuard:
+    """For a helper that ``owner`` starts now to put a file into ``dir`` later: a context manager
+    factory.  Inside it ``dir`` cannot pass to another member, and it yields whether the hold
+    ``owner`` has now is still in place (true as well when ``owner`` holds no lock on ``dir``,
+    a persistence used without a member: nobody can take over what nobody holds)."""
+    key = os.path.realpath(dir)
+    with _mutex:
+        held = _held.get(key)
+        hold = held if held is not None and held[0] == owner else None
+
+    @contextmanager
+    def guard() -> Iterator[bool]:
+        with _mutex:
+            yield hold is None or _held.get(key) is hold
+
+    return guard

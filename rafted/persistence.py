@@ -89,7 +89,8 @@ import signal
 import struct
 import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -433,8 +434,21 @@ _datasync = getattr(os, "fdatasync", os.fsync)
 # -- snapshot files --------------------------------------------------------------------------
 
 
-def write_snapshot_file(dir: str, term: int, last_committed_index: int, data: bytes) -> str:
-    """Write a snapshot file atomically (temp name, fsync, rename, fsync dir); its path."""
+#: Puts a snapshot writer's rename under a check (:func:`rafted.dir_lock.rename_guard`).
+RenameGuard = Callable[[], AbstractContextManager[bool]]
+
+
+class DirectoryTakenOver(PersistenceError):
+    """A snapshot writer's directory passed to another member before its snapshot went in."""
+
+
+def write_snapshot_file(dir: str, term: int, last_committed_index: int, data: bytes,
+                        rename_guard: RenameGuard | None = None) -> str:
+    """Write a snapshot file atomically (temp name, fsync, rename, fsync dir); its path.
+
+    With ``rename_guard`` (:func:`rafted.dir_lock.rename_guard`), the rename happens inside it,
+    and only if it yields true; else the file is dropped and :class:`DirectoryTakenOver` raised.
+    """
     final = os.path.join(dir, f"snapshot_{term}_{last_committed_index}")
     tmp = f"{final}.{os.getpid()}-{threading.get_ident()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -447,7 +461,12 @@ def write_snapshot_file(dir: str, term: int, last_committed_index: int, data: by
     finally:
         os.close(fd)
     _maybe_die("snapshot_before_rename")
-    os.replace(tmp, final)
+    with rename_guard() if rename_guard is not None else nullcontext(True) as allowed:
+        if not allowed:
+            _unlink(tmp)
+            raise DirectoryTakenOver(f"{dir} passed to another member before snapshot {final} was "
+                                     "renamed in; dropped", dir)
+        os.replace(tmp, final)
     _maybe_die("snapshot_before_dir_fsync")
     _fsync_dir(dir)
     return final
@@ -836,12 +855,15 @@ class Persistence:
         meta = self.latest_snapshot_metadata
         return meta is None or meta.size * self.log_expansion_factor < self.log_size_written
 
-    def switch_log_file_and_spawn_snapshot_writer(self, snapshot: Snapshot, index_next: int) -> Persistence:
-        """Start ``log_<index_next>`` and write ``snapshot`` in a helper process."""
+    def switch_log_file_and_spawn_snapshot_writer(
+            self, snapshot: Snapshot, index_next: int,
+            rename_guard: RenameGuard | None = None) -> Persistence:
+        """Start ``log_<index_next>`` and write ``snapshot`` in a helper process (which renames
+        it in under ``rename_guard``, see :func:`write_snapshot_file`)."""
         self.log.close(sync=True)
         new_log = _LogFile(self.dir, index_next)
         member = nodes.self()
-        pid = nodes.spawn(_snapshot_writer, self.dir, snapshot, member)
+        pid = nodes.spawn(_snapshot_writer, self.dir, snapshot, member, rename_guard)
         ref = nodes.monitor(pid)
         return _replace_value(self, log=new_log, log_size_written=0, snapshot_writer=(pid, ref))
 
@@ -932,15 +954,21 @@ def entries_to_binary(entries: Iterable[LogEntry]) -> bytes:
     return b"".join([entry_to_binary(e) for e in entries])
 
 
-def _write_snapshot(dir: str, snapshot: Snapshot, data: bytes | None) -> SnapshotMetadata:
+def _write_snapshot(dir: str, snapshot: Snapshot, data: bytes | None,
+                    rename_guard: RenameGuard | None = None) -> SnapshotMetadata:
     if data is None:
         data = encode(snapshot)
     c = snapshot.last_committed_entry[1]
-    path = write_snapshot_file(dir, snapshot.term, c, data)
+    path = write_snapshot_file(dir, snapshot.term, c, data, rename_guard)
     return SnapshotMetadata(path, snapshot.term, c, len(data))
 
 
-def _snapshot_writer(dir: str, snapshot: Snapshot, member: Any) -> None:
+def _snapshot_writer(dir: str, snapshot: Snapshot, member: Any,
+                     rename_guard: RenameGuard | None = None) -> None:
     """The helper process: write ``snapshot`` and tell ``member``."""
-    meta = _write_snapshot(dir, snapshot, None)
+    try:
+        meta = _write_snapshot(dir, snapshot, None, rename_guard)
+    except DirectoryTakenOver as e:
+        log.warning("the snapshot writer of %r: %s", member, e)  # its member is dead: nobody to tell
+        return
     nodes.send(member, (SNAPSHOT_CREATED, meta.path, meta.term, meta.last_committed_index, meta.size))

@@ -1140,5 +1140,6 @@ def _persist_log_entries(s: State, entries: list[LogEntry]) -> State:
             data=s.data,
             command_results=s.command_results,
         )
-        p = p.switch_log_file_and_spawn_snapshot_writer(snapshot, s.logs.i_max + 1)
+        p = p.switch_log_file_and_spawn_snapshot_writer(snapshot, s.logs.i_max + 1,
+                                                        dir_lock.rename_guard(p.dir, nodes.self()))
     return _replace_value(s, persistence=p)

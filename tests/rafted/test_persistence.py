@@ -867,6 +867,64 @@ def test_a_killed_members_lock_goes_when_another_directory_is_taken(cluster: Clu
         os.close(fd)
 
 
+def test_a_killed_members_snapshot_writer_puts_nothing_into_a_directory_taken_over(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Killed (no terminate), the member leaves its snapshot writer running. A member of another
+    # group took the directory over; the writer's late snapshot, renamed in beside that
+    # member's log, made the next start combine the two groups' data and lose acknowledged ones.
+    writing = threading.Event()
+    go_on = threading.Event()
+    finished = threading.Event()
+    real_writer = P._snapshot_writer
+
+    def held_writer(*args: Any) -> None:
+        writing.set()
+        go_on.wait(30)
+        try:
+            real_writer(*args)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(P, "_snapshot_writer", held_writer)
+    bag = with_(CONF, data_module=make_bag())
+    killed = start(cluster, tmp_path, bag, log_file_min_size=0, log_file_expansion_factor=1)
+    i = 0
+    while not writing.is_set():
+        assert RaftedValue.command(killed, ("old", i))[0] == "ok"
+        i += 1
+    nodes.exit(killed, "kill")
+    wait_until(lambda: not nodes.is_alive(killed), what="the member's death")
+    other_leader = cluster.new_leader(bag)
+    taker = join(cluster, other_leader, tmp_path)
+    for k in range(3):
+        assert RaftedValue.command(other_leader, ("new", k)) == ("ok", k)
+    wait_until(lambda: RaftedValue.query_non_leader(taker, None)[1] == (("new", 0), ("new", 1), ("new", 2)),
+               what="the new member to apply")
+    go_on.set()
+    assert finished.wait(30)
+    stop(taker)
+    stop(other_leader)
+    start(cluster, tmp_path, bag, name="from_the_taker")
+    assert RaftedValue.query("from_the_taker", None) == ("ok", (("new", 0), ("new", 1), ("new", 2)))
+
+
+def test_a_snapshot_writer_of_a_member_still_holding_its_directory_renames_its_snapshot_in(
+        tmp_path: Path) -> None:
+    from rafted import dir_lock
+
+    me = nodes.self()
+    snap = Snapshot(Members(me, {me}), 1, (1, 3, "command", ((me, 1), "inc", 1)), CONF, 3, CommandResults())
+    dir_lock.acquire(str(tmp_path), me)
+    try:
+        guard = dir_lock.rename_guard(str(tmp_path), me)
+        assert P.write_snapshot_file(str(tmp_path), 1, 3, encode(snap), guard).endswith("snapshot_1_3")
+    finally:
+        dir_lock.release(str(tmp_path), me)
+    with pytest.raises(P.DirectoryTakenOver, match="passed to another member"):  # released since
+        P.write_snapshot_file(str(tmp_path), 1, 4, encode(snap), guard)
+    assert sorted(os.listdir(tmp_path)) == ["snapshot_1_3"]  # no temporary file left either
+
+
 def test_a_member_that_fails_to_join_lets_go_of_its_directory(cluster: Cluster, tmp_path: Path) -> None:
     r = RaftedValue.start_link(("join_existing_consensus_group", [("nobody_here", nodes.node())]),
                                persistence_dir=str(tmp_path))
