@@ -77,10 +77,11 @@ def exit_reason_head(reason: Any) -> Any:
 
 
 # The original's catch_exit turns exactly :noproc and :normal into {:error, :noproc}: the
-# member was not there, so the request was certainly not handled.  A server that was killed,
-# or whose node was lost, while the request was on its way or being handled may have logged
-# it, and a later leader may commit it: like a time-out, the outcome is unknown (the original
-# exits there; returning "timeout" keeps these functions from raising for a dead member).
+# member was not there, so the request was certainly not handled.  A server that died (was
+# killed, crashed, say on a failing disk) or whose node was lost while the request was on its
+# way or being handled may have logged it, and a later leader may commit it: like a time-out,
+# the outcome is unknown (the original exits there; returning "timeout" keeps these functions
+# from raising for a dead member).  Only calling a member from its own process still raises.
 def call_catching_exit(server: Any, request: Any, timeout: int | None, tag: nodes.Ref | None = None) -> Any:
     """``gen_statem.call`` to a member, its exits as the API's errors: ``("error", "noproc")``
     when the member is not there, ``("error", "timeout")`` when the outcome is unknown.
@@ -91,8 +92,8 @@ def call_catching_exit(server: Any, request: Any, timeout: int | None, tag: node
         return nodes.gen_statem.call(server, request, timeout=timeout)
     except nodes.Exit as e:
         head = exit_reason_head(e.reason)
-        if head == "timeout" or head in LOST:
-            return ("error", "timeout")
         if head in NOT_THERE:
             return ("error", "noproc")
-        raise
+        if head == "calling_self":
+            raise
+        return ("error", "timeout")  # timed out, or the member died meanwhile: outcome unknown

@@ -925,6 +925,27 @@ def test_a_snapshot_writer_of_a_member_still_holding_its_directory_renames_its_s
     assert sorted(os.listdir(tmp_path)) == ["snapshot_1_3"]  # no temporary file left either
 
 
+def test_a_command_whose_member_dies_on_a_failing_disk_has_an_unknown_outcome(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    leader = start(cluster, tmp_path)
+    incs(leader, 0, 0)
+
+    def failing_sync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(P, "_datasync", failing_sync)
+    # the member crashes while the command waits: maybe logged, so "timeout", not an exception
+    assert RaftedValue.command(leader, "inc") == ("error", "timeout")
+    exit_ = nodes.receive(10_000, match=lambda m: type(m) is tuple and m[:2] == ("EXIT", leader))
+    assert exit_[2][0] == "exception" and isinstance(exit_[2][1], OSError)  # (the crash, seen)
+    assert RaftedValue.command(leader, "inc") == ("error", "noproc")
+    monkeypatch.undo()
+    start(cluster, tmp_path, name="after_the_disk_failed")
+    assert value("after_the_disk_failed") in (1, 2)  # the unknown outcome: either is right
+
+
 def test_a_member_that_fails_to_join_lets_go_of_its_directory(cluster: Cluster, tmp_path: Path) -> None:
     r = RaftedValue.start_link(("join_existing_consensus_group", [("nobody_here", nodes.node())]),
                                persistence_dir=str(tmp_path))
