@@ -14,6 +14,7 @@ from typing import Any
 
 import nodes
 from rafted import _codec
+from rafted import leadership as Leadership
 from rafted import logs as Logs
 from rafted import members as Members
 from rafted._codec import ALWAYS_SERIALIZABLE
@@ -135,6 +136,8 @@ def apply_entries(ctx: Ctx | None, w: State, entries: list[LogEntry]) -> None:
                 results = w.command_results.copy()
             w.data, results = run_command(ctx, w, w.data, results, e[3])
         elif kind == CHANGE_CONFIG:
+            if ctx is not None and w.leadership is not None and e[3].lease_ms > w.config.lease_ms:
+                w.leadership = Leadership.lease_restarted(w.leadership, ctx.now)
             w.config = e[3]
         elif kind == ADD_FOLLOWER or kind == REMOVE_FOLLOWER:
             if ctx is not None:

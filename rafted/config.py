@@ -62,10 +62,19 @@ class Config:
 
     @property
     def lease_ms(self) -> int:
-        """How long after a leader's message nobody else can have been elected: ``election_timeout -
-        election_timeout_clock_drift_margin`` ms (0 or less: no lease).  The leader's lease and a
-        follower's refusal to vote while it trusts its leader rest on the same figure."""
+        """How long after a majority answered a leader's message, timed on the leader's clock from
+        its sending, the leader answers queries alone: ``election_timeout -
+        election_timeout_clock_drift_margin`` ms (0 or less: no lease)."""
         return self.election_timeout - self.election_timeout_clock_drift_margin
+
+    @property
+    def vote_refusal_ms(self) -> int:
+        """How long after its last message from the leader a follower refuses to vote for anybody
+        else: with a lease, the whole ``election_timeout`` (Raft's minimum election time-out),
+        so that the margin covers a follower's clock running fast against the leader's (the
+        original refuses for ``lease_ms`` only, which leaves the margin no room for drift);
+        without one, not at all, as in the original."""
+        return self.election_timeout if self.lease_ms > 0 else 0
 
 
 def make_config(

@@ -101,11 +101,12 @@ def timed_out(e: Election, now: int) -> bool:
 
 
 def minimum_timeout_elapsed_since_last_leader_message(e: Election, config: Any, now: int) -> bool:
-    """True once the leader this member trusted may have been replaced (its lease ran out)."""
+    """True once this member may vote for another leader (``config.vote_refusal_ms`` after its
+    last message from the one it trusted, whose lease has then run out)."""
     t = e.leader_message_at
     if t is None:
         return True
-    return t + config.lease_ms <= now
+    return t + config.vote_refusal_ms <= now
 
 
 def early_deadline(config: Any, now: int, rank: int) -> int:
@@ -114,13 +115,13 @@ def early_deadline(config: Any, now: int, rank: int) -> int:
     split the vote.
 
     As soon as every other member will grant votes. Without a lease, at once. With one, a
-    member refuses votes until ``lease_ms`` after *its own* last message from the leader, which
-    may have come a little later than ours; but none came after the leader was gone (give or
-    take one in flight), and it was gone by ``now``: so ``now + lease_ms`` and a heartbeat
-    interval for what was in flight. Counting from our own last message instead would start
-    too soon whenever another member heard from the leader last, and a refused election
-    leaves the candidate waiting out a whole election time-out.
+    member refuses votes until ``vote_refusal_ms`` after *its own* last message from the
+    leader, which may have come a little later than ours; but none came after the leader was
+    gone (give or take one in flight), and it was gone by ``now``: so ``now +
+    vote_refusal_ms`` and a heartbeat interval for what was in flight. Counting from our own
+    last message instead would start too soon whenever another member heard from the leader
+    last, and a refused election leaves the candidate waiting out a whole election time-out.
     """
-    if config.lease_ms <= 0:
+    if config.vote_refusal_ms <= 0:
         return now + rank * config.heartbeat_timeout
-    return now + config.lease_ms + (1 + rank) * config.heartbeat_timeout
+    return now + config.vote_refusal_ms + (1 + rank) * config.heartbeat_timeout

@@ -28,6 +28,7 @@ __all__ = [
     "can_safely_remove",
     "remove_follower_response_time_entry",
     "lease_expired",
+    "lease_restarted",
     "max_election_timeout",
 ]
 
@@ -38,12 +39,14 @@ class Leadership:
 
     ``follower_responded_times`` maps follower -> latest leader timestamp it
     answered; ``quorum_timer_started_at`` is when the leader last knew it had
-    a majority (or became leader).
+    a majority (or became leader); answers to messages sent before
+    ``lease_counts_from`` do not count towards the lease (see :func:`lease_restarted`).
     """
 
     heartbeat_due_at: int
     quorum_timer_started_at: int
     follower_responded_times: dict = field(default_factory=dict)
+    lease_counts_from: int = 0
 
 
 def max_election_timeout(config: Any) -> int:
@@ -145,6 +148,16 @@ def lease_expired(l: Leadership, members: Any, me: Any, now: int, config: Any) -
     if _is_lonely(members, me) and me in members.all:
         return False
     reached = quorum_last_reached_at(l, members, me)
-    if reached is None:
+    if reached is None or reached < l.lease_counts_from:
         return True
     return reached + config.lease_ms <= now
+
+
+def lease_restarted(l: Leadership, now: int) -> Leadership:  # noqa: E741
+    """Only answers to messages sent after ``now`` count towards the lease from here on.
+
+    For a config that lengthens the lease, applied by the leader first: the followers' answers
+    so far promised to refuse votes only for as long as the old config says, and they learn of
+    the new one from the messages that carry its commit, sent after ``now``.
+    """
+    return _replace_value(l, lease_counts_from=now + 1)

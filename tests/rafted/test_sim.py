@@ -255,8 +255,9 @@ def _hole_schedule(sim: Sim) -> tuple[Any, Sim]:
     # S1 adds S5: C1 reaches S5 only
     assert sim.join("S5", "S1")[0] == "ok"
     assert sim.state("S1").members.uncommitted_membership_change[2] == "add_follower"
-    # S2 starts an election before anyone else times out; S3 and S4 no longer trust S1
-    sim.advance(ELECTION - 40)
+    # S2 starts an election before anyone else times out, once S3 and S4 no longer refuse to vote
+    # (the whole election time-out after S1's last message: SIM_CONF has a lease)
+    sim.advance(SIM_CONF.vote_refusal_ms)
     ae_to_s4_blocked = True
     name, s2 = sim.members["S2"]
     sim.members["S2"] = (
@@ -378,3 +379,81 @@ def test_a_simulation_replays_exactly_from_its_seed() -> None:
     assert _failover_trace(7, other_random_use=2) == first
     # and the seed is what drives it: another one draws other time-outs
     assert _failover_trace(8, other_random_use=1) != first
+
+
+#
+# Lease reads stay linearizable
+#
+class SkewSim(Sim):
+    """A simulation in which member ``fast``'s monotonic clock runs ``rate`` times as fast."""
+
+    def __init__(self, seed: int, fast: str, rate: float) -> None:
+        super().__init__(seed)
+        self.fast, self.rate = fast, rate
+
+    def clock(self, pid: str) -> int:
+        return 1000 + int((self.now - 1000) * (self.rate if pid == self.fast else 1.0))
+
+    def dispatch(self, pid: str, event_type: Any, msg: Any) -> None:
+        real, self.now = self.now, self.clock(pid)
+        try:
+            super().dispatch(pid, event_type, msg)
+        finally:
+            self.now = real
+
+    def advance(self, ms: int) -> None:
+        for _ in range(ms):
+            self.now += 1
+            for pid in list(self.members):
+                name, s = self.members[pid]
+                d = server._next_deadline(name, s, pid)
+                if d is not None and d <= self.clock(pid):
+                    timer = member_state.TimerHandle(-1, None, d)
+                    self.members[pid] = (name, dataclasses.replace(s, timer=timer))
+                    self.dispatch(pid, "info", (server.TICK, -1))
+            self.run()
+
+
+def test_a_follower_clock_running_fast_within_the_margin_never_elects_while_the_lease_holds() -> None:
+    # election_timeout 200, margin 50: the leader answers alone for 150 ms after a majority
+    # answered; B's clock runs 10 % fast. B answers A's heartbeat, then A is cut off, and C
+    # (cut off from A all along) stands for election. Were B to vote once 150 ms passed on its
+    # clock (the original's rule), C would lead and commit while A still answered reads alone.
+    elections = 0
+    for seed in range(60):
+        sim = SkewSim(seed, "B", 1.1)
+        sim.create_leader("A", SIM_CONF)
+        for f in "BC":
+            assert sim.join(f, "A")[0] == "ok"
+        sim.advance(2 * HEARTBEAT)
+        assert command(sim, "A", "inc") == ("ok", 0)
+        cut = {frozenset("AC")}
+        sim.drop = lambda src, dest, msg, cut=cut: frozenset((src, dest)) in cut
+        sim.advance(3 * ELECTION + seed % 200)
+        sim.advance(sim.state("A").leadership.heartbeat_due_at - sim.now)  # a round B answers
+        cut.add(frozenset("AB"))
+        t0 = sim.now
+        while sim.now < t0 + 3 * ELECTION and sim.leaders() == ["A"]:
+            sim.advance(1)
+        new = [p for p in sim.leaders() if p != "A"]
+        if new and command(sim, new[0], "inc") == ("ok", 1):
+            elections += 1
+            assert sim.call("A", ("query", "get")) != ("ok", 1), f"seed {seed}: a stale lease read"
+    assert elections > 30  # the schedule does replace A (after its lease)
+
+
+def test_a_config_that_lengthens_the_lease_counts_only_answers_to_later_messages() -> None:
+    # A applies the longer lease (950 ms) as soon as the change commits; B and C still refuse
+    # votes only as long as the old config says, until A's next message tells them. Cut off
+    # right then, A must not stretch its followers' earlier answers to the new length.
+    sim = make(["B", "C"])
+    assert command(sim, "A", "inc") == ("ok", 0)
+    assert sim.call("A", ("change_config", dataclasses.replace(SIM_CONF, election_timeout=1000))) == "ok"
+    sim.drop = lambda src, dest, msg: "A" in (src, dest)
+    t0 = sim.now
+    while sim.leaders() == ["A"]:
+        assert sim.now < t0 + 10 * ELECTION, "no other leader"
+        sim.advance(5)
+    new = next(p for p in sim.leaders() if p != "A")
+    assert command(sim, new, "inc") == ("ok", 1)
+    assert sim.call("A", ("query", "get")) != ("ok", 1)  # no answer (it waits in the log), never a stale one
