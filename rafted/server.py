@@ -914,7 +914,17 @@ def _handle_install_snapshot(ctx: Ctx, msg: Any, s: State) -> tuple:
     assert received is not None
     snap, data, _term, leader_pid = received
     index = snap.last_committed_entry[1]
-    if index > s.logs.i_committed:
+    held = s.logs.map.get(index) if s.logs.i_committed < index <= s.logs.i_max else None
+    if held is not None and held[0] == snap.last_committed_entry[0]:
+        # Our log already holds the snapshot's last entry (the leader sent it on a stale answer
+        # of ours): keep what follows it, entries we may have acknowledged already, and commit
+        # up to it from our own log (Raft's InstallSnapshot, step 6), as an empty AppendEntries.
+        r = Logs.append_entries(s.logs, s.members, (held[0], index), [], index)
+        _, logs, members, to_apply, _, _ = r
+        s = replace_changed(s, logs=logs, members=Members.put_leader(members, leader_pid))
+        if to_apply:
+            s = Applying.nonleader_apply_committed_log_entries(s, to_apply)
+    elif index > s.logs.i_committed:
         persistence = s.persistence
         if persistence is not None:
             # on disk before it is acknowledged; our old files no longer describe our state

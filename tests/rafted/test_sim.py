@@ -457,3 +457,56 @@ def test_a_config_that_lengthens_the_lease_counts_only_answers_to_later_messages
     new = next(p for p in sim.leaders() if p != "A")
     assert command(sim, new, "inc") == ("ok", 1)
     assert sim.call("A", ("query", "get")) != ("ok", 1)  # no answer (it waits in the log), never a stale one
+
+
+def test_a_snapshot_sent_on_a_stale_rejection_keeps_the_entries_the_follower_acknowledged() -> None:
+    # C lags and rejects twice; the leader answers the first rejection with the missing entries,
+    # which C acknowledges, then the second, stale one with a snapshot at its commit index. C's
+    # acknowledgement arrives after it: were C to replace its log by the snapshot (dropping the
+    # entries after it), the leader would count C for entries C no longer has, commit them
+    # with C alone, and lose them when it crashes.
+    sim = make(["B", "C"])
+    mode: dict[tuple[str, str], str] = {}  # per link: "drop", or "hold" (in order, released below)
+    held: dict[tuple[str, str], collections.deque] = collections.defaultdict(collections.deque)
+
+    def network(src: str, dest: str, msg: Any) -> bool:
+        if mode.get((src, dest)) == "hold":
+            held[(src, dest)].append(msg)
+        return (src, dest) in mode
+
+    def release(src: str, dest: str, n: int = 1_000_000) -> None:
+        for _ in range(min(n, len(held[(src, dest)]))):
+            sim.mailboxes[dest].append(("cast", held[(src, dest)].popleft()))
+        sim.run()
+
+    def incs(k: int) -> list:
+        froms = [sim.call_nowait("A", ("command", "inc", ("inc", next(_ids)))) for _ in range(k)]
+        sim.run()
+        return froms
+
+    sim.drop = network
+    mode[("A", "C")] = mode[("C", "A")] = "drop"
+    incs(50)  # C lags
+    mode[("A", "C")] = mode[("C", "A")] = "hold"
+    for _ in range(2):  # two heartbeats, two rejections, held
+        sim.advance(HEARTBEAT)
+        release("A", "C")
+    mode[("A", "B")] = "hold"
+    burst = incs(150) + incs(100)  # two batches to B, not committed yet
+    release("A", "C")
+    release("C", "A", 1)  # the first rejection: the leader sends the missing entries
+    release("A", "C")  # C acknowledges them (held behind the second rejection)
+    release("A", "B", 1)  # B gets the first batch only: commit
+    held[("A", "B")].clear()
+    mode[("A", "B")] = "drop"
+    release("C", "A", 1)  # the stale rejection: a snapshot
+    assert isinstance(held[("A", "C")][0], InstallSnapshot)
+    release("A", "C")
+    release("C", "A")  # C's acknowledgement of everything
+    acknowledged = 50 + sum(sim.replies.get(f, ("?",))[0] == "ok" for f in burst)
+    assert acknowledged > 50 + 150  # entries past the snapshot were acknowledged
+    sim.crash("A")
+    mode.clear()
+    while not sim.leaders():
+        sim.advance(ELECTION // 2)
+    assert sim.call(sim.leaders()[0], ("query", "get")) == ("ok", acknowledged)
