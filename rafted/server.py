@@ -452,13 +452,20 @@ def _well_formed(tag: Any, n: int, req: Any) -> bool:
     that applies it (and, persisted, every restart). A malformed request is answered
     ``("error", "unexpected_message")``, the original's answer to a request it does not know.
     """
-    # Members are named by anything hashable (pids here, plain names in the simulator): the
-    # sets and maps of the core only need that.
     if tag == "command":
         return n == 3 and _hashable(req[2])
-    if tag in ("add_follower", "remove_follower", "force_remove_member", "replace_leader"):
-        return n == 2 and _hashable(req[1])
+    if tag in ("add_follower", "remove_follower", "force_remove_member"):
+        return n == 2 and _is_member(req[1])
+    if tag == "replace_leader":
+        return n == 2 and (req[1] is None or _is_member(req[1]))
     return True
+
+
+def _is_member(value: Any) -> bool:
+    """Whether ``value`` can name a member: a pid (a str in the simulator, which names members
+    so). Anything else, logged as a member (None, say), would crash every member that sends
+    it a message."""
+    return type(value) is nodes.Pid or type(value) is str
 
 
 def _hashable(value: Any) -> bool:

@@ -976,6 +976,11 @@ def test_malformed_raw_requests_are_refused_and_crash_no_member(cluster: Cluster
     assert call(leader, ("add_follower", [1])) == refused
     assert call(leader, ("remove_follower", {"not": "a pid"})) == refused
     assert call(leader, ("replace_leader", [1])) == refused
+    # a member that is no pid, logged, crashed every member that sent it a message
+    for not_a_member in (None, 5, (1, 2)):
+        assert call(leader, ("add_follower", not_a_member)) == refused
+        assert call(leader, ("force_remove_member", not_a_member)) == refused
+    assert call(leader, ("replace_leader", 5)) == refused
     # queued in a burst behind a busy leader, it is refused alone
     assert burst_around(leader, lambda: call(leader, ("command", "inc", {"un": "hashable"}))) == (
         ("ok", 0), [("ok", 1), refused, ("ok", 2)])
