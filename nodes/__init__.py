@@ -18,7 +18,8 @@ from . import process as _process
 from . import registry as _registry
 from . import this_node as _node
 from .codec import EncodeError
-from .terms import BadNodeName, Exit, Pid, Ref, make_ref, split_node_name
+from .terms import MAX_TIMEOUT_MS, BadNodeName, Exit, Pid, Ref, make_ref, split_node_name
+from .terms import check_ms_in_range as _check_ms_in_range
 from .timers import Scheduler as _Scheduler
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
     "monitor", "demonitor", "exit", "is_alive", "send_after", "cancel_timer", "read_timer",
     "get", "put", "erase",
     "hold_one_cpu", "term_to_binary", "binary_to_term", "EncodeError",
-    "split_node_name", "BadNodeName",
+    "split_node_name", "BadNodeName", "MAX_TIMEOUT_MS",
     "gen_statem", "sys", "rpc",
 ]
 
@@ -82,6 +83,8 @@ def receive(timeout: int | None = None, match: Any = None) -> Any:
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or timeout < 0):
         raise TypeError(f"receive: timeout must be a non-negative number of ms or None, got {timeout!r}")
+    if timeout is not None:
+        _check_ms_in_range("receive", timeout)
     if match is not None and not callable(match):
         raise TypeError(f"receive: match must be a callable taking a message, got {match!r}")
     return _process.receive(timeout, match)

@@ -60,6 +60,7 @@ from .terms import (
     Pid,
     ProcessExit,
     Ref,
+    check_ms_in_range,
     make_ref,
     rename_local_pid,
     split_node_name,
@@ -675,6 +676,8 @@ def check_timeout_ms(fn: str, timeout: Any) -> None:
     """The time-out of a call-like function: a non-negative int of ms, or None (TypeError else)."""
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
         raise TypeError(f"{fn}: timeout must be a non-negative int of ms or None, got {timeout!r}")
+    if timeout is not None:
+        check_ms_in_range(fn, timeout)
 
 
 def await_reply(me: Proc, tag: Ref, mref: Ref, timeout: int | None) -> Any:

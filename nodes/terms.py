@@ -256,6 +256,21 @@ class Pickled(NamedTuple):
 PLAIN_TYPES = (str, int, bool, float, bytes, type(None))
 
 
+#: The longest time-out or timer, in ms: 2**32 - 1 (about 49.7 days), Erlang's bound for a
+#: ``receive ... after`` and a timer (beyond it, badarg there). Longer ones overflow the waits.
+MAX_TIMEOUT_MS = 4_294_967_295
+
+
+def check_ms_in_range(fn: str, ms: float) -> None:
+    """ValueError for a number of ms (its type and sign already checked) that no wait can take:
+    above :data:`MAX_TIMEOUT_MS`, infinite or NaN. Raised at the call site, before anything is
+    sent or armed: a call would otherwise fail after its request went out, and a timer would
+    stop the node's timer thread for good."""
+    if not ms <= MAX_TIMEOUT_MS:  # NaN compares false too
+        raise ValueError(f"{fn}: a time in ms must be at most {MAX_TIMEOUT_MS} (about 49.7 days, "
+                         f"Erlang's bound), got {ms!r}")
+
+
 class CallReply:
     """The reply to a ``gen_statem.call`` (Erlang's ``{Ref, Reply}``).
 

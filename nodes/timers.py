@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._sched import batch_scheduling
-from .terms import Pid, Ref, make_ref
+from .terms import Pid, Ref, check_ms_in_range, make_ref
 
 
 def _check_ref(fn: str, ref: Any) -> None:
@@ -55,6 +55,7 @@ class Scheduler:
             raise TypeError(f"send_after: time must be a non-negative number of ms, got {ms!r}")
         if ms < 0:
             raise ValueError(f"send_after: time must be a non-negative number of ms, got {ms!r}")
+        check_ms_in_range("send_after", ms)
         if not (type(dest) in (str, Pid) or (type(dest) is tuple and len(dest) == 2
                                              and isinstance(dest[0], str) and isinstance(dest[1], str))):
             raise TypeError(
@@ -153,7 +154,8 @@ class Scheduler:
                             self._stale -= 1  # a cancelled timer's entry, gone now
                     if due:
                         break
-                    self._cond.wait(heap[0][0] - now if heap else None)
+                    # (send_after bounds every delay; the clamp keeps the wait itself in range)
+                    self._cond.wait(min(heap[0][0] - now, threading.TIMEOUT_MAX) if heap else None)
             for dest, msg in due:
                 try:
                     self._deliver(dest, msg)

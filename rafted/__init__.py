@@ -105,6 +105,8 @@ def _check_server(what: str, server: Any) -> None:
 def _check_timeout(what: str, timeout: Any) -> None:
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
         raise TypeError(f"{what}: timeout must be a non-negative int of ms or None, got {timeout!r}")
+    if timeout is not None and timeout > nodes.MAX_TIMEOUT_MS:  # before the request goes out
+        raise ValueError(f"{what}: timeout must be at most {nodes.MAX_TIMEOUT_MS} ms, got {timeout!r}")
 
 
 def start_link(

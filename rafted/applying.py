@@ -91,17 +91,30 @@ def run_command(
     return new_data, results
 
 
-def query(s: State, arg: Any) -> tuple[bool, Any]:
-    """``(True, ret)``, or ``(False, error reply)`` when the data module's query raises."""
+def query(s: State, arg: Any, client: Any = None) -> tuple[bool, Any]:
+    """``(True, ret)``, or ``(False, error reply)`` when the data module's query raises, or
+    returns a result that cannot travel to ``client`` (the ``from_`` of a caller on another
+    node): that caller would otherwise wait out its whole time-out, as a command's caller does
+    not (its result is checked for every member alike)."""
     try:
-        return True, s.config.data_module.query(s.data, arg)
+        ret = s.config.data_module.query(s.data, arg)
+        if type(ret) not in ALWAYS_SERIALIZABLE and _on_another_node(client):
+            why = _codec.cannot_serialize(ret)
+            if why is not None:
+                raise TypeError(f"query(data, arg) returned a result that cannot be serialized: {why}")
+        return True, ret
     except Exception as exc:
         log.error("%r.query(data, %r) failed", s.config.data_module, arg, exc_info=True)
         return False, user_error("query_failed", exc)
 
 
+def _on_another_node(client: Any) -> bool:
+    return (type(client) is tuple and len(client) == 2 and type(client[0]) is nodes.Pid
+            and client[0].node != nodes.node())
+
+
 def run_query(ctx: Ctx, s: State, client: Any, arg: Any) -> None:
-    ok, ret = query(s, arg)
+    ok, ret = query(s, arg, client)
     if not ok:
         ctx.reply(s, client, ret)
         return

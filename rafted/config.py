@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import nodes
 from rafted.communication import RemoteMessageGateway, check_communication_module
 from rafted.data import check_data_module
 from rafted.leader_hook import NoOp, check_leader_hook_module
@@ -25,6 +26,8 @@ def _check_positive_int(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be {what}, got {value!r}")
     if value <= 0:
         raise ValueError(f"{name} must be {what}, got {value!r}")
+    if value > nodes.MAX_TIMEOUT_MS:  # a timer that long would not arm (see nodes.MAX_TIMEOUT_MS)
+        raise ValueError(f"{name} must be at most {nodes.MAX_TIMEOUT_MS}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)

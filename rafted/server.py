@@ -343,8 +343,11 @@ def _ensure_timer(ctx: Ctx, state_name: str, s: State) -> State:
     if t is not None:
         nodes.cancel_timer(t.ref)
     token = s.timer_seq + 1
-    ref = nodes.send_after(max(0, deadline - ctx.now), ctx.me, (TICK, token))
-    return _replace_value(s, timer=TimerHandle(token, ref, deadline), timer_seq=token)
+    # (a deadline further off than a timer can wait, with huge configured times: the tick then
+    # finds nothing due and re-arms for the rest)
+    delay = min(max(0, deadline - ctx.now), nodes.MAX_TIMEOUT_MS)
+    ref = nodes.send_after(delay, ctx.me, (TICK, token))
+    return _replace_value(s, timer=TimerHandle(token, ref, ctx.now + delay), timer_seq=token)
 
 
 def _on_tick(ctx: Ctx, state_name: str, token: int, s: State) -> tuple:
@@ -1081,7 +1084,7 @@ def _handle_call_common(ctx: Ctx, from_: Any, req: Any, state_name: str, s: Stat
     tag = req[0] if type(req) is tuple and req else req
     n = len(req) if type(req) is tuple else 0
     if tag == "query_non_leader" and n == 2:
-        ok, ret = Applying.query(s, req[1])
+        ok, ret = Applying.query(s, req[1], from_)
         ctx.reply(s, from_, ("ok", ret) if ok else ret)
         return ("keep_state", s)
     if not _well_formed(tag, n, req):

@@ -471,6 +471,18 @@ def test_call_rejects_a_bad_timeout(timeout: Any) -> None:
     stop_server(pid)
 
 
+def test_call_refuses_a_time_out_no_wait_can_take_before_the_request_leaves() -> None:
+    # it once overflowed only while waiting for the reply: the request had been served
+    pid = start_server(notify_me=True)
+    with pytest.raises(ValueError, match="at most 4294967295"):
+        gen_statem.call(pid, "hold", timeout=10**13)  # served, it would say ("holding", pid)
+    assert gen_statem.call(pid, "ping") == "pong"
+    assert nodes.flush() == []
+    with pytest.raises(ValueError, match="at most 4294967295"):
+        nodes.rpc.call(nodes.node(), nodes.node, timeout=2**32)
+    stop_server(pid)
+
+
 def test_concurrent_callers_each_get_their_own_replies() -> None:
     pid = start_server()
     results: dict[int, list] = {}

@@ -441,6 +441,14 @@ def test_receive_timeout_accepts_fractions_of_a_millisecond() -> None:
         nodes.receive(timeout=0.5)
 
 
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 10**13])
+def test_receive_refuses_a_time_out_no_wait_can_take(timeout: float) -> None:
+    nodes.send(nodes.self(), "queued")
+    with pytest.raises(ValueError, match="at most 4294967295"):
+        nodes.receive(timeout=timeout)
+    assert nodes.flush() == ["queued"]
+
+
 @pytest.mark.parametrize("kwargs", [{"timeout": -1}, {"timeout": "10"}, {"timeout": True}, {"match": 5}])
 def test_receive_rejects_bad_arguments_at_the_call_site(kwargs: dict) -> None:
     with pytest.raises((TypeError, ValueError)):

@@ -301,6 +301,18 @@ def test_send_after_rejects_a_bad_time(ms: object) -> None:
         nodes.send_after(ms, nodes.self(), "x")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("ms", [float("inf"), float("nan"), 10**13, nodes.MAX_TIMEOUT_MS + 1])
+def test_send_after_refuses_a_time_no_timer_can_wait_and_the_timers_go_on(ms: object) -> None:
+    # once accepted, such a time stopped the node's timer thread: no timer fired again
+    with pytest.raises(ValueError, match="at most 4294967295"):
+        nodes.send_after(ms, nodes.self(), "never")  # type: ignore[arg-type]
+    far = nodes.send_after(nodes.MAX_TIMEOUT_MS, nodes.self(), "far")  # the bound itself is fine
+    nodes.send_after(10, nodes.self(), "soon")
+    assert nodes.receive(5_000) == "soon"
+    assert nodes.cancel_timer(far) > nodes.MAX_TIMEOUT_MS - 60_000
+    assert nodes.flush() == []
+
+
 @pytest.mark.parametrize("ms", [True, False, "10", None, [10]])
 def test_send_after_wants_a_number_of_ms_not_a_bool(ms: object) -> None:
     with pytest.raises(TypeError, match="number of ms"):

@@ -74,8 +74,9 @@ def make_bag() -> Any:
 
 
 def make_lock_maker() -> Any:
-    """An int whose command ``"lock"`` returns a result no pickler can copy (a lock); any other
-    command returns the value before it. Defined in a function: it travels by value."""
+    """An int whose command and query ``"lock"`` return a result no pickler can copy (a lock);
+    any other command returns the value before it, any other query the value. Defined in a
+    function: it travels by value."""
 
     class LockMaker(rafted.Data):
         def new():
@@ -85,7 +86,7 @@ def make_lock_maker() -> Any:
             return (threading.Lock() if arg == "lock" else n), n + 1
 
         def query(n, arg):
-            return n
+            return threading.Lock() if arg == "lock" else n
 
     return LockMaker
 

@@ -510,6 +510,10 @@ def test_make_config_defaults_and_replace() -> None:
         ({"max_retained_command_results": "10"}, TypeError, "max_retained_command_results"),
         ({"max_retained_command_results": 0}, ValueError, "results must be a positive int, got"),
         ({"election_timeout_clock_drift_margin": 0}, ValueError, "election_timeout_clock_drift_margin"),
+        # no timer could wait that long: replicated by change_config, it left a group that could
+        # never elect a leader again
+        ({"election_timeout": 10**13}, ValueError, "election_timeout must be at most 4294967295"),
+        ({"heartbeat_timeout": 2**32}, ValueError, "heartbeat_timeout must be at most"),
         ({"leader_hook_module": object()}, TypeError, "leader_hook_module"),
         ({"communication_module": object()}, TypeError, "communication_module"),
     ],

@@ -193,6 +193,10 @@ def test_a_leader_refuses_what_it_could_not_send_to_the_other_nodes_and_goes_on(
     # a result that could not reach a client on another node fails the command, the value unchanged
     r = RaftedValue.command(leader, "lock")
     assert r[0] == "error" and r[1][0] == "command_failed" and "cannot be serialized" in r[1][1], r
+    # so does a query's, at once, where its caller waited out the whole time-out
+    for fn, member in ((RaftedValue.query, leader), (RaftedValue.query_non_leader, ("m", n2.name))):
+        r = fn(member, "lock", timeout=60_000)
+        assert r[0] == "error" and r[1][0] == "query_failed" and "cannot be serialized" in r[1][1], r
 
     assert RaftedValue.command(leader, "inc") == ("ok", 1)
     status = RaftedValue.status(leader)
