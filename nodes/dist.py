@@ -25,7 +25,7 @@ from typing import Any
 
 from . import _sched, process, rpc
 from . import this_node as node
-from .terms import split_node_name
+from .terms import check_ms_in_range, split_node_name
 
 log = logging.getLogger("nodes.dist")
 
@@ -129,6 +129,13 @@ def start(name: str, cookie: str | None = None, *, tick_ms: int | None = None) -
     wanted = full_name(name)
     if cookie is not None and (not isinstance(cookie, str) or not cookie):
         raise TypeError(f"start: cookie must be a non-empty str, got {cookie!r}")
+    if tick_ms is not None:
+        # a zero or negative tick made the transport's I/O thread spin without a pause
+        if not isinstance(tick_ms, int) or isinstance(tick_ms, bool):
+            raise TypeError(f"start: tick_ms must be a positive int of ms or None, got {tick_ms!r}")
+        if tick_ms <= 0:
+            raise ValueError(f"start: tick_ms must be a positive int of ms or None, got {tick_ms!r}")
+        check_ms_in_range("start", tick_ms)
     with _lock:
         if node.dist is not None:
             if wanted != node.name:

@@ -91,6 +91,15 @@ def _check_server(what: str, server: Any) -> None:
         raise TypeError(
             f"{what}: expected a server (a pid, a registered name or a (name, node) tuple), got {server!r}"
         )
+    if isinstance(server, nodes.Pid):
+        # a pid made by hand: its node is checked as a (name, node) tuple's (below) is
+        if not isinstance(server.node, str):
+            raise TypeError(f"{what}: a pid's node must be a 'name@host' str, got {server!r}")
+        try:
+            nodes.split_node_name(server.node)
+        except nodes.BadNodeName:
+            raise nodes.BadNodeName(
+                f"{what}: bad node name {server.node!r} in {server!r}: expected 'name@host'") from None
     if type(server) is tuple:
         # a node name that is not name@host is a wrong argument, here rather than later: start_link
         # would otherwise only report it from the new process, as a crashed init
@@ -169,10 +178,18 @@ def start_link(
     factor = log_file_expansion_factor
     if not isinstance(factor, (int, float)) or isinstance(factor, bool):
         raise TypeError(f"start_link: log_file_expansion_factor must be a positive number, got {factor!r}")
-    if not factor > 0:  # also NaN, which would silently turn compaction off
+    if not 0 < factor < float("inf"):  # NaN and infinity would silently turn compaction off
         raise ValueError(f"start_link: log_file_expansion_factor must be a positive number, got {factor!r}")
-    _check_timeout("start_link", join_timeout)
-    if not isinstance(log_file_min_size, int) or isinstance(log_file_min_size, bool) or log_file_min_size < 0:
+    if not isinstance(join_timeout, int) or isinstance(join_timeout, bool):
+        raise TypeError(f"start_link: join_timeout must be a non-negative int of ms, got {join_timeout!r}")
+    if not 0 <= join_timeout <= nodes.MAX_TIMEOUT_MS:
+        raise ValueError(f"start_link: join_timeout must be a non-negative int of ms (at most "
+                         f"{nodes.MAX_TIMEOUT_MS}), got {join_timeout!r}")
+    if not isinstance(log_file_min_size, int) or isinstance(log_file_min_size, bool):
+        raise TypeError(
+            f"start_link: log_file_min_size must be a non-negative int of bytes, got {log_file_min_size!r}"
+        )
+    if log_file_min_size < 0:
         raise ValueError(
             f"start_link: log_file_min_size must be a non-negative int of bytes, got {log_file_min_size!r}"
         )

@@ -339,6 +339,15 @@ def test_start_refuses_a_malformed_node_name_and_stays_local(name: str) -> None:
     assert nodes.node() == "nonode@nohost"
 
 
+@pytest.mark.parametrize("tick_ms, exc", [(0, ValueError), (-1000, ValueError), (2**32, ValueError),
+                                          ("x", TypeError), (1.5, TypeError), (True, TypeError)])
+def test_start_refuses_a_bad_tick_and_stays_local(tick_ms: object, exc: type) -> None:
+    # a zero or negative tick once made the transport's thread spin without a pause
+    with pytest.raises(exc, match="tick_ms|at most"):
+        nodes.start("ticker", cookie="unused", tick_ms=tick_ms)
+    assert nodes.node() == "nonode@nohost"
+
+
 def test_send_rejects_something_that_is_not_a_destination() -> None:
     with pytest.raises(TypeError, match="Pid"):
         nodes.send(42, "x")

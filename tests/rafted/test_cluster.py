@@ -211,9 +211,24 @@ def test_bad_arguments_raise_at_the_call_site() -> None:
     assert nodes.flush() == []  # no process was started, so no EXIT or DOWN is left behind
     with pytest.raises(TypeError, match="persistence_dir"):
         RaftedValue.start_link(("create_new_consensus_group", CONF), persistence_dir=42)
-    for factor, exc in ((True, TypeError), ("10", TypeError), (0, ValueError), (float("nan"), ValueError)):
+    for factor, exc in ((True, TypeError), ("10", TypeError), (0, ValueError), (float("nan"), ValueError),
+                        (float("inf"), ValueError)):
         with pytest.raises(exc, match="log_file_expansion_factor"):
             RaftedValue.start_link(("create_new_consensus_group", CONF), log_file_expansion_factor=factor)
+    for size, exc in (("x", TypeError), (1.5, TypeError), (-1, ValueError)):
+        with pytest.raises(exc, match="log_file_min_size"):
+            RaftedValue.start_link(("create_new_consensus_group", CONF), log_file_min_size=size)
+    # None once passed here and crashed the new member's init
+    for join_timeout, exc in ((None, TypeError), ("5", TypeError), (-1, ValueError), (2**32, ValueError)):
+        with pytest.raises(exc, match="join_timeout"):
+            RaftedValue.start_link(("join_existing_consensus_group", ["nobody"]), join_timeout=join_timeout)
+    # a pid made by hand with a node that is not name@host: raised here, not by a crashed init
+    with pytest.raises(ValueError, match="'bad'.*name@host"):
+        RaftedValue.start_link(("join_existing_consensus_group", [nodes.Pid("bad", 1)]))
+    with pytest.raises(TypeError, match="node must be a 'name@host' str"):
+        RaftedValue.command(nodes.Pid(5, 1), "inc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at most 4294967295"):
+        RaftedValue.command("foo", "inc", timeout=10**13)
     with pytest.raises(TypeError, match="pid"):
         RaftedValue.remove_follower("foo", "bar")
     with pytest.raises(TypeError, match="hashable"):
