@@ -14,6 +14,8 @@ import signal
 import sys
 import threading
 
+_LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(created with mode 0600 on first use)")
     parser.add_argument("--noshell", action="store_true",
                         help="run headless until SIGTERM or SIGINT, then stop the node and exit 0")
-    parser.add_argument("--log-level", default="WARNING",
+    parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=_LOG_LEVELS,
                         help="logging level for the runtime (default WARNING)")
     return parser
 
@@ -42,11 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+    logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from nodes import dist
 
-    name = args.sname or args.name
+    name = args.sname if args.sname is not None else args.name  # "" is a bad name, not none
+    if args.name is not None and "@" not in args.name:
+        parser.error(f"--name needs NAME@HOST, got {args.name!r} (--sname takes a short name)")
     if name is not None:
         try:
             dist.full_name(name)

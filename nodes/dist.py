@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 from . import _sched, process, rpc
 from . import this_node as node
 from .terms import check_ms_in_range, split_node_name
@@ -176,7 +178,11 @@ def start(name: str, cookie: str | None = None, *, tick_ms: int | None = None) -
         _transport, _cookie = transport, secret
         node.dist = _Dist(transport)
         try:
-            transport.start()
+            try:
+                transport.start()
+            except zmq.ZMQError as error:  # the address is not this host's, say: an OSError
+                raise OSError(error.errno, f"start: node {wanted!r} cannot listen on {host!r}: "
+                                           f"{error.strerror}") from error
         except BaseException:
             _transport, _cookie, node.dist = None, None, None
             if rex is not None:  # e.g. the name is taken: stay the node we were

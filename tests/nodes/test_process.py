@@ -348,6 +348,14 @@ def test_start_refuses_a_bad_tick_and_stays_local(tick_ms: object, exc: type) ->
     assert nodes.node() == "nonode@nohost"
 
 
+def test_start_on_an_address_not_of_this_host_raises_an_os_error_and_stays_local() -> None:
+    # a long name's host part is the address to bind: 192.0.2.1 is nobody's (TEST-NET-1);
+    # the bind fails before any port-mapper is asked or started
+    with pytest.raises(OSError, match="cannot listen on '192.0.2.1'"):
+        nodes.start("zz@192.0.2.1", cookie="unused")
+    assert nodes.node() == "nonode@nohost"
+
+
 def test_send_rejects_something_that_is_not_a_destination() -> None:
     with pytest.raises(TypeError, match="Pid"):
         nodes.send(42, "x")

@@ -153,6 +153,9 @@ def test_noshell_exits_0_on_signal(node_cluster: Any, signum: int) -> None:
 
 
 @pytest.mark.parametrize("args, says", [(["--name", "bad name"], "NAME@HOST"),
+                                        (["--name", "noat"], "--name needs NAME@HOST"),
+                                        (["--sname", ""], "node name"),
+                                        (["--sname", "x", "--log-level", "NOPE"], "--log-level"),
                                         (["--sname", "x", "--cookie", ""], "--cookie must not be empty")])
 def test_pynode_refuses_a_malformed_name_or_cookie_with_a_usage_error(args: list[str], says: str) -> None:
     done = subprocess.run([str(PYNODE), *args, "--noshell"], capture_output=True, text=True, timeout=30)
