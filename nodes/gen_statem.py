@@ -494,7 +494,7 @@ def cast(server: Any, msg: Any) -> str:
 
 def reply(from_: Any, reply: Any) -> str:
     """Answer a call whose ``from_`` (pid, ref) a callback was handed."""
-    if type(from_) is not tuple or len(from_) != 2 or type(from_[0]) is not Pid:
+    if type(from_) is not tuple or len(from_) != 2 or type(from_[0]) is not Pid or type(from_[1]) is not Ref:
         raise TypeError(f"reply: from_ must be the (pid, ref) pair handed to the callback, got {from_!r}")
     to = from_[0]
     if type(reply) not in PLAIN_TYPES and not node.is_local_node(to.node):

@@ -637,6 +637,8 @@ def demonitor(ref: Ref, flush: bool = True) -> bool:
     """Drop a monitor; with ``flush`` (the default) also a DOWN already queued for it."""
     if type(ref) is not Ref:
         raise TypeError(f"demonitor: expected a Ref, got {ref!r}")
+    if type(flush) is not bool:  # "no" is truthy: a mistake to refuse, not to act on
+        raise TypeError(f"demonitor: flush must be a bool, got {flush!r}")
     return demonitor_as(current(), ref, flush)
 
 
@@ -705,6 +707,8 @@ def await_reply(me: Proc, tag: Ref, mref: Ref, timeout: int | None) -> Any:
 def monitor_node(node_name: str, flag: bool = True) -> bool:
     if not isinstance(node_name, str):
         raise TypeError(f"monitor_node: expected a node name str, got {node_name!r}")
+    if type(flag) is not bool:
+        raise TypeError(f"monitor_node: flag must be a bool, got {flag!r}")
     split_node_name(node_name)  # ValueError for a str that is not name@host, distributed or not
     me = current()
     if not flag:

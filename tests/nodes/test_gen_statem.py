@@ -353,6 +353,15 @@ def test_a_call_event_carries_the_callers_pid_and_a_reference() -> None:
     stop_server(pid)
 
 
+@pytest.mark.parametrize("from_", [None, (1, 2), ("pid", "ref"), "from"])
+def test_reply_wants_the_pid_and_ref_pair_a_callback_was_handed(from_: Any) -> None:
+    with pytest.raises(TypeError, match="from_ must be the"):
+        gen_statem.reply(from_, "x")
+    with pytest.raises(TypeError, match="from_ must be the"):  # a pid with anything but its ref
+        gen_statem.reply((nodes.self(), "not-a-ref"), "x")
+    assert nodes.flush() == []
+
+
 def test_a_tagged_call_carries_the_reference_its_caller_made() -> None:
     pid = start_server()
     ref = nodes.make_ref()

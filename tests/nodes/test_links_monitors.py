@@ -538,6 +538,11 @@ def test_demonitor_of_a_spent_or_unknown_ref_is_harmless() -> None:
     assert nodes.demonitor(nodes.make_ref()) is True
     with pytest.raises(TypeError, match="Ref"):
         nodes.demonitor("not a ref")
+    # a truthy "no" must not be taken for yes
+    with pytest.raises(TypeError, match="flush must be a bool"):
+        nodes.demonitor(nodes.make_ref(), flush="no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="flag must be a bool"):
+        nodes.monitor_node("a@b", "no")  # type: ignore[arg-type]
 
 
 def test_monitor_wants_a_server_reference() -> None:
