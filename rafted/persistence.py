@@ -584,6 +584,10 @@ def read_latest_snapshot_and_logs_if_available(dir: str, repair: bool = True) ->
         try:
             snapshot = read_snapshot_file(path, term, c)
         except PersistenceError as e:
+            if isinstance(e.__cause__, OSError):
+                # it could not be read (permissions, out of descriptors): no sign of damage, so
+                # no fall-back and no renaming it *.corrupt, which would outlast the cause
+                raise PersistenceError(f"{e}; refusing to start", e.path) from e.__cause__
             errors.append(e)
             log.warning("%s; trying an older snapshot", e)
             continue

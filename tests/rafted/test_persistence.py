@@ -1042,6 +1042,35 @@ def test_the_directory_to_restore_a_stopped_group_from_is_the_most_up_to_date_lo
         RaftedValue.read_last_log_term_and_index(None)  # type: ignore[arg-type]
 
 
+def test_a_snapshot_that_cannot_be_read_for_now_is_neither_skipped_nor_renamed_corrupt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # out of descriptors, say: the newest snapshot was renamed *.corrupt for good and an older
+    # one used instead, though nothing was damaged
+    import builtins
+    import errno
+
+    me = nodes.self()
+    log = [(1, i, "command", ((me, i), "inc", i)) for i in range(1, 9)]
+    for c in (3, 5):
+        snap = Snapshot(Members(me, {me}), 1, log[c - 1], CONF, c, CommandResults())
+        P.write_snapshot_file(str(tmp_path), 1, c, encode(snap))
+    (tmp_path / "log_1").write_bytes(P.entries_to_binary(log))
+    newest = str(tmp_path / "snapshot_1_5")
+
+    def out_of_descriptors(path: Any, *args: Any, **kw: Any) -> Any:
+        if path == newest:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return builtins.open(path, *args, **kw)
+
+    monkeypatch.setattr(P, "open", out_of_descriptors, raising=False)
+    with pytest.raises(P.PersistenceError, match="snapshot_1_5.*Too many open files.*refusing to start"):
+        P.read_latest_snapshot_and_logs_if_available(str(tmp_path), repair=True)
+    monkeypatch.undo()
+    assert os.path.exists(newest)
+    r = P.read_latest_snapshot_and_logs_if_available(str(tmp_path), repair=True)
+    assert r is not None and r.metadata.last_committed_index == 5
+
+
 def test_recovered_state_round_trips_a_local_data_module(cluster: Cluster, tmp_path: Path) -> None:
     config = RaftedValue.make_config(make_bag(), heartbeat_timeout=30, election_timeout=200)
     leader = start(cluster, tmp_path, config, log_file_expansion_factor=1)
