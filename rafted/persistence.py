@@ -438,6 +438,10 @@ _datasync = getattr(os, "fdatasync", os.fsync)
 RenameGuard = Callable[[], AbstractContextManager[bool]]
 
 
+class _Unreadable(PersistenceError):
+    """A file could not be read at all (an OSError opening or reading it): no sign of damage."""
+
+
 class DirectoryTakenOver(PersistenceError):
     """A snapshot writer's directory passed to another member before its snapshot went in."""
 
@@ -481,7 +485,7 @@ def read_snapshot_file(
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise PersistenceError(f"cannot read snapshot {path}: {e}", path) from e
+        raise _Unreadable(f"cannot read snapshot {path}: {e}", path) from e
     try:
         snapshot = decode(data)
     except Exception as e:
@@ -584,7 +588,7 @@ def read_latest_snapshot_and_logs_if_available(dir: str, repair: bool = True) ->
         try:
             snapshot = read_snapshot_file(path, term, c)
         except PersistenceError as e:
-            if isinstance(e.__cause__, OSError):
+            if isinstance(e, _Unreadable):
                 # it could not be read (permissions, out of descriptors): no sign of damage, so
                 # no fall-back and no renaming it *.corrupt, which would outlast the cause
                 raise PersistenceError(f"{e}; refusing to start", e.path) from e.__cause__
