@@ -150,7 +150,7 @@ def apply_entries(ctx: Ctx | None, w: State, entries: list[LogEntry]) -> None:
             w.data, results = run_command(ctx, w, w.data, results, e[3])
         elif kind == CHANGE_CONFIG:
             if ctx is not None and w.leadership is not None and e[3].lease_ms > w.config.lease_ms:
-                w.leadership = Leadership.lease_restarted(w.leadership, ctx.now)
+                w.leadership = Leadership.lease_restarted(w.leadership, ctx.now, e[1])
             w.config = e[3]
         elif kind == ADD_FOLLOWER or kind == REMOVE_FOLLOWER:
             if ctx is not None:

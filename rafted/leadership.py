@@ -29,6 +29,7 @@ __all__ = [
     "remove_follower_response_time_entry",
     "lease_expired",
     "lease_restarted",
+    "lease_confirmed_by",
     "max_election_timeout",
 ]
 
@@ -39,14 +40,16 @@ class Leadership:
 
     ``follower_responded_times`` maps follower -> latest leader timestamp it
     answered; ``quorum_timer_started_at`` is when the leader last knew it had
-    a majority (or became leader); answers to messages sent before
-    ``lease_counts_from`` do not count towards the lease (see :func:`lease_restarted`).
+    a majority (or became leader).  After a config that lengthens the lease,
+    ``lease_restart`` is ``(when it was applied, its entry's index)`` and only the followers
+    in ``lease_confirmed`` count towards the lease (see :func:`lease_restarted`).
     """
 
     heartbeat_due_at: int
     quorum_timer_started_at: int
     follower_responded_times: dict = field(default_factory=dict)
-    lease_counts_from: int = 0
+    lease_restart: tuple[int, int] | None = None
+    lease_confirmed: frozenset = frozenset()
 
 
 def max_election_timeout(config: Any) -> int:
@@ -65,8 +68,10 @@ def _is_lonely(members: Any, me: Any) -> bool:
     return len(members.all) <= 1
 
 
-def quorum_last_reached_at(l: Leadership, members: Any, me: Any) -> int | None:  # noqa: E741
-    """Latest leader timestamp such that a majority (the leader included) answered at or after it.
+def quorum_last_reached_at(l: Leadership, members: Any, me: Any,  # noqa: E741
+                           among: frozenset | None = None) -> int | None:
+    """Latest leader timestamp such that a majority (the leader included) answered at or after it,
+    counting only the followers ``among`` when given.
 
     ``None`` for a lonely leader or when too few followers have answered yet.
     """
@@ -74,7 +79,7 @@ def quorum_last_reached_at(l: Leadership, members: Any, me: Any) -> int | None: 
     if n <= 1:
         return None
     needed = majority(n) - (1 if me in members.all else 0)  # followers needed besides the leader
-    all_ = members.all
+    all_ = members.all if among is None else members.all & among
     times = sorted((t for p, t in l.follower_responded_times.items() if p in all_ and p != me), reverse=True)
     if len(times) < needed:
         return None
@@ -147,17 +152,29 @@ def lease_expired(l: Leadership, members: Any, me: Any, now: int, config: Any) -
     """
     if _is_lonely(members, me) and me in members.all:
         return False
-    reached = quorum_last_reached_at(l, members, me)
-    if reached is None or reached < l.lease_counts_from:
+    among = None if l.lease_restart is None else l.lease_confirmed
+    reached = quorum_last_reached_at(l, members, me, among)
+    if reached is None:
         return True
     return reached + config.lease_ms <= now
 
 
-def lease_restarted(l: Leadership, now: int) -> Leadership:  # noqa: E741
-    """Only answers to messages sent after ``now`` count towards the lease from here on.
+def lease_restarted(l: Leadership, now: int, index: int) -> Leadership:  # noqa: E741
+    """The leader applied, at ``now``, a config (entry ``index``) that lengthens the lease.
 
-    For a config that lengthens the lease, applied by the leader first: the followers' answers
-    so far promised to refuse votes only for as long as the old config says, and they learn of
-    the new one from the messages that carry its commit, sent after ``now``.
+    Its followers apply it only when they learn that it committed, and until then refuse votes
+    only for as long as the old config says: a follower counts towards the lease again once it
+    has been seen to apply it (:func:`lease_confirmed_by`), whatever it answered before.
     """
-    return _replace_value(l, lease_counts_from=now + 1)
+    return _replace_value(l, lease_restart=(now, index), lease_confirmed=frozenset())
+
+
+def lease_confirmed_by(l: Leadership, follower: Any, timestamp: int, i_replicated: int) -> Leadership:  # noqa: E741
+    """``follower`` accepted a message sent at ``timestamp`` and holds the log up to
+    ``i_replicated``: when that message left after the lengthening config was applied (so it
+    told the follower of its commit) and the follower holds the config's entry, the follower
+    has applied it before answering (config entries are applied first)."""
+    r = l.lease_restart
+    if r is None or follower in l.lease_confirmed or timestamp <= r[0] or i_replicated < r[1]:
+        return l
+    return _replace_value(l, lease_confirmed=l.lease_confirmed | {follower})

@@ -425,6 +425,8 @@ def _leader_append_entries_response(ctx: Ctx, r: AppendEntriesResponse, s: State
     leadership = Leadership.follower_responded(s.leadership, s.members, frm, r.leader_timestamp, me)
     if r.success:
         i_rep = r.i_replicated or 0
+        if leadership.lease_restart is not None:
+            leadership = Leadership.lease_confirmed_by(leadership, frm, r.leader_timestamp, i_rep)
         logs, to_apply = Logs.set_follower_index(s.logs, s.members, s.current_term, frm, i_rep, me)
         s = replace_changed(s, leadership=leadership, logs=logs)
         if to_apply:

@@ -20,7 +20,13 @@ from rafted_support import CONF, ELECTION, HEARTBEAT
 from rafted import logs as Logs
 from rafted import server
 from rafted import state as member_state
-from rafted.rpc import AppendEntriesRequest, AppendEntriesResponse, InstallSnapshot, RequestVoteRequest
+from rafted.rpc import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    InstallSnapshot,
+    InstallSnapshotCompressed,
+    RequestVoteRequest,
+)
 
 SIM_CONF = dataclasses.replace(CONF, communication_module=SimComm)
 
@@ -457,6 +463,37 @@ def test_a_config_that_lengthens_the_lease_counts_only_answers_to_later_messages
     new = next(p for p in sim.leaders() if p != "A")
     assert command(sim, new, "inc") == ("ok", 1)
     assert sim.call("A", ("query", "get")) != ("ok", 1)  # no answer (it waits in the log), never a stale one
+
+
+def test_a_lengthened_lease_counts_no_follower_still_on_the_old_config() -> None:
+    # C lags (never gets the config entry) but answers heartbeats; B holds the entry but never
+    # learns that it committed. Both refuse votes only as the old config says: answers they sent
+    # after the change must not count towards A's longer lease either.
+    sim = make(["B", "C"])
+    assert command(sim, "A", "inc") == ("ok", 0)
+    config_index = sim.state("A").logs.i_max + 1
+    cut: set[frozenset] = set()
+
+    def drop(src: str, dest: str, msg: Any) -> bool:
+        if frozenset((src, dest)) in cut:
+            return True
+        if (src, dest) == ("A", "C") and (isinstance(msg, (InstallSnapshot, InstallSnapshotCompressed))
+                                          or (isinstance(msg, AppendEntriesRequest) and msg.entries)):
+            return True
+        return ((src, dest) == ("A", "B") and isinstance(msg, AppendEntriesRequest)
+                and msg.i_leader_commit >= config_index)
+
+    sim.drop = drop
+    assert sim.call("A", ("change_config", dataclasses.replace(SIM_CONF, election_timeout=1000))) == "ok"
+    sim.advance(3 * HEARTBEAT)
+    cut.update({frozenset("AC"), frozenset("AB")})
+    t0 = sim.now
+    while sim.leaders() == ["A"]:
+        assert sim.now < t0 + 950, "no other leader within A's new lease"
+        sim.advance(5)
+    new = next(p for p in sim.leaders() if p != "A")
+    assert command(sim, new, "inc") == ("ok", 1)
+    assert sim.call("A", ("query", "get")) != ("ok", 1)  # never a stale answer from A's lease
 
 
 def test_a_snapshot_sent_on_a_stale_rejection_keeps_the_entries_the_follower_acknowledged() -> None:
