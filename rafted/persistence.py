@@ -634,13 +634,16 @@ def read_latest_snapshot_and_logs_if_available(dir: str, repair: bool = True) ->
 
 def _logs_an_install_left(logs: list[tuple[int, str]], c: int, tc: int) -> list[str]:
     """The log files that an install of a leader's snapshot at ``c`` (term ``tc``) was about to
-    delete when a crash cut it short: the files from before it (first index ≤ ``c``), when the
-    newest of them does not hold entry ``c`` of term ``tc`` (a lagging follower's log ends
-    before it; a deposed leader's has another entry there).  Nothing in them is needed: up to
-    ``c`` the snapshot holds it all, and from ``c`` on they lost to the leader's log.  Read as
-    a log, they would stop the start-up with a false gap or, worse, shadow the entries written
-    after the install.  A log the member compacted itself always holds entry ``c``: it wrote
-    the snapshot from it."""
+    delete when a crash cut it short: all of them, when the newest file from before ``c``
+    (first index ≤ ``c``) does not hold entry ``c`` of term ``tc`` (a lagging follower's log
+    ends before it; a deposed leader's has another entry there).  Nothing in them is needed:
+    up to ``c`` the snapshot holds it all, and from ``c`` on they lost to the leader's log.
+    Read as a log, they would stop the start-up with a false gap or, worse, shadow the entries
+    written after the install.  All of them, because the install deletes the newest first and
+    writes nothing before it has deleted them all (nor does a start before it has deleted
+    these): a file after ``c`` beside such leftovers is a leftover too (a deposed leader's own
+    compaction started one).  A log the member compacted itself always holds entry ``c``: it
+    wrote the snapshot from it."""
     before = [(first, p) for first, p in logs if first <= c]
     if not before:
         return []
@@ -648,7 +651,7 @@ def _logs_an_install_left(logs: list[tuple[int, str]], c: int, tc: int) -> list[
     contents = read_log_file(path, allow_torn_tail=(path == logs[-1][1]), first_index=first)
     if any(e[1] == c and e[0] == tc for e in contents.entries):
         return []
-    return [p for _, p in before]
+    return [p for _, p in logs]
 
 
 def _replay_logs(dir: str, logs: list[tuple[int, str]], c: int, repair: bool) -> dict[int, LogEntry]:
@@ -902,11 +905,14 @@ class Persistence:
         files go and ``log_<index + 1>`` receives the entries after it."""
         meta = _write_snapshot(self.dir, snapshot, data)
         self.log.close(sync=False)
+        # The newest log file first: a crash part-way leaves only the oldest ones, which a start
+        # recognises as left over (see _logs_an_install_left); a newer one left behind alone could
+        # look like a continuation of the snapshot.
+        for _first, path in reversed(list_log_files(self.dir)):
+            _unlink(path)
         for _c, _t, path in list_snapshot_files(self.dir):
             if path != meta.path:
                 _unlink(path)
-        for _first, path in list_log_files(self.dir):
-            _unlink(path)
         new_log = _LogFile(self.dir, snapshot.last_committed_entry[1] + 1)
         return _replace_value(self, log=new_log, log_size_written=0, latest_snapshot_metadata=meta)
 

@@ -974,28 +974,66 @@ def test_recovery_reads_only_what_it_needs(tmp_path: Path) -> None:
         P.read_latest_snapshot_and_logs_if_available(str(tmp_path), repair=False)
 
 
-@pytest.mark.parametrize("old_log", ["lagging", "deposed leader"])
+@pytest.mark.parametrize("c", [5, 8])
+@pytest.mark.parametrize("old_log", ["lagging", "deposed leader", "deposed leader that compacted"])
 def test_a_start_finishes_an_install_of_the_leaders_snapshot_that_a_crash_cut_short(
-        tmp_path: Path, old_log: str) -> None:
-    # A follower wrote the leader's snapshot at 5, then died before deleting its old log; a
-    # start from the directory then wrote log_6 and acknowledged entries 6..8. The old log must
-    # neither stop a later start with a false gap nor shadow those entries.
+        tmp_path: Path, old_log: str, c: int) -> None:
+    # A follower wrote the leader's snapshot at c, then died before deleting its old log files
+    # (the newest first: whatever is left is the oldest). They must neither stop the start with
+    # a false gap nor be replayed after the snapshot; the start deletes them, and then a second
+    # start finds what the first wrote after the snapshot.
     me = nodes.self()
-    snap = Snapshot(Members(me, {me}), 2, (2, 5, "command", ((me, 5), "inc", 5)), CONF, 5, CommandResults())
-    P.write_snapshot_file(str(tmp_path), 2, 5, encode(snap))
+    entry = (2, c, "command", ((me, c), "inc", c))
+    P.write_snapshot_file(str(tmp_path), 2, c, encode(
+        Snapshot(Members(me, {me}), 2, entry, CONF, c, CommandResults())))
+    own = [(1, i, "command", ((me, i), "inc", i)) for i in range(1, 12)]  # entries of its own term
     if old_log == "lagging":  # it had entries up to 3 only
-        old = [(1, i, "command", ((me, i), "inc", i)) for i in range(1, 4)]
-    else:  # it had 4..7 of its own term, which lost
-        old = [(1, i, "command", ((me, i), "inc", i)) for i in range(1, 8)]
-    acknowledged = [(2, i, "command", ((me, i), "inc", 100 + i)) for i in range(6, 9)]
-    (tmp_path / "log_1").write_bytes(P.entries_to_binary(old))
-    (tmp_path / "log_6").write_bytes(P.entries_to_binary(acknowledged))
+        (tmp_path / "log_1").write_bytes(P.entries_to_binary(own[:3]))
+    elif old_log == "deposed leader":  # 1..11 of its own term, which lost
+        (tmp_path / "log_1").write_bytes(P.entries_to_binary(own))
+    else:  # its own compaction at 4 had started log_10 (a file after the snapshot, left over too)
+        P.write_snapshot_file(str(tmp_path), 1, 4, encode(
+            Snapshot(Members(me, {me}), 1, own[3], CONF, 4, CommandResults())))
+        (tmp_path / "log_1").write_bytes(P.entries_to_binary(own[:9]))
+        (tmp_path / "log_10").write_bytes(P.entries_to_binary(own[9:]))
     for repair in (False, True):
         r = P.read_latest_snapshot_and_logs_if_available(str(tmp_path), repair=repair)
-        assert r is not None and r.metadata.last_committed_index == 5
-        assert r.entries == acknowledged
-    assert P.list_log_files(str(tmp_path)) == [(6, str(tmp_path / "log_6"))]  # the install finished
-    assert RaftedValue.read_last_log_index(str(tmp_path)) == 8
+        assert r is not None and r.metadata.last_committed_index == c and r.entries == []
+    assert P.list_log_files(str(tmp_path)) == []  # the install finished
+    assert RaftedValue.read_last_log_term_and_index(str(tmp_path)) == (2, c)
+    acknowledged = [(2, i, "command", ((me, i), "inc", 100 + i)) for i in range(c + 1, c + 4)]
+    (tmp_path / f"log_{c + 1}").write_bytes(P.entries_to_binary(acknowledged))  # what a start writes
+    r = P.read_latest_snapshot_and_logs_if_available(str(tmp_path), repair=True)
+    assert r is not None and r.entries == acknowledged
+
+
+def test_an_install_deletes_the_old_log_files_newest_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # so that a crash part-way leaves only the oldest files, which a start knows for leftovers
+    me = nodes.self()
+    first_entry = (0, 1, "leader_elected", [me])
+    p = P.Persistence.new_with_initial_snapshot(str(tmp_path), 10, Snapshot(
+        Members(me, {me}), 0, first_entry, CONF, 0, CommandResults()), 0)
+    own = [(1, i, "command", ((me, i), "inc", i)) for i in range(2, 12)]
+    p = p.write_log_entries(own[:5]).sync()
+    (tmp_path / "log_7").write_bytes(P.entries_to_binary(own[5:]))  # as a compaction would start it
+    unlinked: list[str] = []
+
+    def crash_on_the_second(path: str) -> None:
+        if len(unlinked) == 1:
+            raise RuntimeError("crash")
+        unlinked.append(os.path.basename(path))
+        os.unlink(path)
+
+    monkeypatch.setattr(P, "_unlink", crash_on_the_second)
+    leaders = Snapshot(Members(me, {me}), 2, (2, 20, "command", ((me, 20), "inc", 20)), CONF, 20,
+                       CommandResults())
+    with pytest.raises(RuntimeError, match="crash"):
+        p.install_snapshot(leaders)
+    assert unlinked == ["log_7"] and [f for f, _ in P.list_log_files(str(tmp_path))] == [1]
+    monkeypatch.undo()
+    r = P.read_latest_snapshot_and_logs_if_available(str(tmp_path), repair=True)
+    assert r is not None and r.metadata.last_committed_index == 20 and r.entries == []
 
 
 def test_a_log_that_holds_the_snapshots_entry_is_kept_and_replayed(tmp_path: Path) -> None:
