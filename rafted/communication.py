@@ -86,11 +86,14 @@ def call_catching_exit(server: Any, request: Any, timeout: int | None, tag: node
     """``gen_statem.call`` to a member, its exits as the API's errors: ``("error", "noproc")``
     when the member is not there, ``("error", "timeout")`` when the outcome is unknown.
     ``tag``: a fresh ref the request carries, used as the call's own (``gen_statem.call_tagged``)."""
+    me = nodes.self()
     try:
         if tag is not None:
             return nodes.gen_statem.call_tagged(server, request, tag, timeout)
         return nodes.gen_statem.call(server, request, timeout=timeout)
     except nodes.Exit as e:
+        if not nodes.is_alive(me):
+            raise  # the caller's own death (a plain thread's is told by this Exit): not the call's
         head = exit_reason_head(e.reason)
         if head in NOT_THERE:
             return ("error", "noproc")

@@ -238,6 +238,36 @@ def test_bad_arguments_raise_at_the_call_site() -> None:
     assert RaftedValue.read_last_log_index("/nonexistent/dir") is None
 
 
+class _Silent:
+    """A server that never answers."""
+
+    def init(args: Any) -> tuple:
+        return ("ok", "silent", None)
+
+    def silent(event_type: Any, content: Any, data: Any) -> tuple:
+        return ("keep_state_and_data",)
+
+
+def test_a_caller_killed_while_it_waits_hears_of_its_own_death_not_of_a_timeout() -> None:
+    # a plain thread (a shell's, a script's) learns of its process's death only from this Exit
+    _, server = nodes.gen_statem.start(_Silent, None)
+    outcome: list = []
+
+    def caller() -> None:
+        me = nodes.self()
+        nodes.spawn(lambda: (time.sleep(0.2), nodes.exit(me, "boom")))
+        try:
+            outcome.append(RaftedValue.command(server, "inc", timeout=10_000))
+        except nodes.Exit as e:
+            outcome.append(("raised", e.reason))
+
+    t = threading.Thread(target=caller)
+    t.start()
+    t.join(20)
+    assert outcome == [("raised", "boom")]
+    nodes.gen_statem.stop(server)
+
+
 def test_will_break_quorum(cluster: Cluster) -> None:
     leader, [follower1, follower2] = cluster.make(2)
     cluster.stop(follower1)
