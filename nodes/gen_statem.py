@@ -47,7 +47,7 @@ from typing import Any
 
 from . import codec, process, registry
 from . import this_node as node
-from .terms import PLAIN_TYPES, CallReply, Exit, Pickled, Pid, ProcessExit, Ref, make_ref
+from .terms import MAX_TIMEOUT_MS, PLAIN_TYPES, CallReply, Exit, Pickled, Pid, ProcessExit, Ref, make_ref
 
 log = logging.getLogger("nodes.gen_statem")
 
@@ -358,8 +358,8 @@ class _Machine:
             ms = action[1]
             if ms == "infinity":
                 ms = None
-            elif ms is not None and (type(ms) is not int or ms < 0):
-                return False
+            elif ms is not None and (type(ms) is not int or ms < 0 or ms > MAX_TIMEOUT_MS):
+                return False  # a bad_action, as OTP's for a time-out it cannot take
         if key in self.timeouts:
             self._cancel(key)
         self.zero.pop(key, None)  # set again or cancelled: the latest word counts
@@ -472,7 +472,7 @@ def _call(server: Any, tag: str, request: Any, timeout: int | None, ref: Ref | N
     if type(msg) is CallReply:
         process.demonitor_as(me, ref, target=target)
         value = msg.value
-        if type(value) is Pickled:  # from another node
+        if type(value) is Pickled and not node.is_local_node(target_node):  # pickled apart for us
             try:
                 return codec.loads(value.data)
             except Exception as error:

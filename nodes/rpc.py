@@ -72,7 +72,7 @@ def call(node_name: str, fn: Any, *args: Any, timeout: int | None = None) -> Any
     if kind == "exit":  # the remote worker ended without an outcome
         raise Exit(("badrpc", ("EXIT", process.arrived_reason(outcome[1], node_name))))
     if kind == "ok":
-        if type(outcome[1]) is not Pickled:
+        if not remote or type(outcome[1]) is not Pickled:  # (a local function may return one)
             return outcome[1]
         try:
             return codec.loads(outcome[1].data)
@@ -81,7 +81,7 @@ def call(node_name: str, fn: Any, *args: Any, timeout: int | None = None) -> Any
                            f"cannot be loaded on {node.name}")
             raise
     _, remote_exc, remote_tb = outcome
-    if type(remote_exc) is Pickled:
+    if remote and type(remote_exc) is Pickled:
         try:
             remote_exc = codec.loads(remote_exc.data)
         except Exception:  # noqa: BLE001 - its class does not load here: the text must do

@@ -214,8 +214,6 @@ def free_ports(n: int) -> list[int]:
     socks: list[socket.socket] = []
     try:
         for _ in range(100 * n):
-            if len(socks) == n:
-                break
             s = socket.socket()
             try:
                 # no SO_REUSEADDR: a port still in TIME_WAIT counts as taken
@@ -224,9 +222,9 @@ def free_ports(n: int) -> list[int]:
                 s.close()
                 continue
             socks.append(s)
-        else:
-            raise OSError(f"no {n} free TCP ports found on 127.0.0.1")
-        return [int(s.getsockname()[1]) for s in socks]
+            if len(socks) == n:
+                return [int(s.getsockname()[1]) for s in socks]
+        raise OSError(f"no {n} free TCP ports found on 127.0.0.1")
     finally:
         for s in socks:
             s.close()

@@ -362,6 +362,17 @@ def test_reply_wants_the_pid_and_ref_pair_a_callback_was_handed(from_: Any) -> N
     assert nodes.flush() == []
 
 
+def test_a_local_reply_that_happens_to_be_a_pickled_value_comes_back_as_it_is() -> None:
+    # (only a reply from another node is pickled apart, and only such a one is loaded)
+    from nodes.terms import Pickled
+
+    pid = start_server()
+    odd = Pickled(b"not a pickle", "text")
+    assert gen_statem.call(pid, ("echo", odd)) == odd
+    assert nodes.rpc.call(nodes.node(), lambda: odd) == odd
+    stop_server(pid)
+
+
 def test_a_tagged_call_carries_the_reference_its_caller_made() -> None:
     pid = start_server()
     ref = nodes.make_ref()
@@ -1139,7 +1150,7 @@ def test_postpone_and_timeouts_reject_malformed_actions() -> None:
             return ("keep_state_and_data", [content])
 
     for action in [("state_timeout", -1, "x"), ("timeout", "soon", "x"), ("state_timeout", "later"),
-                   ("postpone", "yes")]:
+                   ("postpone", "yes"), ("state_timeout", nodes.MAX_TIMEOUT_MS + 1, "x")]:
         ok, pid = gen_statem.start(Bad, None)
         ref = nodes.monitor(pid)
         nodes.send(pid, action)
