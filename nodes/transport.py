@@ -644,8 +644,14 @@ class Transport:
         waiter.set(True)
 
     def _run_commands(self) -> None:
-        cmds = self._cmds
+        cmds, outq = self._cmds, self._outq
         while cmds:
+            if outq:
+                # Sends queued before this command was posted go first, as _step intends: one
+                # queued after this round's flush, and a stop posted after it (a node stopping
+                # tells its processes' deaths, then stops distribution), were both seen only
+                # here, and the stop dropped the deaths untold (their monitors saw noconnection).
+                self._flush_outq()
             fn = cmds.popleft()
             try:
                 fn()

@@ -335,6 +335,51 @@ sys.exit(main(["--sname", sys.argv[1], "--noshell"]))
 '''
 
 
+# A --noshell node whose transport thread, once the node starts stopping, is caught between
+# the flush of its send queue and the commands of one round: the deaths its main thread tells
+# meanwhile, and the stop it posts after them, are both seen there (as a thread preempted at
+# that point sees them).
+CAUGHT_BETWEEN_FLUSH_AND_STOP = r'''
+import sys, time
+from nodes import dist, process
+from nodes.__main__ import main
+from nodes.transport import Transport
+
+stopping = False
+run_commands = Transport._run_commands
+
+def late_commands(self):
+    if stopping:
+        time.sleep(0.5)  # the lock held: every send meanwhile is queued
+    return run_commands(self)
+
+shutdown_all = process.shutdown_all
+
+def shutdown_all_caught(*args):
+    global stopping
+    stopping = True
+    dist._transport._post(lambda: None)  # a round with a command: the thread stops in it
+    time.sleep(0.1)
+    return shutdown_all(*args)
+
+Transport._run_commands = late_commands
+process.shutdown_all = shutdown_all_caught
+sys.exit(main(["--sname", sys.argv[1], "--noshell"]))
+'''
+
+
+def test_deaths_told_while_the_transport_is_between_its_flush_and_the_stop_still_leave(
+        node_cluster, tmp_path) -> None:
+    peer = start_script_node(node_cluster, tmp_path, CAUGHT_BETWEEN_FLUSH_AND_STOP, f"caught{os.getpid()}")
+    waiters = rpc(peer.name, _spawn_waiters, 5)
+    refs = {nodes.monitor(pid): pid for pid in waiters}
+    h.wait_until_true(lambda: _all_watched_by_me(peer.name, waiters), 5.0, "remote monitors")
+    peer.signal(signal.SIGTERM)
+    assert peer.popen.wait(20) == 0
+    downs = [nodes.receive(5000, down_for(ref)) for ref in refs]
+    assert downs == [("DOWN", ref, "process", pid, "shutdown") for ref, pid in refs.items()]
+
+
 class SlowToPickle:
     """Takes 0.2 s to pickle: a process sending it to another node is nearly always mid-send."""
 
