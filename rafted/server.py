@@ -345,9 +345,12 @@ def _ensure_timer(ctx: Ctx, state_name: str, s: State) -> State:
     token = s.timer_seq + 1
     # (a deadline further off than a timer can wait, with huge configured times: the tick then
     # finds nothing due and re-arms for the rest)
-    delay = min(max(0, deadline - ctx.now), nodes.MAX_TIMEOUT_MS)
+    delay = max(0, deadline - ctx.now)
+    fire_at = deadline
+    if delay > nodes.MAX_TIMEOUT_MS:
+        delay, fire_at = nodes.MAX_TIMEOUT_MS, ctx.now + nodes.MAX_TIMEOUT_MS
     ref = nodes.send_after(delay, ctx.me, (TICK, token))
-    return _replace_value(s, timer=TimerHandle(token, ref, ctx.now + delay), timer_seq=token)
+    return _replace_value(s, timer=TimerHandle(token, ref, fire_at), timer_seq=token)
 
 
 def _on_tick(ctx: Ctx, state_name: str, token: int, s: State) -> tuple:
