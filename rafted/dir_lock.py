@@ -86,7 +86,6 @@ def release(dir: str, owner: nodes.Pid) -> None:
             os.close(held[1])
 
 
-
 def rename_guard(dir: str, owner: nodes.Pid) -> RenameGuard:
     """For a helper that ``owner`` starts now to put a file into ``dir`` later: a context manager
     factory.  Inside it ``dir`` cannot pass to another member, and it yields whether the hold

@@ -610,7 +610,7 @@ def read_latest_snapshot_and_logs_if_available(dir: str, repair: bool = True) ->
             except OSError:
                 pass
     tc = snapshot.last_committed_entry[0]
-    stale = _logs_an_install_left(logs, c, tc)
+    stale, read = _logs_an_install_left(logs, c, tc)
     if stale:
         log.warning("old log files %s predate snapshot %s and do not continue it (an install of "
                     "the leader's snapshot was cut short before it deleted them); %s",
@@ -620,7 +620,7 @@ def read_latest_snapshot_and_logs_if_available(dir: str, repair: bool = True) ->
                 _unlink(p)
             _fsync_dir(dir)
         logs = [(first, p) for first, p in logs if p not in stale]
-    entries = _replay_logs(dir, logs, c, repair)
+    entries = _replay_logs(dir, logs, c, repair, read)
     after = [e for i, e in entries.items() if i > c]
     if after and c not in entries and after[0][1] != c + 1:
         raise PersistenceError(
@@ -632,7 +632,8 @@ def read_latest_snapshot_and_logs_if_available(dir: str, repair: bool = True) ->
     return Recovered(snapshot, meta, after)
 
 
-def _logs_an_install_left(logs: list[tuple[int, str]], c: int, tc: int) -> list[str]:
+def _logs_an_install_left(logs: list[tuple[int, str]], c: int, tc: int
+                          ) -> tuple[list[str], dict[str, LogFileContents]]:
     """The log files that an install of a leader's snapshot at ``c`` (term ``tc``) was about to
     delete when a crash cut it short: all of them, when the newest file from before ``c``
     (first index ≤ ``c``) does not hold entry ``c`` of term ``tc`` (a lagging follower's log
@@ -643,25 +644,27 @@ def _logs_an_install_left(logs: list[tuple[int, str]], c: int, tc: int) -> list[
     writes nothing before it has deleted them all (nor does a start before it has deleted
     these): a file after ``c`` beside such leftovers is a leftover too (a deposed leader's own
     compaction started one).  A log the member compacted itself always holds entry ``c``: it
-    wrote the snapshot from it."""
+    wrote the snapshot from it.  Also returns the file it read, for the replay to reuse."""
     before = [(first, p) for first, p in logs if first <= c]
     if not before:
-        return []
+        return [], {}
     first, path = before[-1]  # a later file supersedes the earlier ones from its first index on
     contents = read_log_file(path, allow_torn_tail=(path == logs[-1][1]), first_index=first)
     if any(e[1] == c and e[0] == tc for e in contents.entries):
-        return []
-    return [p for _, p in logs]
+        return [], {path: contents}
+    return [p for _, p in logs], {}
 
 
-def _replay_logs(dir: str, logs: list[tuple[int, str]], c: int, repair: bool) -> dict[int, LogEntry]:
-    """Replay the log files that matter from index ``c`` on: index -> entry, in index order."""
+def _replay_logs(dir: str, logs: list[tuple[int, str]], c: int, repair: bool,
+                 read: dict[str, LogFileContents]) -> dict[int, LogEntry]:
+    """Replay the log files that matter from index ``c`` on: index -> entry, in index order
+    (``read``: files already read, by path)."""
     files = [(first, path) for first, path, last in _with_last_indices(logs) if last >= c]
     final: dict[int, LogEntry] = {}
     max_i: int | None = None
     newest = logs[-1][1] if logs else None
     for first, path in files:
-        contents = read_log_file(path, allow_torn_tail=(path == newest), first_index=first)
+        contents = read.get(path) or read_log_file(path, allow_torn_tail=(path == newest), first_index=first)
         if contents.torn_at is not None:
             log.warning(
                 "dropping a torn write at the end of %s (offset %d: %s)%s",
